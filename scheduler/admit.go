@@ -1,0 +1,209 @@
+package scheduler
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	schedulerv1 "github.com/meridian-gw/meridian/api/meridian/scheduler/v1"
+	"github.com/meridian-gw/meridian/scheduler/store"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// Create admits a session for owner in pool: it checks the weekly quota
+// (projected, as Kaggle does) and the per-user concurrency limit, then
+// places it on a free slot (STARTING) or queues it (QUEUED). A retry with
+// the same requestID returns the first session and changes nothing.
+func (s *Scheduler) Create(ctx context.Context, owner, pool, requestID string) (*store.Session, error) {
+	pc, ok := s.cfg.Pool(pool)
+	if !ok {
+		s.metrics.refused(pool, "unknown_pool")
+		return nil, status.Errorf(codes.InvalidArgument, "pool %q: no such pool; choose one of: %s", pool, joinPools(s.cfg.PoolNames()))
+	}
+	capacity := s.capacity(pc)
+	if capacity == 0 {
+		s.metrics.refused(pool, "not_in_region")
+		return nil, status.Errorf(codes.FailedPrecondition, "pool %q is not offered in region %s", pool, s.region)
+	}
+	var out *store.Session
+	var created bool
+	err := s.store.Update(ctx, []string{userLock(owner), poolLock(s.region, pool)}, func(tx store.Tx) error {
+		out, created = nil, false
+		if requestID != "" {
+			prev, err := tx.SessionByRequest(ctx, owner, requestID)
+			switch {
+			case err == nil && prev.Pool != pool:
+				return status.Errorf(codes.AlreadyExists, "request_id %q was already used to create %s in pool %q; use a new request_id for a different pool",
+					requestID, sessionName(prev.ID), prev.Pool)
+			case err == nil:
+				out = prev
+				return nil
+			case !errors.Is(err, store.ErrNotFound):
+				return err
+			}
+		}
+		live, err := tx.OwnerLive(ctx, owner)
+		if err != nil {
+			return err
+		}
+		if err := s.checkConcurrency(pc, live); err != nil {
+			return err
+		}
+		if pc.QuotaGroup != "" {
+			if err := s.checkQuota(ctx, tx, owner, pc, live); err != nil {
+				return err
+			}
+		}
+		p, err := tx.Pool(ctx, s.region, pool)
+		if err != nil {
+			return err
+		}
+		now := s.now()
+		sess := &store.Session{
+			ID:          newID(),
+			Owner:       owner,
+			Pool:        pool,
+			Region:      s.region,
+			RequestID:   requestID,
+			QuotaGroup:  pc.QuotaGroup,
+			CreateTime:  now,
+			UpdateTime:  now,
+			MaxDuration: pc.MaxDuration.Duration,
+			IdleTimeout: pc.IdleTimeout.Duration,
+		}
+		if p.Holding < capacity && p.Queued == 0 {
+			s.place(sess, p, now)
+		} else {
+			sess.State = schedulerv1.Session_QUEUED
+			sess.QueueSeq = p.NextSeq
+			sess.Message = fmt.Sprintf("queued: all %d %s slots in %s are in use", capacity, pool, s.region)
+			p.NextSeq++
+			p.Queued++
+		}
+		if err := tx.InsertSession(ctx, sess); err != nil {
+			return err
+		}
+		out, created = sess, true
+		return tx.SavePool(ctx, p)
+	})
+	if err != nil {
+		if st, ok := status.FromError(err); ok && st.Code() == codes.ResourceExhausted {
+			s.metrics.refused(pool, refusalReason(st.Message()))
+		}
+		return nil, err
+	}
+	if created {
+		s.metrics.admitted(pool, out.State)
+		s.log.Info("session admitted", "session", out.ID, "owner", owner, "pool", pool, "state", out.State.String(), "request_id", requestID)
+	}
+	s.notify()
+	return out, nil
+}
+
+// place gives sess a slot in p: STARTING, owned by this instance.
+func (s *Scheduler) place(sess *store.Session, p *store.Pool, now time.Time) {
+	sess.State = schedulerv1.Session_STARTING
+	sess.PlaceTime = now
+	sess.UpdateTime = now
+	sess.Instance = s.instance
+	sess.QueueSeq = 0
+	sess.Message = "starting: waiting for the notebook server to answer"
+	p.Holding++
+}
+
+const (
+	reasonConcurrency = "concurrency limit"
+	reasonQuota       = "weekly quota"
+)
+
+func refusalReason(msg string) string {
+	if len(msg) >= len(reasonQuota) && msg[:len(reasonQuota)] == reasonQuota {
+		return "quota"
+	}
+	return "concurrency"
+}
+
+func (s *Scheduler) checkConcurrency(pc *PoolConfig, live []*store.Session) error {
+	n := 0
+	for _, l := range live {
+		if l.Pool == pc.Name {
+			n++
+		}
+	}
+	if n >= pc.MaxPerUser {
+		return status.Errorf(codes.ResourceExhausted,
+			"%s: you have %d live session(s) in pool %q (queued ones included) and the limit is %d; stop one to start another",
+			reasonConcurrency, n, pc.Name, pc.MaxPerUser)
+	}
+	return nil
+}
+
+// checkQuota refuses a session when the owner's use this week plus what
+// their live sessions may still use reaches the weekly limit.
+func (s *Scheduler) checkQuota(ctx context.Context, tx store.Tx, owner string, pc *PoolConfig, live []*store.Session) error {
+	g, _ := s.cfg.QuotaGroup(pc.QuotaGroup)
+	u, err := s.usage(ctx, tx, owner, g, live, s.now())
+	if err != nil {
+		return err
+	}
+	if u.projected >= u.limit {
+		return status.Errorf(codes.ResourceExhausted,
+			"%s for %s exhausted: used %s and live sessions are projected to use %s more of %s; it resets at %s",
+			reasonQuota, g.Name, hours(u.used), hours(u.projected-u.used), hours(u.limit), u.reset.Format("Mon 2006-01-02 15:04 MST"))
+	}
+	return nil
+}
+
+// usageReport is one owner's week in one quota group.
+type usageReport struct {
+	limit     time.Duration
+	used      time.Duration // ended sessions plus the running part of live ones
+	projected time.Duration // used plus what live sessions may still use this week
+	weekStart time.Time
+	reset     time.Time
+}
+
+func (s *Scheduler) usage(ctx context.Context, tx store.Tx, owner string, g QuotaGroupConfig, live []*store.Session, now time.Time) (usageReport, error) {
+	r := usageReport{limit: time.Duration(g.WeeklyHours * float64(time.Hour))}
+	r.weekStart, r.reset = s.cfg.Week(now)
+	ended, err := tx.Usage(ctx, owner, g.Name, r.weekStart)
+	if err != nil {
+		return r, err
+	}
+	r.used = ended
+	r.projected = ended
+	for _, l := range live {
+		if l.QuotaGroup != g.Name {
+			continue
+		}
+		if !l.StartTime.IsZero() {
+			from := l.StartTime
+			if from.Before(r.weekStart) {
+				from = r.weekStart
+			}
+			if now.After(from) {
+				r.used += now.Sub(from)
+			}
+		}
+		r.projected += remaining(l, now, r.reset)
+	}
+	r.projected += r.used - ended
+	return r, nil
+}
+
+// remaining is how much more of this week a live session may run.
+func remaining(l *store.Session, now, reset time.Time) time.Duration {
+	end := l.ExpireTime
+	if end.IsZero() { // not started yet: it may run its whole duration
+		end = now.Add(l.MaxDuration)
+	}
+	if end.After(reset) {
+		end = reset
+	}
+	if !end.After(now) {
+		return 0
+	}
+	return end.Sub(now)
+}

@@ -1,0 +1,70 @@
+// Package runtime starts and stops the workloads behind sessions: local
+// processes here, Kubernetes Pods elsewhere. The scheduler decides what
+// should run; a Runtime makes it so and reports what it sees.
+package runtime
+
+import (
+	"context"
+	"time"
+)
+
+// Runtime runs session workloads. Implementations must be safe for
+// concurrent use and must answer Status from what actually runs, so that a
+// scheduler restarted after a crash learns which sessions survived.
+type Runtime interface {
+	// Start launches the workload and returns once it is launched (not
+	// once it serves). Starting a session that is already known is a no-op.
+	Start(ctx context.Context, spec Spec) error
+	// Status reports the workload's phase.
+	Status(ctx context.Context, sessionID string) (Status, error)
+	// Stop ends the workload, gracefully first, and returns once it is
+	// gone. Stopping an unknown session is a no-op.
+	Stop(ctx context.Context, sessionID string) error
+	// Name is the runtime's kind, e.g. "local".
+	Name() string
+}
+
+// Spec is what a runtime needs to start one session.
+type Spec struct {
+	SessionID string
+	Owner     string
+	Pool      string
+	Region    string
+	// Token guards the notebook server; it appears in the endpoint URL.
+	Token string
+	// MaxDuration bounds the workload's life even if the scheduler is gone.
+	MaxDuration time.Duration
+}
+
+// Phase is a workload's state as the runtime sees it.
+type Phase int
+
+const (
+	// Unknown: the runtime has no such workload (never started, or lost).
+	Unknown Phase = iota
+	// Pending: launched, not yet serving.
+	Pending
+	// Ready: serving at Status.Endpoint.
+	Ready
+	// Exited: ended on its own; Status.Message says how.
+	Exited
+)
+
+func (p Phase) String() string {
+	switch p {
+	case Pending:
+		return "pending"
+	case Ready:
+		return "ready"
+	case Exited:
+		return "exited"
+	}
+	return "unknown"
+}
+
+// Status is what the runtime knows of one workload.
+type Status struct {
+	Phase    Phase
+	Endpoint string
+	Message  string
+}

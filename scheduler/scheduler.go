@@ -1,0 +1,185 @@
+// Package scheduler admits, queues, places and reaps notebook sessions. The
+// store is the global truth shared by every region; each region's scheduler
+// places and runs only its own pools' sessions, while any region answers
+// reads and accepts stops.
+package scheduler
+
+import (
+	"crypto/rand"
+	"encoding/base32"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/meridian-gw/meridian/internal/clock"
+	"github.com/meridian-gw/meridian/scheduler/runtime"
+	"github.com/meridian-gw/meridian/scheduler/store"
+)
+
+// Options configure a Scheduler. Zero values take the documented defaults.
+type Options struct {
+	// Region this scheduler places sessions in. Required.
+	Region string
+	// Instance identifies this process among the region's schedulers; its
+	// sessions' workloads are its own. Keep it stable across restarts so a
+	// restarted scheduler finds its sessions at once. Default: Region.
+	Instance string
+	// Config holds pools and quotas. Default: DevConfig().
+	Config *Config
+	// Store is the session database. Required.
+	Store store.Store
+	// Runtime runs workloads. Required.
+	Runtime runtime.Runtime
+	// Clock tells the time. Default: the system clock.
+	Clock clock.Clock
+	// Log receives structured events. Default: discard.
+	Log *slog.Logger
+	// Metrics, when set, receives counters and histograms.
+	Metrics *Metrics
+	// ReconcileInterval is how often the reconciler looks at every session
+	// even when nothing woke it. Default 1s.
+	ReconcileInterval time.Duration
+	// InstanceLease is how long an instance may miss heartbeats before
+	// another instance of its region adopts its sessions. Default 30s.
+	InstanceLease time.Duration
+	// WatchPoll is how often WatchSession re-reads the store for changes
+	// made by other processes. Default 500ms.
+	WatchPoll time.Duration
+}
+
+// Scheduler implements the session lifecycle. Create one with New and run
+// its reconciler with Run.
+type Scheduler struct {
+	region   string
+	instance string
+	cfg      *Config
+	store    store.Store
+	rt       runtime.Runtime
+	clock    clock.Clock
+	log      *slog.Logger
+	metrics  *Metrics
+	interval time.Duration
+	lease    time.Duration
+	poll     time.Duration
+
+	wake chan struct{} // buffered(1): a change worth reconciling now
+
+	mu       sync.Mutex
+	changed  chan struct{}   // closed and replaced on every local change
+	inflight map[string]bool // sessions with a runtime Start/Stop under way
+	ops      sync.WaitGroup
+}
+
+// New validates opts and returns a Scheduler.
+func New(opts Options) (*Scheduler, error) {
+	var errs []error
+	if opts.Region == "" {
+		errs = append(errs, errors.New("region: empty; name the region, e.g. us-central1"))
+	}
+	if opts.Store == nil {
+		errs = append(errs, errors.New("store: nil"))
+	}
+	if opts.Runtime == nil {
+		errs = append(errs, errors.New("runtime: nil"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	s := &Scheduler{
+		region:   opts.Region,
+		instance: opts.Instance,
+		cfg:      opts.Config,
+		store:    opts.Store,
+		rt:       opts.Runtime,
+		clock:    opts.Clock,
+		log:      opts.Log,
+		metrics:  opts.Metrics,
+		interval: opts.ReconcileInterval,
+		lease:    opts.InstanceLease,
+		poll:     opts.WatchPoll,
+		wake:     make(chan struct{}, 1),
+		changed:  make(chan struct{}),
+		inflight: map[string]bool{},
+	}
+	if s.instance == "" {
+		s.instance = s.region
+	}
+	if s.cfg == nil {
+		s.cfg = DevConfig()
+	}
+	if s.clock == nil {
+		s.clock = clock.Real{}
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	if s.metrics == nil {
+		s.metrics = NewMetrics(nil)
+	}
+	if s.interval <= 0 {
+		s.interval = time.Second
+	}
+	if s.lease <= 0 {
+		s.lease = 30 * time.Second
+	}
+	if s.poll <= 0 {
+		s.poll = 500 * time.Millisecond
+	}
+	s.log = s.log.With("component", "scheduler", "region", s.region)
+	return s, nil
+}
+
+// Region is the region this scheduler places sessions in.
+func (s *Scheduler) Region() string { return s.region }
+
+// Config returns the pool configuration.
+func (s *Scheduler) Config() *Config { return s.cfg }
+
+// Store returns the session store.
+func (s *Scheduler) Store() store.Store { return s.store }
+
+// notify wakes the reconciler and every local watcher.
+func (s *Scheduler) notify() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+	s.mu.Lock()
+	close(s.changed)
+	s.changed = make(chan struct{})
+	s.mu.Unlock()
+}
+
+// changes returns a channel closed at the next local change.
+func (s *Scheduler) changes() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.changed
+}
+
+var idEncoding = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(base32.NoPadding)
+
+// newID returns a random session id of 20 characters [a-z2-7].
+func newID() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	return idEncoding.EncodeToString(b[:])
+}
+
+// newToken returns a random secret for a session's notebook server.
+func newToken() string {
+	var b [20]byte
+	_, _ = rand.Read(b[:])
+	return idEncoding.EncodeToString(b[:])
+}
+
+func userLock(owner string) string                { return "user:" + owner }
+func poolLock(region, pool string) string         { return "pool:" + region + "/" + pool }
+func sessionName(id string) string                { return "sessions/" + id }
+func hours(d time.Duration) string                { return fmt.Sprintf("%.1fh", d.Hours()) }
+func joinPools(names []string) string             { return strings.Join(names, ", ") }
+func (s *Scheduler) now() time.Time               { return s.clock.Now().UTC() }
+func (s *Scheduler) capacity(p *PoolConfig) int64 { return int64(p.CapacityIn(s.region)) }

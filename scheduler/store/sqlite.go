@@ -1,0 +1,70 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+)
+
+// openSQLite opens a SQLite database in WAL mode. Writers use BEGIN
+// IMMEDIATE, so a transaction holds the database's write lock from its
+// start: that is what serializes admission across processes sharing the
+// file. Within one process a mutex queues writers instead of letting them
+// spin on SQLITE_BUSY.
+func openSQLite(ctx context.Context, path string) (Store, error) {
+	memory := path == ":memory:"
+	if !memory {
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			return nil, fmt.Errorf("store: creating directory for %s: %w", path, err)
+		}
+	}
+	dsn := "file:" + path + "?_txlock=immediate&_pragma=busy_timeout(20000)&_pragma=foreign_keys(1)"
+	if !memory {
+		dsn += "&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)"
+	}
+	db, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("store: opening %s: %w", path, err)
+	}
+	if memory {
+		db.SetMaxOpenConns(1) // each connection would be its own database
+	}
+	if err := db.PingContext(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("store: opening %s: %w", path, err)
+	}
+	if err := migrate(ctx, db, nil); err != nil {
+		db.Close()
+		return nil, err
+	}
+	var mu sync.Mutex
+	return &sqlStore{
+		db: db,
+		d: dialect{
+			kind:      "sqlite",
+			retryable: func(err error) bool { return sqliteCode(err) == sqlite3.SQLITE_BUSY },
+			isUnique: func(err error) bool {
+				c := sqliteCode(err)
+				return c == sqlite3.SQLITE_CONSTRAINT_UNIQUE || c == sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY ||
+					(c&0xff == sqlite3.SQLITE_CONSTRAINT && strings.Contains(err.Error(), "UNIQUE"))
+			},
+		},
+		beginWrite: func() func() { mu.Lock(); return mu.Unlock },
+	}, nil
+}
+
+func sqliteCode(err error) int {
+	var e *sqlite.Error
+	if errors.As(err, &e) {
+		return e.Code()
+	}
+	return 0
+}
