@@ -595,3 +595,24 @@ func (s *Scheduler) quotaExhausted(ctx context.Context, mine []*store.Session, n
 	}
 	return out, nil
 }
+
+// Shutdown stops the workloads this instance runs and ends their sessions
+// (STOPPED, reason ADMIN; a stop already under way keeps its reason). Call
+// it after Run has returned, for runtimes whose workloads cannot outlive
+// the scheduler (local processes).
+func (s *Scheduler) Shutdown(ctx context.Context) {
+	var mine []*store.Session
+	if err := s.store.View(ctx, func(tx store.Tx) (err error) {
+		mine, err = tx.InstanceSessions(ctx, s.instance)
+		return err
+	}); err != nil {
+		s.log.Warn("shutdown: listing sessions failed; they will be marked CRASHED on restart", "err", err)
+		return
+	}
+	for _, sess := range mine {
+		s.ops.Go(func() {
+			s.end(sess, schedulerv1.Session_STOPPED, schedulerv1.Session_ADMIN, "stopped: the scheduler instance shut down")
+		})
+	}
+	s.ops.Wait()
+}

@@ -141,6 +141,14 @@ func (s *Scheduler) Config() *Config { return s.cfg }
 // Store returns the session store.
 func (s *Scheduler) Store() store.Store { return s.store }
 
+// Wake makes the reconciler run a pass now (runtimes call it on changes).
+func (s *Scheduler) Wake() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
 // notify wakes the reconciler and every local watcher.
 func (s *Scheduler) notify() {
 	select {

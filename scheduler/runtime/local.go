@@ -35,6 +35,9 @@ type Local struct {
 	LogDir string
 	// Log receives lifecycle events. Default: discard.
 	Log *slog.Logger
+	// OnChange, when set, is called after a workload becomes ready or
+	// exits, so the scheduler can react at once instead of at its next tick.
+	OnChange func(sessionID string)
 
 	mu    sync.Mutex
 	procs map[string]*proc
@@ -126,27 +129,39 @@ func (l *Local) Start(ctx context.Context, spec Spec) error {
 		}
 		p.exitMsg = describeExit(err)
 		close(p.done)
+		l.changed(spec.SessionID)
 	}()
-	go p.probe(net.JoinHostPort(l.host(), strconv.Itoa(port)))
+	go func() {
+		if p.probe(net.JoinHostPort(l.host(), strconv.Itoa(port))) {
+			l.changed(spec.SessionID)
+		}
+	}()
 	return nil
 }
 
-// probe marks the process ready once anything answers HTTP on its port.
-func (p *proc) probe(addr string) {
+func (l *Local) changed(id string) {
+	if l.OnChange != nil {
+		l.OnChange(id)
+	}
+}
+
+// probe marks the process ready once anything answers HTTP on its port; it
+// reports whether it did before the process exited.
+func (p *proc) probe(addr string) bool {
 	client := &http.Client{Timeout: time.Second}
 	t := time.NewTicker(50 * time.Millisecond)
 	defer t.Stop()
 	for {
 		select {
 		case <-p.done:
-			return
+			return false
 		case <-t.C:
 		}
 		resp, err := client.Get("http://" + addr + "/")
 		if err == nil {
 			resp.Body.Close()
 			close(p.ready)
-			return
+			return true
 		}
 	}
 }

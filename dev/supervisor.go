@@ -1,0 +1,376 @@
+package dev
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+)
+
+// Options configure Run.
+type Options struct {
+	// StateDir holds the store, logs and dev.json. Required.
+	StateDir string
+	// PortBase lays out ports (see Ports). Default 8000.
+	PortBase int
+	// Fresh deletes the previous run's state first; otherwise it resumes.
+	Fresh bool
+	// Binary is the meridian executable to run. Default: this one.
+	Binary string
+	// Out receives progress and instructions for people.
+	Out io.Writer
+	// Log receives structured events.
+	Log *slog.Logger
+	// Ready, when set, is called with dev.json's contents once all is up.
+	Ready func(*Info)
+}
+
+// Supervisor starts, watches and stops the topology's processes.
+type Supervisor struct {
+	opts  Options
+	ports Ports
+	info  *Info
+
+	mu      sync.Mutex
+	regions map[string]*regionProcs
+	wg      sync.WaitGroup
+}
+
+type regionProcs struct {
+	index int
+	procs []*proc
+}
+
+type proc struct {
+	name string
+	args []string
+	log  string
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+// Run brings the topology up, writes dev.json, and keeps it running until
+// ctx ends; then it stops every process.
+func Run(ctx context.Context, opts Options) error {
+	if opts.PortBase == 0 {
+		opts.PortBase = 8000
+	}
+	if opts.Out == nil {
+		opts.Out = io.Discard
+	}
+	if opts.Log == nil {
+		opts.Log = slog.New(slog.DiscardHandler)
+	}
+	if opts.Binary == "" {
+		self, err := os.Executable()
+		if err != nil {
+			return err
+		}
+		opts.Binary = self
+	}
+	s := &Supervisor{opts: opts, ports: Ports{Base: opts.PortBase}, regions: map[string]*regionProcs{}}
+	return s.run(ctx)
+}
+
+func (s *Supervisor) run(ctx context.Context) error {
+	dir := s.opts.StateDir
+	if s.opts.Fresh {
+		if err := os.RemoveAll(dir); err != nil {
+			return fmt.Errorf("--fresh: removing %s: %w", dir, err)
+		}
+	}
+	for _, d := range []string{dir, filepath.Join(dir, "logs"), filepath.Join(dir, "workloads")} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return fmt.Errorf("state dir: %w", err)
+		}
+	}
+	if info, err := ReadInfo(dir); err == nil && processAlive(info.PID) && info.PID != os.Getpid() {
+		return fmt.Errorf("a topology is already running from %s (pid %d); stop it first, or use another --state_dir", dir, info.PID)
+	}
+	_ = os.Remove(InfoPath(dir))
+	if err := s.checkPorts(); err != nil {
+		return err
+	}
+	storeURL := "sqlite://" + filepath.Join(dir, "sessions.db")
+	s.info = &Info{Control: s.ports.Control(), Store: storeURL, PID: os.Getpid()}
+	for i, r := range Regions {
+		s.info.Regions = append(s.info.Regions, RegionInfo{Name: r, Scheduler: s.ports.Scheduler(i), SchedulerMetrics: s.ports.SchedulerMetrics(i)})
+	}
+
+	ctl, err := net.Listen("tcp", s.ports.Control())
+	if err != nil {
+		return fmt.Errorf("control endpoint %s: %w", s.ports.Control(), err)
+	}
+	ctlSrv := &http.Server{Handler: s.controlHandler(), ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = ctlSrv.Serve(ctl) }()
+	defer ctlSrv.Close()
+	defer s.stopAll()
+
+	fmt.Fprintf(s.opts.Out, "Starting Meridian dev topology in %s (store %s)\n", dir, storeURL)
+	for i, r := range Regions {
+		if err := s.startRegion(ctx, r, i); err != nil {
+			return err
+		}
+	}
+	if err := writeInfo(dir, s.info); err != nil {
+		return fmt.Errorf("writing dev.json: %w", err)
+	}
+	defer os.Remove(InfoPath(dir))
+	s.printWelcome()
+	if s.opts.Ready != nil {
+		s.opts.Ready(s.info)
+	}
+	<-ctx.Done()
+	fmt.Fprintln(s.opts.Out, "\nShutting down…")
+	return nil
+}
+
+func (s *Supervisor) checkPorts() error {
+	type want struct{ addr, what string }
+	wants := []want{{s.ports.Control(), "dev control endpoint"}}
+	for i, r := range Regions {
+		wants = append(wants, want{s.ports.Scheduler(i), "scheduler " + r}, want{s.ports.SchedulerMetrics(i), "scheduler metrics " + r})
+	}
+	for _, w := range wants {
+		ln, err := net.Listen("tcp", w.addr)
+		if err != nil {
+			return fmt.Errorf("port %s (%s) is in use: is another `meridian dev` running? Stop it, or pick other ports with --port_base", w.addr, w.what)
+		}
+		ln.Close()
+	}
+	return nil
+}
+
+func (s *Supervisor) regionIndex(name string) (int, bool) {
+	for i, r := range Regions {
+		if r == name {
+			return i, true
+		}
+	}
+	return 0, false
+}
+
+// startRegion starts a region's processes and waits until they serve.
+func (s *Supervisor) startRegion(ctx context.Context, region string, i int) error {
+	s.mu.Lock()
+	if rp, ok := s.regions[region]; ok && rp.running() {
+		s.mu.Unlock()
+		return nil
+	}
+	s.mu.Unlock()
+	dir := s.opts.StateDir
+	sched := &proc{
+		name: "scheduler " + region,
+		args: []string{"scheduler", "--region", region, "--listen", s.ports.Scheduler(i),
+			"--metrics_listen", s.ports.SchedulerMetrics(i), "--store", s.info.Store,
+			"--drain", "0s", "--workload_grace", "3s", "--workload_log_dir", filepath.Join(dir, "workloads")},
+		log: filepath.Join(dir, "logs", "scheduler-"+region+".log"),
+	}
+	if err := s.spawn(sched); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.regions[region] = &regionProcs{index: i, procs: []*proc{sched}}
+	s.mu.Unlock()
+	fmt.Fprintf(s.opts.Out, "  %-13s scheduler  %s  starting…", region, s.ports.Scheduler(i))
+	start := time.Now()
+	if err := waitServing(ctx, s.ports.Scheduler(i), sched.done, 60*time.Second); err != nil {
+		fmt.Fprintln(s.opts.Out, " failed")
+		return fmt.Errorf("scheduler %s did not become SERVING: %w (log: %s)", region, err, sched.log)
+	}
+	fmt.Fprintf(s.opts.Out, " SERVING in %s\n", time.Since(start).Round(10*time.Millisecond))
+	return nil
+}
+
+func (rp *regionProcs) running() bool {
+	for _, p := range rp.procs {
+		select {
+		case <-p.done:
+		default:
+			return true
+		}
+	}
+	return false
+}
+
+func (s *Supervisor) spawn(p *proc) error {
+	f, err := os.OpenFile(p.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	p.cmd = exec.Command(s.opts.Binary, p.args...)
+	p.cmd.Stdout, p.cmd.Stderr = f, f
+	// Dies with the supervisor, so Ctrl-C or a crash leaves nothing behind.
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := p.cmd.Start(); err != nil {
+		f.Close()
+		return fmt.Errorf("starting %s: %w", p.name, err)
+	}
+	p.done = make(chan struct{})
+	s.opts.Log.Info("process started", "name", p.name, "pid", p.cmd.Process.Pid, "log", p.log)
+	s.wg.Go(func() {
+		err := p.cmd.Wait()
+		f.Close()
+		close(p.done)
+		s.opts.Log.Info("process exited", "name", p.name, "err", fmt.Sprint(err))
+	})
+	return nil
+}
+
+// stopRegion kills a region's processes with SIGKILL, as a crash would.
+func (s *Supervisor) stopRegion(region string) error {
+	s.mu.Lock()
+	rp, ok := s.regions[region]
+	s.mu.Unlock()
+	if !ok {
+		return fmt.Errorf("region %q is not running", region)
+	}
+	for _, p := range rp.procs {
+		_ = p.cmd.Process.Signal(syscall.SIGKILL)
+		<-p.done
+	}
+	return nil
+}
+
+func (s *Supervisor) stopAll() {
+	s.mu.Lock()
+	var all []*proc
+	for _, rp := range s.regions {
+		all = append(all, rp.procs...)
+	}
+	s.mu.Unlock()
+	for _, p := range all {
+		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	}
+	t := time.NewTimer(15 * time.Second)
+	defer t.Stop()
+	for _, p := range all {
+		select {
+		case <-p.done:
+		case <-t.C:
+			_ = p.cmd.Process.Kill()
+		}
+	}
+	s.wg.Wait()
+}
+
+func (s *Supervisor) controlHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /regions/{name}/{action}", func(w http.ResponseWriter, r *http.Request) {
+		name, action := r.PathValue("name"), r.PathValue("action")
+		i, ok := s.regionIndex(name)
+		if !ok {
+			http.Error(w, fmt.Sprintf("unknown region %q; regions: %s", name, strings.Join(Regions, ", ")), http.StatusNotFound)
+			return
+		}
+		var err error
+		switch action {
+		case "stop":
+			err = s.stopRegion(name)
+		case "start":
+			err = s.startRegion(r.Context(), name, i)
+		default:
+			http.Error(w, "action must be start or stop", http.StatusNotFound)
+			return
+		}
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		fmt.Fprintf(w, "region %s: %s done\n", name, action)
+	})
+	return mux
+}
+
+func (s *Supervisor) printWelcome() {
+	r0 := s.info.Regions[0]
+	fmt.Fprintf(s.opts.Out, `
+Meridian is up: %d regions sharing %s
+  dev.json: %s
+
+Try it (straight to the %s scheduler; the gateway and edge come next):
+  export MERIDIAN_ENDPOINT=%s MERIDIAN_PLAINTEXT=1 MERIDIAN_USER=alice
+  meridian sessions create --pool cpu --wait
+  meridian sessions list
+  meridian quota
+  grpcurl -plaintext -H "x-endpoint-api-userinfo: $(printf '{"sub":"alice"}' | base64 | tr '+/' '-_' | tr -d '=')" \
+    %s meridian.scheduler.v1.SessionScheduler/ListSessions
+
+Failure drills:
+  meridian dev stop-region %s --state_dir %s
+  meridian dev start-region %s --state_dir %s
+
+Logs: %s
+Ctrl-C stops everything.
+`, len(s.info.Regions), s.info.Store, InfoPath(s.opts.StateDir), r0.Name, r0.Scheduler, r0.Scheduler,
+		r0.Name, s.opts.StateDir, r0.Name, s.opts.StateDir, filepath.Join(s.opts.StateDir, "logs"))
+}
+
+// waitServing polls grpc health until SERVING, the process exits, or timeout.
+func waitServing(ctx context.Context, addr string, exited <-chan struct{}, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	hc := healthpb.NewHealthClient(conn)
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	for {
+		cctx, ccancel := context.WithTimeout(ctx, time.Second)
+		resp, err := hc.Check(cctx, &healthpb.HealthCheckRequest{})
+		ccancel()
+		if err == nil && resp.Status == healthpb.HealthCheckResponse_SERVING {
+			return nil
+		}
+		select {
+		case <-exited:
+			return errors.New("the process exited")
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+func processAlive(pid int) bool {
+	if pid <= 0 {
+		return false
+	}
+	return syscall.Kill(pid, 0) == nil
+}
+
+// Control asks a running topology's supervisor to start or stop a region.
+func Control(ctx context.Context, stateDir, region, action string) (string, error) {
+	info, err := ReadInfo(stateDir)
+	if err != nil {
+		return "", err
+	}
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+info.Control+"/regions/"+region+"/"+action, nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return "", fmt.Errorf("reaching the dev supervisor at %s: %w", info.Control, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("%s", strings.TrimSpace(string(b)))
+	}
+	return strings.TrimSpace(string(b)), nil
+}

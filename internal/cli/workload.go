@@ -1,0 +1,94 @@
+package cli
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"html"
+	"net"
+	"net/http"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/spf13/cobra"
+)
+
+func newWorkloadCmd() *cobra.Command {
+	var port int
+	var host, session, token string
+	cmd := &cobra.Command{
+		Use:   "workload",
+		Short: "A placeholder notebook server: the local runtime's default session workload",
+		Long: `A small built-in stand-in for a notebook server, so that the scheduler runs
+real processes without Jupyter installed. It serves a page naming its
+session, and Jupyter's /api and /api/status endpoints, behind the session
+token (?token= or "Authorization: token …"), and exits on SIGTERM.
+
+Point the scheduler at a real notebook server instead with
+--workload_command 'jupyter lab --no-browser --port={port} --IdentityProvider.token={token}'.`,
+		Example: `  meridian workload --port 8888 --session demo --token s3cret`,
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runWorkload(cmd.Context(), net.JoinHostPort(host, strconv.Itoa(port)), session, token)
+		},
+	}
+	cmd.Flags().IntVar(&port, "port", 8888, "port to listen on")
+	cmd.Flags().StringVar(&host, "host", "127.0.0.1", "address to listen on")
+	cmd.Flags().StringVar(&session, "session", "", "session id to show")
+	cmd.Flags().StringVar(&token, "token", "", "token required of callers (empty: none)")
+	return cmd
+}
+
+func runWorkload(ctx context.Context, addr, session, token string) error {
+	started := time.Now().UTC()
+	var last atomic.Int64
+	last.Store(started.UnixNano())
+	authorized := func(r *http.Request) bool {
+		if token == "" {
+			return true
+		}
+		got := r.URL.Query().Get("token")
+		if h := r.Header.Get("Authorization"); len(h) > 6 && h[:6] == "token " {
+			got = h[6:]
+		}
+		return subtle.ConstantTimeCompare([]byte(got), []byte(token)) == 1
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/api", func(w http.ResponseWriter, r *http.Request) {
+		_ = json.NewEncoder(w).Encode(map[string]string{"version": "meridian-workload"})
+	})
+	mux.HandleFunc("/api/status", func(w http.ResponseWriter, r *http.Request) {
+		if !authorized(r) {
+			http.Error(w, "403: invalid token", http.StatusForbidden)
+			return
+		}
+		_ = json.NewEncoder(w).Encode(map[string]any{
+			"started": started.Format(time.RFC3339), "last_activity": time.Unix(0, last.Load()).UTC().Format(time.RFC3339),
+			"connections": 0, "kernels": 0,
+		})
+	})
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		if !authorized(r) {
+			http.Error(w, "403: invalid token; open the session's endpoint URL", http.StatusForbidden)
+			return
+		}
+		last.Store(time.Now().UnixNano())
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		fmt.Fprintf(w, "<!doctype html><title>Session %[1]s</title><h1>Notebook session %[1]s</h1><p>A Meridian placeholder workload, up since %[2]s.</p>",
+			html.EscapeString(session), started.Format(time.RFC3339))
+	})
+	srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+	}()
+	if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}

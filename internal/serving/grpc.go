@@ -1,0 +1,112 @@
+// Package serving runs gRPC and HTTP servers the way every Meridian
+// component needs them: gRPC health (Check and Watch) and reflection,
+// NOT_SERVING before stopping, a drain period, then a graceful stop.
+package serving
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+)
+
+// GRPC is a gRPC server with health and reflection.
+type GRPC struct {
+	Server *grpc.Server
+	Health *health.Server
+	// Services are the names whose health follows the server's (besides "").
+	Services []string
+	Log      *slog.Logger
+}
+
+// NewGRPC returns a server with health and reflection registered. Health
+// starts NOT_SERVING; call SetServing once the component is ready.
+func NewGRPC(log *slog.Logger, services []string, opts ...grpc.ServerOption) *GRPC {
+	s := grpc.NewServer(opts...)
+	h := health.NewServer()
+	healthpb.RegisterHealthServer(s, h)
+	reflection.Register(s)
+	g := &GRPC{Server: s, Health: h, Services: services, Log: log}
+	g.SetServing(false)
+	return g
+}
+
+// SetServing sets the health of "" and every service.
+func (g *GRPC) SetServing(ok bool) {
+	st := healthpb.HealthCheckResponse_NOT_SERVING
+	if ok {
+		st = healthpb.HealthCheckResponse_SERVING
+	}
+	for _, name := range append([]string{""}, g.Services...) {
+		g.Health.SetServingStatus(name, st)
+	}
+}
+
+// Serve serves on ln until ctx ends; then it turns NOT_SERVING, keeps
+// serving for drain so load balancers notice, and stops gracefully
+// (forcefully after stopTimeout).
+func (g *GRPC) Serve(ctx context.Context, ln net.Listener, drain, stopTimeout time.Duration) error {
+	errc := make(chan error, 1)
+	go func() { errc <- g.Server.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	g.Health.Shutdown() // NOT_SERVING for every service, and no later change
+	g.Log.Info("draining", "drain", drain.String())
+	if drain > 0 {
+		time.Sleep(drain)
+	}
+	done := make(chan struct{})
+	go func() { g.Server.GracefulStop(); close(done) }()
+	t := time.NewTimer(stopTimeout)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+		g.Log.Warn("graceful stop timed out; closing remaining streams", "timeout", stopTimeout.String())
+		g.Server.Stop()
+		<-done
+	}
+	if err := <-errc; err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+		return err
+	}
+	return nil
+}
+
+// NewRegistry returns a Prometheus registry with the Go and process
+// collectors.
+func NewRegistry() *prometheus.Registry {
+	r := prometheus.NewRegistry()
+	r.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return r
+}
+
+// ServeMetrics serves /metrics (and /healthz) on addr until ctx ends.
+func ServeMetrics(ctx context.Context, ln net.Listener, reg *prometheus.Registry) error {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+	}()
+	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
