@@ -35,11 +35,11 @@ type Info struct {
 	Control string `json:"control"`
 	// Edge, Admin, Issuer and Token are set once the edge and the gateway
 	// are part of the topology.
-	Edge    string `json:"edge,omitempty"`
-	Admin   string `json:"admin,omitempty"`
-	Issuer  string `json:"issuer,omitempty"`
-	Token   string `json:"token,omitempty"`
-	Store   string `json:"store"`
+	Edge    string       `json:"edge,omitempty"`
+	Admin   string       `json:"admin,omitempty"`
+	Issuer  string       `json:"issuer,omitempty"`
+	Token   string       `json:"token,omitempty"`
+	Store   string       `json:"store"`
 	Regions []RegionInfo `json:"regions"`
 	// PID is the supervisor's process id.
 	PID int `json:"pid"`

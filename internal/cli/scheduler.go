@@ -23,11 +23,11 @@ import (
 
 type schedulerFlags struct {
 	listen, metricsListen, storeURL, region, instance, configPath string
-	trustedPeers                                                   []string
-	workloadCmd                                                    string
-	workloadHost, workloadLogDir                                   string
-	workloadGrace, drain, reconcile                                time.Duration
-	logLevel                                                       string
+	trustedPeers                                                  []string
+	workloadCmd                                                   string
+	workloadHost, workloadLogDir                                  string
+	workloadGrace, drain, reconcile                               time.Duration
+	logLevel                                                      string
 }
 
 func newSchedulerCmd() *cobra.Command {

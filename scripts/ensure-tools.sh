@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the tests need when they are missing:
+# protoc (with the well-known types) for the generated-code check.
+set -euo pipefail
+need=()
+command -v protoc >/dev/null 2>&1 && [ -f /usr/include/google/protobuf/timestamp.proto ] || need+=(protobuf-compiler)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" != 0 ]; then echo "ensure-tools: please install: ${need[*]}" >&2; exit 1; fi
+  echo "ensure-tools: installing ${need[*]}…" >&2
+  apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >&2
+fi
