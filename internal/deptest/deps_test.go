@@ -1,0 +1,87 @@
+// Package deptest keeps dependencies pointing one way: cmd → cli →
+// feature packages → small shared packages. Feature packages never import
+// the CLI or each other's internals.
+package deptest
+
+import (
+	"encoding/json"
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+const module = "github.com/meridian-gw/meridian"
+
+type pkg struct {
+	ImportPath string
+	Imports    []string
+	Deps       []string
+}
+
+func listPackages(t *testing.T) []pkg {
+	out, err := exec.Command("go", "list", "-json", module+"/...").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	dec := json.NewDecoder(strings.NewReader(string(out)))
+	var pkgs []pkg
+	for dec.More() {
+		var p pkg
+		if err := dec.Decode(&p); err != nil {
+			t.Fatal(err)
+		}
+		pkgs = append(pkgs, p)
+	}
+	return pkgs
+}
+
+func TestDependenciesPointOneWay(t *testing.T) {
+	// rule: packages under "from" must not import packages under "to".
+	rules := []struct{ from, to, why string }{
+		{"scheduler", "internal/cli", "features never import the CLI"},
+		{"scheduler", "dev", "the scheduler does not know the dev topology"},
+		{"scheduler", "gateway", "features do not import each other"},
+		{"scheduler", "edge", "features do not import each other"},
+		{"dev", "internal/cli", "features never import the CLI"},
+		{"internal/serving", "scheduler", "shared packages do not import features"},
+		{"internal/clock", "scheduler", "shared packages do not import features"},
+		{"internal/logging", "scheduler", "shared packages do not import features"},
+		{"api", "scheduler", "generated API code stands alone"},
+		{"scheduler/store", "scheduler/runtime", "the store knows nothing of runtimes"},
+		{"scheduler/runtime", "scheduler/store", "runtimes know nothing of the store"},
+	}
+	for _, p := range listPackages(t) {
+		rel := strings.TrimPrefix(strings.TrimPrefix(p.ImportPath, module), "/")
+		for _, imp := range p.Deps {
+			irel, ok := strings.CutPrefix(imp, module+"/")
+			if !ok {
+				continue
+			}
+			for _, r := range rules {
+				if under(rel, r.from) && under(irel, r.to) {
+					t.Errorf("%s depends on %s: %s", rel, irel, r.why)
+				}
+			}
+		}
+	}
+}
+
+func TestSchedulerBinaryPartsStayLean(t *testing.T) {
+	// The scheduler and its store must not pull in Kubernetes or a web
+	// framework by accident.
+	banned := []string{"k8s.io/", "github.com/gin-gonic/", "github.com/labstack/echo"}
+	for _, p := range listPackages(t) {
+		if !strings.HasPrefix(p.ImportPath, module+"/scheduler") {
+			continue
+		}
+		for _, d := range p.Deps {
+			for _, b := range banned {
+				if strings.HasPrefix(d, b) {
+					t.Errorf("%s depends on %s", p.ImportPath, d)
+				}
+			}
+		}
+	}
+}
+
+func under(p, dir string) bool { return p == dir || strings.HasPrefix(p, dir+"/") }

@@ -1,0 +1,417 @@
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	schedulerv1 "github.com/meridian-gw/meridian/api/meridian/scheduler/v1"
+	"github.com/meridian-gw/meridian/scheduler"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
+)
+
+// proc is a meridian process started by a test. When the test ends it is
+// stopped (SIGTERM, or SIGKILL at once if the test failed), its logs are
+// checked for data races and panics, and on failure their tails are shown.
+type proc struct {
+	t    testing.TB
+	name string
+	cmd  *exec.Cmd
+	log  string
+	// logGlobs are more logs to check when the test ends (its children's).
+	logGlobs []string
+	done     chan struct{} // closed once the process has been reaped
+}
+
+// startProc starts meridian with args; its stdout and stderr go to a log file.
+func startProc(t testing.TB, name string, args ...string) *proc {
+	t.Helper()
+	logPath := filepath.Join(t.TempDir(), strings.NewReplacer(" ", "-", "/", "-").Replace(name)+".log")
+	f, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(meridianBin, args...)
+	cmd.Env = childEnv()
+	cmd.Stdout, cmd.Stderr = f, f
+	// Dies with the test binary, so nothing outlives a crashed test run.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		f.Close()
+		t.Fatalf("starting %s: %v", name, err)
+	}
+	p := &proc{t: t, name: name, cmd: cmd, log: logPath, done: make(chan struct{})}
+	go func() {
+		_ = cmd.Wait()
+		f.Close()
+		close(p.done)
+	}()
+	t.Cleanup(p.cleanup)
+	return p
+}
+
+// childEnv is this environment without MERIDIAN_* variables, so that a
+// developer's $MERIDIAN_USER or $MERIDIAN_ENDPOINT cannot change a test.
+func childEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "MERIDIAN_") {
+			env = append(env, kv)
+		}
+	}
+	return env
+}
+
+func (p *proc) pid() int { return p.cmd.Process.Pid }
+
+func (p *proc) signal(sig syscall.Signal) {
+	p.t.Helper()
+	if err := p.cmd.Process.Signal(sig); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		p.t.Fatalf("%s: sending %s: %v", p.name, sig, err)
+	}
+}
+
+// wait waits up to d for the process to exit and returns its exit code
+// (-1 if a signal ended it); ok is false if it is still running.
+func (p *proc) wait(d time.Duration) (code int, ok bool) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-p.done:
+		return p.cmd.ProcessState.ExitCode(), true
+	case <-t.C:
+		return 0, false
+	}
+}
+
+func (p *proc) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+func (p *proc) cleanup() {
+	if !p.exited() {
+		if p.t.Failed() {
+			_ = p.cmd.Process.Kill()
+		} else {
+			_ = p.cmd.Process.Signal(syscall.SIGTERM)
+			if _, ok := p.wait(15 * time.Second); !ok {
+				p.t.Errorf("%s did not exit within 15s of SIGTERM; killing it", p.name)
+				_ = p.cmd.Process.Kill()
+			}
+		}
+		if _, ok := p.wait(10 * time.Second); !ok {
+			p.t.Errorf("%s (pid %d) survived SIGKILL for 10s", p.name, p.pid())
+		}
+	}
+	logs := []string{p.log}
+	for _, g := range p.logGlobs {
+		m, _ := filepath.Glob(g)
+		logs = append(logs, m...)
+	}
+	for _, l := range logs {
+		b, _ := os.ReadFile(l)
+		if bad := badLines(b); bad != "" {
+			p.t.Errorf("%s: %s reports a data race or a crash:\n%s", p.name, l, bad)
+		}
+	}
+	if p.t.Failed() {
+		p.t.Logf("--- %s log (%s), last lines:\n%s", p.name, p.log, tail(p.log, 60))
+	}
+}
+
+// badLines returns the part of a log from its first data race report,
+// panic or fatal runtime error, or "" if there is none.
+func badLines(b []byte) string {
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	var out []string
+	for sc.Scan() {
+		line := sc.Text()
+		if len(out) == 0 && (strings.Contains(line, "WARNING: DATA RACE") ||
+			strings.HasPrefix(line, "panic: ") || strings.HasPrefix(line, "fatal error: ")) {
+			out = append(out, line)
+			continue
+		}
+		if len(out) > 0 && len(out) < 60 {
+			out = append(out, line)
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
+func tail(path string, n int) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err.Error()
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// result is how a short-lived meridian command ended.
+type result struct {
+	stdout, stderr string
+	code           int
+	took           time.Duration
+}
+
+func (r result) String() string {
+	return fmt.Sprintf("exit %d after %s\nstdout:\n%s\nstderr:\n%s", r.code, r.took.Round(time.Millisecond), r.stdout, r.stderr)
+}
+
+// meridian runs the binary with args to completion, failing the test if it
+// takes longer than timeout.
+func meridian(t testing.TB, timeout time.Duration, args ...string) result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, meridianBin, args...)
+	cmd.Env = childEnv()
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	cmd.WaitDelay = 2 * time.Second
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	start := time.Now()
+	err := cmd.Run()
+	r := result{stdout: stdout.String(), stderr: stderr.String(), took: time.Since(start)}
+	if ctx.Err() != nil {
+		t.Fatalf("meridian %s: still running after %s\n%s", strings.Join(args, " "), timeout, r)
+	}
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+	case errors.As(err, &ee):
+		r.code = ee.ExitCode()
+	default:
+		t.Fatalf("meridian %s: %v", strings.Join(args, " "), err)
+	}
+	if bad := badLines(stderr.Bytes()); bad != "" {
+		t.Errorf("meridian %s reports a data race or a crash:\n%s", strings.Join(args, " "), bad)
+	}
+	return r
+}
+
+// freeAddr returns a 127.0.0.1 address with a port nobody listens on now.
+func freeAddr(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// testCtx returns a context that ends after d or when the test ends.
+func testCtx(t testing.TB, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(t.Context(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// asUser adds the caller identity a gateway would forward; the scheduler
+// trusts it from loopback.
+func asUser(ctx context.Context, user string) context.Context {
+	return metadata.AppendToOutgoingContext(ctx, scheduler.UserInfoHeader, scheduler.UserInfo(user))
+}
+
+// waitFor polls cond every 25ms until it holds, failing the test after
+// timeout with cond's last description of what it saw.
+func waitFor(t testing.TB, timeout time.Duration, what string, cond func() (bool, string)) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), timeout)
+	defer cancel()
+	tick := time.NewTicker(25 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		ok, last := cond()
+		if ok {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("after %s, still waiting for %s; last seen: %s", timeout, what, last)
+		case <-tick.C:
+		}
+	}
+}
+
+// answersHTTP reports whether url answers HTTP at all.
+func answersHTTP(ctx context.Context, url string) bool {
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return false
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return true
+}
+
+// schedulerSpec says how to run one `meridian scheduler` process.
+type schedulerSpec struct {
+	Region   string
+	Instance string
+	Store    string
+	// Config is the pools YAML; empty means the built-in dev pools.
+	Config string
+	// Listen is the gRPC address; default a free port.
+	Listen string
+	// Drain is --drain; default 0s.
+	Drain string
+}
+
+// schedulerProc is a running scheduler process and a client for it.
+type schedulerProc struct {
+	*proc
+	addr   string
+	conn   *grpc.ClientConn
+	cl     schedulerv1.SessionSchedulerClient
+	health healthpb.HealthClient
+}
+
+// startScheduler runs a scheduler and waits until its health is SERVING.
+func startScheduler(t testing.TB, s schedulerSpec) *schedulerProc {
+	t.Helper()
+	if s.Listen == "" {
+		s.Listen = freeAddr(t)
+	}
+	if s.Drain == "" {
+		s.Drain = "0s"
+	}
+	dir := t.TempDir()
+	workloads := filepath.Join(dir, "workloads")
+	if err := os.Mkdir(workloads, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"scheduler", "--region", s.Region, "--listen", s.Listen, "--metrics_listen", freeAddr(t),
+		"--store", s.Store, "--instance", s.Instance, "--drain", s.Drain, "--workload_grace", "2s",
+		"--workload_log_dir", workloads}
+	if s.Config != "" {
+		path := filepath.Join(dir, "pools.yaml")
+		if err := os.WriteFile(path, []byte(s.Config), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		args = append(args, "--config", path)
+	}
+	p := startProc(t, "scheduler "+s.Instance, args...)
+	p.logGlobs = []string{filepath.Join(workloads, "*.log")}
+	sp := dialScheduler(t, p, s.Listen)
+	sp.waitServing(t, 30*time.Second)
+	return sp
+}
+
+func dialScheduler(t testing.TB, p *proc, addr string) *schedulerProc {
+	t.Helper()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return &schedulerProc{proc: p, addr: addr, conn: conn,
+		cl: schedulerv1.NewSessionSchedulerClient(conn), health: healthpb.NewHealthClient(conn)}
+}
+
+// waitServing polls grpc health until SERVING; it fails the test at once
+// if the process exits.
+func (s *schedulerProc) waitServing(t testing.TB, timeout time.Duration) {
+	t.Helper()
+	waitFor(t, timeout, s.name+" to be SERVING", func() (bool, string) {
+		if s.exited() {
+			t.Fatalf("%s exited while starting (exit %d):\n%s", s.name, s.cmd.ProcessState.ExitCode(), tail(s.log, 40))
+		}
+		ctx, cancel := context.WithTimeout(t.Context(), time.Second)
+		defer cancel()
+		resp, err := s.health.Check(ctx, &healthpb.HealthCheckRequest{})
+		if err != nil {
+			return false, err.Error()
+		}
+		return resp.Status == healthpb.HealthCheckResponse_SERVING, resp.Status.String()
+	})
+}
+
+// create starts a session and fails the test on error.
+func (s *schedulerProc) create(t testing.TB, ctx context.Context, user, pool, requestID string) *schedulerv1.Session {
+	t.Helper()
+	sess, err := s.cl.CreateSession(asUser(ctx, user), &schedulerv1.CreateSessionRequest{Pool: pool, RequestId: requestID})
+	if err != nil {
+		t.Fatalf("CreateSession(user %s, pool %s, request %q) via %s: %v", user, pool, requestID, s.name, err)
+	}
+	return sess
+}
+
+// waitSession polls GetSession until cond holds.
+func (s *schedulerProc) waitSession(t testing.TB, user, name string, timeout time.Duration, what string, cond func(*schedulerv1.Session) bool) *schedulerv1.Session {
+	t.Helper()
+	var last *schedulerv1.Session
+	waitFor(t, timeout, name+" to be "+what, func() (bool, string) {
+		ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
+		defer cancel()
+		got, err := s.cl.GetSession(asUser(ctx, user), &schedulerv1.GetSessionRequest{Name: name})
+		if err != nil {
+			return false, err.Error()
+		}
+		last = got
+		return cond(got), describe(got)
+	})
+	return last
+}
+
+// list returns all of user's sessions (one page of up to 1000).
+func (s *schedulerProc) list(t testing.TB, ctx context.Context, user string) []*schedulerv1.Session {
+	t.Helper()
+	resp, err := s.cl.ListSessions(asUser(ctx, user), &schedulerv1.ListSessionsRequest{PageSize: 1000})
+	if err != nil {
+		t.Fatalf("ListSessions(%s) via %s: %v", user, s.name, err)
+	}
+	if resp.NextPageToken != "" {
+		t.Fatalf("ListSessions(%s): more than one page", user)
+	}
+	return resp.Sessions
+}
+
+func describe(s *schedulerv1.Session) string {
+	if s == nil {
+		return "<nil>"
+	}
+	d := fmt.Sprintf("%s %s", s.Name, s.State)
+	if s.State == schedulerv1.Session_QUEUED {
+		d += fmt.Sprintf(" %d/%d", s.QueuePosition, s.QueueSize)
+	}
+	if s.StopReason != schedulerv1.Session_STOP_REASON_UNSPECIFIED {
+		d += " " + s.StopReason.String()
+	}
+	return d + fmt.Sprintf(" (%s)", s.StatusMessage)
+}
+
+func sessionID(name string) string { return strings.TrimPrefix(name, "sessions/") }
+
+func isState(st schedulerv1.Session_State) func(*schedulerv1.Session) bool {
+	return func(s *schedulerv1.Session) bool { return s.State == st }
+}
