@@ -110,3 +110,14 @@ func FuzzParseConfig(f *testing.F) {
 		}
 	})
 }
+
+func TestShippedExampleConfigLoads(t *testing.T) {
+	c, err := LoadConfig(filepath.Join("..", "deploy", "pools.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tpu, _ := c.Pool("tpu-v3-8")
+	if tpu.CapacityIn("europe-west1") != 0 || tpu.CapacityIn("us-central1") != 8 {
+		t.Fatal("example tpu capacities not as documented")
+	}
+}

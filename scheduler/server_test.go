@@ -182,3 +182,9 @@ func TestParseUserInfoAcceptsESPFormats(t *testing.T) {
 	}
 }
 
+
+func TestPoolNotOfferedInRegionIsFailedPrecondition(t *testing.T) {
+	h := newHarness(t, storetest.Open(t, "sqlite"), testConfig(t, `pools: [{name: tpu, capacity: 1, capacityByRegion: {us-central1: 0}}]`))
+	_, err := h.cl.CreateSession(h.as("alice"), &schedulerv1.CreateSessionRequest{Pool: "tpu"})
+	wantCode(t, err, codes.FailedPrecondition, `pool "tpu" is not offered in region us-central1`)
+}

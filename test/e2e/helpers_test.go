@@ -299,6 +299,14 @@ type schedulerProc struct {
 // startScheduler runs a scheduler and waits until its health is SERVING.
 func startScheduler(t testing.TB, s schedulerSpec) *schedulerProc {
 	t.Helper()
+	sp := launchScheduler(t, s)
+	sp.waitServing(t, 30*time.Second)
+	return sp
+}
+
+// launchScheduler runs a scheduler without waiting for it.
+func launchScheduler(t testing.TB, s schedulerSpec) *schedulerProc {
+	t.Helper()
 	if s.Listen == "" {
 		s.Listen = freeAddr(t)
 	}
@@ -322,9 +330,7 @@ func startScheduler(t testing.TB, s schedulerSpec) *schedulerProc {
 	}
 	p := startProc(t, "scheduler "+s.Instance, args...)
 	p.logGlobs = []string{filepath.Join(workloads, "*.log")}
-	sp := dialScheduler(t, p, s.Listen)
-	sp.waitServing(t, 30*time.Second)
-	return sp
+	return dialScheduler(t, p, s.Listen)
 }
 
 func dialScheduler(t testing.TB, p *proc, addr string) *schedulerProc {
