@@ -54,12 +54,8 @@ func BenchmarkListSessions(b *testing.B) {
 	}
 }
 
-func profileName(what, kind string, c int) string {
-	if c < 50 {
-		return ""
-	}
-	return fmt.Sprintf("%s-%s-c%d", what, kind, c)
-}
+// profileName names a run's profile and store-time breakdown files.
+func profileName(what, kind string, c int) string { return fmt.Sprintf("%s-%s-c%d", what, kind, c) }
 
 // create admits one session for the next user with a fresh request_id and
 // checks it got a slot.

@@ -1,0 +1,84 @@
+package e2e
+
+import (
+	"context"
+	"syscall"
+	"testing"
+	"time"
+
+	schedulerv1 "github.com/meridian-gw/meridian/api/meridian/scheduler/v1"
+	"github.com/meridian-gw/meridian/scheduler/store"
+	"github.com/meridian-gw/meridian/scheduler/store/storetest"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+)
+
+// TestGracefulShutdownDrains sends SIGTERM to a scheduler started with
+// --drain 1s: it keeps answering but reports NOT_SERVING during the drain,
+// exits 0, and ends the session it ran as STOPPED by ADMIN.
+func TestGracefulShutdownDrains(t *testing.T) {
+	const drain = time.Second
+	ctx := testCtx(t, 60*time.Second)
+	url := storetest.URL(t, "sqlite")
+	sched := startScheduler(t, schedulerSpec{Region: "us-central1", Instance: "us-central1", Store: url, Drain: drain.String()})
+	sess := sched.create(t, ctx, "alice", "cpu", "drain-1")
+	sess = sched.waitSession(t, "alice", sess.Name, 20*time.Second, "RUNNING", isState(schedulerv1.Session_RUNNING))
+	if !answersHTTP(ctx, sess.Endpoint) {
+		t.Fatalf("%s is RUNNING but %s does not answer", sess.Name, sess.Endpoint)
+	}
+
+	sched.signal(syscall.SIGTERM)
+	signalled := time.Now()
+	var notServingAfter time.Duration
+	waitFor(t, drain, "health NOT_SERVING during the drain", func() (bool, string) {
+		cctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+		defer cancel()
+		resp, err := sched.health.Check(cctx, &healthpb.HealthCheckRequest{})
+		if err != nil {
+			return false, "Check: " + err.Error()
+		}
+		notServingAfter = time.Since(signalled)
+		return resp.Status == healthpb.HealthCheckResponse_NOT_SERVING, resp.Status.String()
+	})
+	t.Logf("NOT_SERVING %s after SIGTERM", notServingAfter.Round(time.Millisecond))
+	for _, svc := range []string{schedulerv1.SessionScheduler_ServiceDesc.ServiceName} {
+		resp, err := sched.health.Check(ctx, &healthpb.HealthCheckRequest{Service: svc})
+		if err != nil || resp.Status != healthpb.HealthCheckResponse_NOT_SERVING {
+			t.Errorf("health of %s during the drain: %v %v; want NOT_SERVING", svc, resp.GetStatus(), err)
+		}
+	}
+	if _, err := sched.cl.GetSession(asUser(ctx, "alice"), &schedulerv1.GetSessionRequest{Name: sess.Name}); err != nil {
+		t.Errorf("GetSession during the drain: %v; a draining scheduler still serves", err)
+	}
+
+	code, ok := sched.wait(15 * time.Second)
+	if !ok {
+		t.Fatal("the scheduler did not exit within 15s of SIGTERM")
+	}
+	took := time.Since(signalled)
+	if code != 0 {
+		t.Errorf("exit code %d after SIGTERM, want 0", code)
+	}
+	if took < drain {
+		t.Errorf("exited %s after SIGTERM, before the %s drain ended", took.Round(time.Millisecond), drain)
+	}
+	if answersHTTP(ctx, sess.Endpoint) {
+		t.Errorf("the workload at %s still answers after its scheduler exited", sess.Endpoint)
+	}
+
+	st := storetest.OpenURL(t, url)
+	var got *store.Session
+	if err := st.View(ctx, func(tx store.Tx) (err error) { got, err = tx.Session(ctx, sessionID(sess.Name)); return err }); err != nil {
+		t.Fatalf("reading %s from the store: %v", sess.Name, err)
+	}
+	if got.State != schedulerv1.Session_STOPPED || got.StopReason != schedulerv1.Session_ADMIN || got.EndTime.IsZero() {
+		t.Errorf("%s after the shutdown: %s %s (%q), end %v; want STOPPED, ADMIN, with an end time",
+			sess.Name, got.State, got.StopReason, got.Message, got.EndTime)
+	}
+	var p *store.Pool
+	if err := st.View(ctx, func(tx store.Tx) (err error) { p, err = tx.Pool(ctx, "us-central1", "cpu"); return err }); err != nil {
+		t.Fatal(err)
+	}
+	if p.Holding != 0 || p.Queued != 0 {
+		t.Errorf("pool counters after the shutdown: holding %d, queued %d; want 0, 0", p.Holding, p.Queued)
+	}
+}
