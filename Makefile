@@ -41,9 +41,9 @@ generate:
 	  $(PROTOS)
 
 
-bench: build
-	$(GO) test -run '^$$' -bench . -benchtime 3s ./scheduler/...
-	./$(BIN) bench scheduler
+bench:
+	MERIDIAN_TEST_POSTGRES="$$(scripts/ensure-postgres.sh)" MERIDIAN_BENCH_PROFILE="$(BENCH_PROFILE)" \
+	  $(GO) test -run '^$$' -bench . -benchtime 5000x -count 3 -timeout 30m ./test/bench/
 
 clean:
 	rm -rf bin

@@ -20,14 +20,14 @@ import (
 // last good keys when the issuer is down, and refetches early (rate
 // limited) when a token names a key id it does not know.
 type keySet struct {
-	uri       string // JWKS URI; empty means OpenID discovery from issuer
-	issuer    string
-	client    *http.Client
-	ttl       time.Duration
-	minRetry  time.Duration
-	now       func() time.Time
-	onFetch   func(provider string, ok bool)
-	provider  string
+	uri      string // JWKS URI; empty means OpenID discovery from issuer
+	issuer   string
+	client   *http.Client
+	ttl      time.Duration
+	minRetry time.Duration
+	now      func() time.Time
+	onFetch  func(provider string, ok bool)
+	provider string
 
 	mu        sync.Mutex
 	keys      []jose.JSONWebKey

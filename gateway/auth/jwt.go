@@ -346,4 +346,3 @@ func HashKey(key string) string {
 	sum := sha256.Sum256([]byte(key))
 	return fmt.Sprintf("%x", sum)
 }
-

@@ -82,6 +82,7 @@ sessions (CPU, GPU and TPU pools, queues, weekly quotas, idle timeouts).`,
 	}
 	root.AddCommand(
 		newSchedulerCmd(),
+		newGatewayCmd(),
 		newWorkloadCmd(),
 		newProbeCmd(),
 		newSessionsCmd(),

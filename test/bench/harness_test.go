@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"crypto/rand"
+	"database/sql"
 	"encoding/base32"
 	"fmt"
 	"io"
@@ -12,9 +13,11 @@ import (
 	"runtime/pprof"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -199,6 +202,9 @@ type env struct {
 	seeded time.Duration // how long populate took
 	// userinfo[u] is the X-Endpoint-API-UserInfo value for user u.
 	userinfo []string
+
+	mu      sync.Mutex
+	created []string // ids of sessions the benchmark created, not yet retired
 }
 
 // newEnv opens a fresh store of kind, populates it, and serves a scheduler
@@ -207,11 +213,15 @@ func newEnv(tb testing.TB, kind string, pop population) *env {
 	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	st := storetest.OpenURL(tb, storetest.URL(tb, kind))
+	u := storetest.URL(tb, kind)
+	st := storetest.OpenURL(tb, u)
 	e := &env{kind: kind, store: st, pop: pop}
 	t0 := time.Now()
 	if err := populate(ctx, st, pop, t0); err != nil {
 		tb.Fatalf("%s: %v", kind, err)
+	}
+	if kind == "postgres" {
+		settle(ctx, tb, u)
 	}
 	e.seeded = time.Since(t0)
 	if live := e.live(tb); live != pop.live() {
@@ -254,6 +264,66 @@ func newEnv(tb testing.TB, kind string, pop population) *env {
 	tb.Cleanup(func() { srv.Server.Stop(); <-done })
 	e.addr = ln.Addr().String()
 	return e
+}
+
+// settle brings a freshly bulk-loaded PostgreSQL schema to the steady
+// state autovacuum keeps a production database in (statistics gathered,
+// visibility map set, dirty buffers written), so that neither a first
+// ANALYZE nor a checkpoint lands in the middle of a measurement.
+func settle(ctx context.Context, tb testing.TB, u string) {
+	tb.Helper()
+	db, err := sql.Open("pgx", u)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.ExecContext(ctx, `VACUUM ANALYZE sessions, pools, quota_usage`); err != nil {
+		tb.Fatalf("postgres: VACUUM ANALYZE: %v", err)
+	}
+	if _, err := db.ExecContext(ctx, `CHECKPOINT`); err != nil {
+		tb.Logf("postgres: CHECKPOINT: %v (continuing)", err)
+	}
+}
+
+// retire ends the sessions the benchmark created (STOPPED, as if their
+// owners had stopped them while starting), through the store API in large
+// transactions, so that every run starts with the population's live
+// sessions; the ended ones stay as history.
+func (e *env) retire(tb testing.TB) {
+	tb.Helper()
+	e.mu.Lock()
+	ids := e.created
+	e.created = nil
+	e.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	now := time.Now().UTC()
+	for len(ids) > 0 {
+		batch := ids[:min(len(ids), 2000)]
+		ids = ids[len(batch):]
+		err := e.store.Update(ctx, []string{"pool:" + benchRegion + "/" + benchPool}, func(tx store.Tx) error {
+			for _, id := range batch {
+				s, err := tx.Session(ctx, id)
+				if err != nil {
+					return fmt.Errorf("session %s: %w", id, err)
+				}
+				s.State, s.StopReason = schedulerv1.Session_STOPPED, schedulerv1.Session_USER
+				s.Message, s.Endpoint, s.EndTime, s.UpdateTime = "stopped: requested by the owner", "", now, now
+				if err := tx.UpdateSession(ctx, s); err != nil {
+					return err
+				}
+			}
+			p, err := tx.Pool(ctx, benchRegion, benchPool)
+			if err != nil {
+				return err
+			}
+			p.Holding -= int64(len(batch))
+			return tx.SavePool(ctx, p)
+		})
+		if err != nil {
+			tb.Fatalf("retiring created sessions: %v", err)
+		}
+	}
 }
 
 // live counts the live sessions in the store.
@@ -371,20 +441,90 @@ func measure(b *testing.B, e *env, clients []schedulerv1.SessionSchedulerClient,
 	if _, err := drive(ctx, clients, 4*len(clients), do); err != nil {
 		b.Fatalf("warm-up: %v", err)
 	}
+	e.retire(b)
 	live := e.live(b)
 	stopProfile := startProfile(b, e, name)
+	cpu0 := readCPU()
 	b.ResetTimer()
 	r, err := drive(ctx, clients, b.N, do)
 	b.StopTimer()
+	cpu := readCPU().since(cpu0)
 	stopProfile(r)
 	if err != nil {
 		b.Fatal(err)
 	}
+	e.retire(b)
 	b.ReportMetric(r.rate(), unit)
 	b.ReportMetric(ms(r.quantile(0.50)), "p50_ms")
 	b.ReportMetric(ms(r.quantile(0.99)), "p99_ms")
 	b.ReportMetric(ms(r.lat[len(r.lat)-1]), "max_ms")
 	b.ReportMetric(float64(live), "live_sessions")
+	if cpu.ok {
+		b.ReportMetric(cpu.self, "cpu_self")
+		b.ReportMetric(cpu.rest, "cpu_rest")
+	}
+}
+
+// cpuSample is CPU time used so far: by this process, and by the whole
+// machine (busy, i.e. not idle or iowait, per /proc/stat).
+type cpuSample struct {
+	at        time.Time
+	self, all time.Duration
+	ok        bool
+}
+
+// cpuUse is CPU used over an interval, in cores: self by this process
+// (benchmark clients, gRPC server, scheduler, SQLite), rest by everything
+// else (PostgreSQL's backends, the kernel's own threads, and anything
+// else running on the machine, which makes a run noisy).
+type cpuUse struct {
+	self, rest float64
+	ok         bool
+}
+
+func readCPU() cpuSample {
+	s := cpuSample{at: time.Now()}
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return s
+	}
+	s.self = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return s
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line) // cpu user nice system idle iowait irq softirq steal …
+	if len(f) < 9 || f[0] != "cpu" {
+		return s
+	}
+	var busy int64
+	for i, v := range f[1:9] {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return s
+		}
+		if i != 3 && i != 4 { // not idle, not iowait
+			busy += n
+		}
+	}
+	s.all = time.Duration(busy) * time.Second / clockTicks
+	s.ok = true
+	return s
+}
+
+// clockTicks is USER_HZ, the unit of /proc/stat; 100 on every Linux
+// architecture Go supports.
+const clockTicks = 100
+
+func (s cpuSample) since(a cpuSample) cpuUse {
+	wall := s.at.Sub(a.at).Seconds()
+	if !s.ok || !a.ok || wall <= 0 {
+		return cpuUse{}
+	}
+	self := (s.self - a.self).Seconds() / wall
+	rest := max(0, (s.all-a.all).Seconds()/wall-self)
+	return cpuUse{self: self, rest: rest, ok: true}
 }
 
 // profileDir is $MERIDIAN_BENCH_PROFILE: when set, every run writes a CPU

@@ -96,9 +96,9 @@ func TestDevTopology(t *testing.T) {
 	if len(d.info.Regions) != len(dev.Regions) || d.info.PID != d.pid() {
 		t.Fatalf("dev.json: %+v; want %d regions and pid %d", d.info, len(dev.Regions), d.pid())
 	}
-	for _, r := range d.info.Regions {
-		if r := meridian(t, 20*time.Second, "probe", r.Scheduler); r.code != 0 {
-			t.Errorf("probe %s: %s", r.stdout, r)
+	for _, reg := range d.info.Regions {
+		if r := meridian(t, 20*time.Second, "probe", reg.Scheduler); r.code != 0 || !strings.Contains(r.stdout, "SERVING") {
+			t.Errorf("probe of %s's scheduler %s: want exit 0, SERVING; got %s", reg.Name, reg.Scheduler, r)
 		}
 	}
 

@@ -40,7 +40,9 @@ func TestTwoSchedulerProcessesNeverDoubleBook(t *testing.T) {
 		st := storetest.OpenURL(t, url)
 		smp := startSampler(t, ctx, st)
 
-		// Create: 60 concurrent calls from 20 users, alternating processes.
+		// Create: 60 sessions from 20 users, all at once, alternating
+		// processes; every fourth request is also sent, at the same time,
+		// through the other process, as a client retrying elsewhere would.
 		type created struct {
 			user string
 			s    *schedulerv1.Session
@@ -48,36 +50,59 @@ func TestTwoSchedulerProcessesNeverDoubleBook(t *testing.T) {
 		var (
 			wg       sync.WaitGroup
 			mu       sync.Mutex
-			sessions []created
+			byReq    = map[string][]created{}
+			calls    int
 			failures []string
 		)
 		for u := range dbUsers {
 			for k := range dbPerUser {
-				via := scheds[(u*dbPerUser+k)%2]
-				user := fmt.Sprintf("user%02d", u)
-				wg.Go(func() {
-					cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-					defer cancel()
-					s, err := via.cl.CreateSession(asUser(cctx, user), &schedulerv1.CreateSessionRequest{Pool: "cpu", RequestId: fmt.Sprintf("req-%d", k)})
-					mu.Lock()
-					defer mu.Unlock()
-					if err != nil {
-						failures = append(failures, fmt.Sprintf("CreateSession(%s, req-%d) via %s: %v", user, k, via.name, err))
-						return
-					}
-					sessions = append(sessions, created{user, s})
-				})
+				n := u*dbPerUser + k
+				user, req := fmt.Sprintf("user%02d", u), fmt.Sprintf("req-%d", k)
+				vias := []*schedulerProc{scheds[n%2]}
+				if n%4 == 0 {
+					vias = append(vias, scheds[(n+1)%2])
+				}
+				for _, via := range vias {
+					calls++
+					wg.Go(func() {
+						cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+						defer cancel()
+						s, err := via.cl.CreateSession(asUser(cctx, user), &schedulerv1.CreateSessionRequest{Pool: "cpu", RequestId: req})
+						mu.Lock()
+						defer mu.Unlock()
+						if err != nil {
+							failures = append(failures, fmt.Sprintf("CreateSession(%s, %s) via %s: %v", user, req, via.name, err))
+							return
+						}
+						byReq[user+"/"+req] = append(byReq[user+"/"+req], created{user, s})
+					})
+				}
 			}
 		}
 		wg.Wait()
 		if len(failures) > 0 {
-			t.Fatalf("%d of %d CreateSession calls failed:\n%v", len(failures), dbUsers*dbPerUser, failures)
+			t.Fatalf("%d of %d CreateSession calls failed:\n%v", len(failures), calls, failures)
+		}
+		var sessions []created
+		for req, got := range byReq {
+			for _, g := range got[1:] {
+				if g.s.Name != got[0].s.Name {
+					t.Errorf("request %s sent through both processes at once created two sessions: %s and %s", req, got[0].s.Name, g.s.Name)
+				}
+			}
+			sessions = append(sessions, got[0])
 		}
 		total := len(sessions)
+		if total != dbUsers*dbPerUser {
+			t.Fatalf("%d distinct requests answered, want %d", total, dbUsers*dbPerUser)
+		}
 
 		// At rest: exactly 3 running, the rest queued 1..N.
 		waitFor(t, 30*time.Second, "3 RUNNING and the rest QUEUED", func() (bool, string) {
 			c := counts(t, ctx, st)
+			if h := c[schedulerv1.Session_STARTING] + c[schedulerv1.Session_RUNNING] + c[schedulerv1.Session_STOPPING]; h > dbCapacity {
+				t.Fatalf("double booked: %d sessions hold the pool's %d slots: %v", h, dbCapacity, c)
+			}
 			return c[schedulerv1.Session_RUNNING] == dbCapacity && c[schedulerv1.Session_QUEUED] == int64(total-dbCapacity) &&
 				len(c) == 2, fmt.Sprint(c)
 		})
@@ -163,12 +188,17 @@ type sampler struct {
 	stop       context.CancelFunc
 	samples    int
 	violations []string
+	checked    bool
 }
 
 func startSampler(t *testing.T, ctx context.Context, st store.Store) *sampler {
 	ctx, cancel := context.WithCancel(ctx)
 	s := &sampler{done: make(chan struct{}), stop: cancel}
-	t.Cleanup(s.halt)
+	t.Cleanup(func() {
+		if !s.checked { // the test stopped early: still say what was sampled
+			s.check(t)
+		}
+	})
 	go func() {
 		defer close(s.done)
 		tick := time.NewTicker(5 * time.Millisecond)
@@ -235,6 +265,7 @@ func (s *sampler) halt() {
 func (s *sampler) check(t *testing.T) {
 	t.Helper()
 	s.halt()
+	s.checked = true
 	if s.samples < 10 {
 		t.Errorf("the sampler read the store only %d times", s.samples)
 	}

@@ -19,6 +19,7 @@ import (
 	schedulerv1 "github.com/meridian-gw/meridian/api/meridian/scheduler/v1"
 	"github.com/meridian-gw/meridian/scheduler"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
@@ -66,12 +67,17 @@ func startProc(t testing.TB, name string, args ...string) *proc {
 
 // childEnv is this environment without MERIDIAN_* variables, so that a
 // developer's $MERIDIAN_USER or $MERIDIAN_ENDPOINT cannot change a test.
+// A race-enabled binary sleeps a second before exiting 0 unless GORACE
+// says otherwise; the CLI commands here would spend most of their time so.
 func childEnv() []string {
 	var env []string
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "MERIDIAN_") {
 			env = append(env, kv)
 		}
+	}
+	if _, ok := os.LookupEnv("GORACE"); !ok {
+		env = append(env, "GORACE=atexit_sleep_ms=50")
 	}
 	return env
 }
@@ -335,7 +341,13 @@ func launchScheduler(t testing.TB, s schedulerSpec) *schedulerProc {
 
 func dialScheduler(t testing.TB, p *proc, addr string) *schedulerProc {
 	t.Helper()
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	// Reconnect quickly: the first dial usually races the process's listen,
+	// and the default backoff would add a second to every start.
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: 50 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
+			MinConnectTimeout: 5 * time.Second,
+		}))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,583 @@
+// Package gateway is an ESP-compatible sidecar: it terminates TLS, verifies
+// JWTs and API keys as a google.api.Service config says, transcodes
+// REST/JSON and gRPC-Web to gRPC, and proxies native gRPC to the backend
+// without re-encoding messages.
+package gateway
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/meridian-gw/meridian/gateway/auth"
+	"github.com/meridian-gw/meridian/gateway/transcode"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/net/http2"
+	"google.golang.org/genproto/googleapis/api/serviceconfig"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/protobuf/reflect/protoregistry"
+)
+
+// TranscodingOptions are ESP's --transcoding_* flags.
+type TranscodingOptions struct {
+	transcode.ResponseOptions
+	IgnoreUnknownQueryParameters bool
+}
+
+// Options configure a Gateway. Zero values take the documented defaults.
+type Options struct {
+	// ServiceName is --service; also the default JWT audience. Default: the config's name.
+	ServiceName string
+	// ServiceConfig is the google.api.Service file (YAML or JSON). Required.
+	ServiceConfig string
+	// Backend is the gRPC backend URL: grpc:// or http:// (h2c), grpcs:// or
+	// https:// (TLS). Default grpc://127.0.0.1:8082.
+	Backend string
+	// BackendDeadline bounds transcoded unary calls. Default 15s.
+	BackendDeadline time.Duration
+	// Descriptor is a FileDescriptorSet for transcoding; default: ask the
+	// backend's server reflection.
+	Descriptor string
+	// SSLAddr serves TLS (HTTP/1.1 and HTTP/2: gRPC, gRPC-Web, REST).
+	SSLAddr string
+	// HTTPAddr serves cleartext HTTP/1.x (REST, probes).
+	HTTPAddr string
+	// HTTP2Addr serves cleartext HTTP/2 (h2c: gRPC and REST).
+	HTTP2Addr string
+	// StatusAddr serves /metrics, /status and /healthz.
+	StatusAddr string
+	// CertDir holds server.crt/server.key (ESPv2) or nginx.crt/nginx.key
+	// (ESP v1). Default /etc/nginx/ssl.
+	CertDir string
+	// Rollout is "fixed" (read once) or "managed" (watch files, swap in
+	// changes). Default fixed.
+	Rollout string
+	// ReloadInterval is how often managed rollout checks files. Default 1s.
+	ReloadInterval time.Duration
+	// APIKeys is the API key file (see auth.APIKeys); empty: no keys.
+	APIKeys string
+	// Healthz, when set, is a path the gateway answers 200 itself.
+	Healthz string
+	// AccessLog receives one JSON line per request; nil: off.
+	AccessLog io.Writer
+	CORS      CORSOptions
+	// ClientMaxBodySize caps request bodies. Default 32 MiB.
+	ClientMaxBodySize int64
+	// HSTS adds Strict-Transport-Security on TLS responses.
+	HSTS bool
+	// JWKSCacheDuration is how long fetched keys are trusted. Default 300s.
+	JWKSCacheDuration time.Duration
+	Transcoding       TranscodingOptions
+	Path              transcode.PathOptions
+	// Drain is how long health says NOT_SERVING before stopping. Default 5s.
+	Drain time.Duration
+	// JWKSClient fetches keys. Default: a 10 s client with system roots.
+	JWKSClient *http.Client
+	// Registry receives metrics. Default: a private registry.
+	Registry *prometheus.Registry
+	// Log receives events. Default: discard.
+	Log *slog.Logger
+}
+
+// Gateway is the running sidecar.
+type Gateway struct {
+	opts    Options
+	log     *slog.Logger
+	access  *slog.Logger
+	metrics *metrics
+	backend *grpc.ClientConn
+	grpc    *grpc.Server
+
+	state    atomic.Pointer[state]
+	cert     atomic.Pointer[tls.Certificate]
+	draining atomic.Bool
+
+	mu        sync.Mutex
+	files     *protoregistry.Files
+	descErr   error
+	stamps    map[string]fileStamp
+	lastErr   error
+	loadedAt  time.Time
+	listeners map[string]net.Listener
+	ready     chan struct{}
+}
+
+type fileStamp struct {
+	mod  time.Time
+	size int64
+}
+
+// New loads the configuration and connects to the backend (lazily).
+func New(opts Options) (*Gateway, error) {
+	if err := opts.defaults(); err != nil {
+		return nil, err
+	}
+	g := &Gateway{opts: opts, log: opts.Log.With("component", "gateway"), stamps: map[string]fileStamp{},
+		listeners: map[string]net.Listener{}, ready: make(chan struct{})}
+	g.metrics = newMetrics(opts.Registry)
+	if opts.AccessLog != nil {
+		g.access = slog.New(slog.NewJSONHandler(opts.AccessLog, nil)).With("log", "access")
+	}
+	conn, err := dialBackend(opts.Backend)
+	if err != nil {
+		return nil, err
+	}
+	g.backend = conn
+	if err := g.loadAll(true); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	g.grpc = grpc.NewServer(
+		grpc.UnknownServiceHandler(g.handleGRPC),
+		grpc.ForceServerCodecV2(rawCodec{}),
+		grpc.MaxRecvMsgSize(int(opts.ClientMaxBodySize)),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+		grpc.NumStreamWorkers(uint32(max(2, 2*runtimeNumCPU()))),
+	)
+	return g, nil
+}
+
+func (o *Options) defaults() error {
+	if o.ServiceConfig == "" {
+		return errors.New("--service_config: required (the google.api.Service YAML or JSON, as deployed to Cloud Endpoints)")
+	}
+	if o.Backend == "" {
+		o.Backend = "grpc://127.0.0.1:8082"
+	}
+	if o.BackendDeadline <= 0 {
+		o.BackendDeadline = 15 * time.Second
+	}
+	if o.CertDir == "" {
+		o.CertDir = "/etc/nginx/ssl"
+	}
+	switch o.Rollout {
+	case "":
+		o.Rollout = "fixed"
+	case "fixed", "managed":
+	default:
+		return fmt.Errorf("--rollout_strategy = %q: want fixed or managed", o.Rollout)
+	}
+	if o.ReloadInterval <= 0 {
+		o.ReloadInterval = time.Second
+	}
+	if o.ClientMaxBodySize <= 0 {
+		o.ClientMaxBodySize = 32 << 20
+	}
+	if o.JWKSCacheDuration <= 0 {
+		o.JWKSCacheDuration = 300 * time.Second
+	}
+	if o.Drain < 0 {
+		o.Drain = 0
+	}
+	if o.Registry == nil {
+		o.Registry = prometheus.NewRegistry()
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	c := &o.CORS
+	switch c.Preset {
+	case "", "basic":
+	case "cors_with_regex":
+		re, err := regexp.Compile(c.AllowOriginRegex)
+		if err != nil || c.AllowOriginRegex == "" {
+			return fmt.Errorf("--cors_allow_origin_regex = %q: want a valid regular expression with --cors_preset=cors_with_regex", c.AllowOriginRegex)
+		}
+		c.originRe = re
+	default:
+		return fmt.Errorf("--cors_preset = %q: want basic or cors_with_regex", c.Preset)
+	}
+	if c.AllowOrigin == "" {
+		c.AllowOrigin = "*"
+	}
+	if c.AllowMethods == "" {
+		c.AllowMethods = "GET, POST, PUT, PATCH, DELETE, OPTIONS"
+	}
+	if c.AllowHeaders == "" {
+		c.AllowHeaders = "DNT,User-Agent,X-Requested-With,If-Modified-Since,Cache-Control,Content-Type,Range,Authorization,X-Grpc-Web,X-User-Agent,X-Api-Key"
+	}
+	if c.ExposeHeaders == "" {
+		c.ExposeHeaders = "Content-Length,Content-Range,Grpc-Status,Grpc-Message"
+	}
+	if c.MaxAge == 0 {
+		c.MaxAge = 1728000
+	}
+	if o.SSLAddr == "" && o.HTTPAddr == "" && o.HTTP2Addr == "" {
+		return errors.New("no port to serve: give --ssl_port, --http_port or --http2_port")
+	}
+	return nil
+}
+
+func dialBackend(raw string) (*grpc.ClientConn, error) {
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" {
+		return nil, fmt.Errorf("--backend = %q: want grpc://HOST:PORT (also http, grpcs, https)", raw)
+	}
+	var creds credentials.TransportCredentials
+	switch u.Scheme {
+	case "grpc", "http":
+		creds = insecure.NewCredentials()
+	case "grpcs", "https":
+		creds = credentials.NewTLS(&tls.Config{MinVersion: tls.VersionTLS12})
+	default:
+		return nil, fmt.Errorf("--backend = %q: scheme %q; want grpc, http, grpcs or https", raw, u.Scheme)
+	}
+	conn, err := grpc.NewClient(u.Host, grpc.WithTransportCredentials(creds),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)),
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}))
+	if err != nil {
+		return nil, fmt.Errorf("--backend %q: %w", raw, err)
+	}
+	conn.Connect()
+	return conn, nil
+}
+
+// loadAll (re)builds the state from the files. On the first load any
+// error is fatal; later, the old state keeps serving.
+func (g *Gateway) loadAll(first bool) error {
+	svc, err := LoadServiceConfig(g.opts.ServiceConfig)
+	if err != nil {
+		return err
+	}
+	name := g.opts.ServiceName
+	if name == "" {
+		name = svc.GetName()
+	}
+	verifier, err := auth.NewVerifier(svc.GetAuthentication(), auth.Options{
+		ServiceName: name, HTTPClient: g.opts.JWKSClient, JWKSCacheDuration: g.opts.JWKSCacheDuration,
+		OnJWKSFetch: g.metrics.jwksFetch,
+	})
+	if err != nil {
+		return fmt.Errorf("service config %s: %w", g.opts.ServiceConfig, err)
+	}
+	keys, err := auth.LoadAPIKeys(g.opts.APIKeys)
+	if err != nil {
+		return err
+	}
+	q, err := newQuotas(svc.GetQuota(), time.Now)
+	if err != nil {
+		return fmt.Errorf("service config %s: %w", g.opts.ServiceConfig, err)
+	}
+	files, descErr := g.descriptors(svc)
+	if first && g.opts.Descriptor != "" && descErr != nil {
+		return descErr
+	}
+	if g.opts.SSLAddr != "" {
+		cert, err := loadCert(g.opts.CertDir)
+		if err != nil {
+			return err
+		}
+		g.cert.Store(cert)
+	}
+	st := buildState(svc, files, descErr, verifier, keys, q)
+	if first && st.routerErr != nil && descErr == nil {
+		return fmt.Errorf("service config %s: %w", g.opts.ServiceConfig, st.routerErr)
+	}
+	if st.routerErr != nil {
+		g.log.Warn("REST transcoding incomplete; gRPC passes through", "err", st.routerErr)
+	}
+	g.state.Store(st)
+	g.mu.Lock()
+	g.files, g.descErr, g.loadedAt = files, descErr, time.Now()
+	g.stamps = g.watchedStamps()
+	g.mu.Unlock()
+	return nil
+}
+
+// descriptors come from --descriptor, else from the backend's reflection
+// (a short wait at start; the reload loop retries until it answers).
+func (g *Gateway) descriptors(svc *serviceconfig.Service) (*protoregistry.Files, error) {
+	if g.opts.Descriptor != "" {
+		return loadDescriptorSet(g.opts.Descriptor)
+	}
+	var names []string
+	for _, a := range svc.GetApis() {
+		names = append(names, a.GetName())
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	files, err := reflectDescriptors(ctx, g.backend, names)
+	if files == nil {
+		fallback, ferr := filesFrom(nil)
+		if ferr != nil {
+			return nil, ferr
+		}
+		return fallback, err
+	}
+	return files, err
+}
+
+func loadCert(dir string) (*tls.Certificate, error) {
+	var tried []string
+	for _, pair := range [][2]string{{"server.crt", "server.key"}, {"nginx.crt", "nginx.key"}} {
+		crt, key := filepath.Join(dir, pair[0]), filepath.Join(dir, pair[1])
+		if _, err := os.Stat(crt); err != nil {
+			tried = append(tried, crt)
+			continue
+		}
+		c, err := tls.LoadX509KeyPair(crt, key)
+		if err != nil {
+			return nil, fmt.Errorf("TLS key pair %s, %s: %w", crt, key, err)
+		}
+		return &c, nil
+	}
+	return nil, fmt.Errorf("--ssl_port needs a certificate: none of %v exists (set --ssl_server_cert_path)", tried)
+}
+
+func (g *Gateway) watchedFiles() []string {
+	files := []string{g.opts.ServiceConfig}
+	if g.opts.Descriptor != "" {
+		files = append(files, g.opts.Descriptor)
+	}
+	if g.opts.SSLAddr != "" {
+		for _, n := range []string{"server.crt", "server.key", "nginx.crt", "nginx.key"} {
+			files = append(files, filepath.Join(g.opts.CertDir, n))
+		}
+	}
+	return files
+}
+
+func (g *Gateway) watchedStamps() map[string]fileStamp {
+	m := map[string]fileStamp{}
+	for _, f := range g.watchedFiles() {
+		if fi, err := os.Stat(f); err == nil {
+			m[f] = fileStamp{fi.ModTime(), fi.Size()}
+		}
+	}
+	return m
+}
+
+// reloadLoop swaps in changed files (managed rollout), re-reads API keys,
+// and retries reflection until the backend answers it.
+func (g *Gateway) reloadLoop(ctx context.Context) {
+	t := time.NewTicker(g.opts.ReloadInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if changed, err := g.state.Load().apiKeys.Reload(); changed || err != nil {
+			g.recordReload("api_keys", err)
+		}
+		g.mu.Lock()
+		stale := !equalStamps(g.stamps, g.watchedStamps())
+		retryDesc := g.descErr != nil && g.opts.Descriptor == ""
+		g.mu.Unlock()
+		if (stale && g.opts.Rollout == "managed") || retryDesc {
+			what := "config"
+			if !stale {
+				what = "descriptors"
+			}
+			err := g.loadAll(false)
+			if err == nil && !stale {
+				g.mu.Lock()
+				err = g.descErr
+				g.mu.Unlock()
+				if err != nil {
+					continue // still waiting for reflection; not a reload failure
+				}
+			}
+			g.recordReload(what, err)
+		}
+	}
+}
+
+func (g *Gateway) recordReload(what string, err error) {
+	g.mu.Lock()
+	g.lastErr = err
+	g.mu.Unlock()
+	if err != nil {
+		g.metrics.reloads.WithLabelValues(what, "error").Inc()
+		g.metrics.configOK.Set(0)
+		g.log.Error("reload failed; the previous configuration keeps serving", "what", what, "err", err)
+		return
+	}
+	g.metrics.reloads.WithLabelValues(what, "ok").Inc()
+	g.metrics.configOK.Set(1)
+	g.log.Info("configuration reloaded", "what", what)
+}
+
+func equalStamps(a, b map[string]fileStamp) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if b[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+// Addr returns the bound address of a listener ("ssl", "http", "http2",
+// "status") once Run has started it.
+func (g *Gateway) Addr(kind string) string {
+	<-g.ready
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if l, ok := g.listeners[kind]; ok {
+		return l.Addr().String()
+	}
+	return ""
+}
+
+// Run serves until ctx ends, then drains and stops.
+func (g *Gateway) Run(ctx context.Context) error {
+	bind := map[string]string{"ssl": g.opts.SSLAddr, "http": g.opts.HTTPAddr, "http2": g.opts.HTTP2Addr, "status": g.opts.StatusAddr}
+	for kind, addr := range bind {
+		if addr == "" {
+			continue
+		}
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			g.closeListeners()
+			return fmt.Errorf("%s port %s: %w", kind, addr, err)
+		}
+		g.listeners[kind] = ln
+	}
+	close(g.ready)
+	defer g.backend.Close()
+
+	httpSrv := &http.Server{Handler: g, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 5 * time.Minute, MaxHeaderBytes: 1 << 20,
+		ErrorLog: slog.NewLogLogger(g.log.Handler(), slog.LevelDebug)}
+	h2 := &http2.Server{IdleTimeout: 5 * time.Minute, MaxConcurrentStreams: 1000}
+	if err := http2.ConfigureServer(httpSrv, h2); err != nil {
+		return err
+	}
+	grpcL := newChanListener(&net.TCPAddr{})
+	httpL := newChanListener(&net.TCPAddr{})
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = g.grpc.Serve(grpcL) })
+	wg.Go(func() { _ = httpSrv.Serve(httpL) })
+	conns := &connTracker{m: map[net.Conn]struct{}{}}
+	route := func(c net.Conn, isTLS bool) {
+		if isTLS {
+			tc := tls.Server(c, g.tlsConfig())
+			hctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			err := tc.HandshakeContext(hctx)
+			cancel()
+			if err != nil {
+				c.Close()
+				return
+			}
+			if tc.ConnectionState().NegotiatedProtocol != "h2" {
+				httpL.put(tc)
+				return
+			}
+			c = tc
+		}
+		isGRPC, read, err := classify(c, 10*time.Second)
+		if err != nil {
+			c.Close()
+			return
+		}
+		if isGRPC {
+			grpcL.put(newReplayConn(c, read, false))
+			return
+		}
+		rc := newReplayConn(c, read, true)
+		conns.add(rc)
+		defer conns.remove(rc)
+		h2.ServeConn(rc, &http2.ServeConnOpts{Context: ctx, BaseConfig: httpSrv, Handler: g})
+	}
+	serveLoop := func(ln net.Listener, handle func(net.Conn)) {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Go(func() { handle(c) })
+		}
+	}
+	for kind, ln := range g.listeners {
+		switch kind {
+		case "ssl":
+			wg.Go(func() { serveLoop(ln, func(c net.Conn) { route(c, true) }) })
+		case "http2":
+			wg.Go(func() { serveLoop(ln, func(c net.Conn) { route(c, false) }) })
+		case "http":
+			wg.Go(func() { serveLoop(ln, httpL.put) })
+		case "status":
+			wg.Go(func() { g.serveStatus(ctx, ln) })
+		}
+	}
+	rctx, stopReload := context.WithCancel(ctx)
+	wg.Go(func() { g.reloadLoop(rctx) })
+	g.log.Info("gateway serving", "ssl", g.opts.SSLAddr, "http", g.opts.HTTPAddr, "http2", g.opts.HTTP2Addr,
+		"backend", g.opts.Backend, "rollout", g.opts.Rollout)
+
+	<-ctx.Done()
+	g.draining.Store(true)
+	g.log.Info("draining", "drain", g.opts.Drain.String())
+	time.Sleep(g.opts.Drain)
+	stopReload()
+	g.closeListeners()
+	done := make(chan struct{})
+	go func() {
+		g.grpc.GracefulStop()
+		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = httpSrv.Shutdown(sctx)
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(15 * time.Second):
+		g.grpc.Stop()
+		_ = httpSrv.Close()
+	}
+	conns.closeAll()
+	grpcL.Close()
+	httpL.Close()
+	wg.Wait()
+	return nil
+}
+
+func (g *Gateway) closeListeners() {
+	for _, ln := range g.listeners {
+		ln.Close()
+	}
+}
+
+func (g *Gateway) tlsConfig() *tls.Config {
+	return &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		NextProtos: []string{"h2", "http/1.1"},
+		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+			return g.cert.Load(), nil
+		},
+	}
+}
+
+// connTracker closes hijacked HTTP/2 connections at shutdown.
+type connTracker struct {
+	mu sync.Mutex
+	m  map[net.Conn]struct{}
+}
+
+func (t *connTracker) add(c net.Conn)    { t.mu.Lock(); t.m[c] = struct{}{}; t.mu.Unlock() }
+func (t *connTracker) remove(c net.Conn) { t.mu.Lock(); delete(t.m, c); t.mu.Unlock() }
+func (t *connTracker) closeAll() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for c := range t.m {
+		c.Close()
+	}
+}

@@ -1,0 +1,210 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/meridian-gw/meridian/gateway/auth"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/encoding"
+	"google.golang.org/grpc/mem"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+)
+
+// frame is one gRPC message, kept as the bytes received: the proxy never
+// decodes what it forwards.
+type frame struct{ data mem.BufferSlice }
+
+// rawCodec passes message bytes through untouched (and uncopied).
+type rawCodec struct{}
+
+var _ encoding.CodecV2 = rawCodec{}
+
+func (rawCodec) Name() string { return "proto" }
+
+func (rawCodec) Marshal(v any) (mem.BufferSlice, error) {
+	f, ok := v.(*frame)
+	if !ok {
+		return nil, errors.New("rawCodec: not a frame")
+	}
+	return f.data, nil
+}
+
+func (rawCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	f, ok := v.(*frame)
+	if !ok {
+		return errors.New("rawCodec: not a frame")
+	}
+	data.Ref()
+	f.data = data
+	return nil
+}
+
+// grpcStreamDesc lets one handler proxy every kind of method.
+var grpcStreamDesc = &grpc.StreamDesc{ServerStreams: true, ClientStreams: true}
+
+// handleGRPC is the gRPC server's UnknownServiceHandler: it authenticates
+// the call by the service config and pipes it to the backend.
+func (g *Gateway) handleGRPC(_ any, ss grpc.ServerStream) error {
+	start := time.Now()
+	ctx := ss.Context()
+	method, _ := grpc.MethodFromServerStream(ss)
+	st := g.state.Load()
+	rec := &callRecord{protocol: "grpc", method: method, start: start}
+	err := g.proxyGRPC(ctx, st, method, ss, rec)
+	rec.code = status.Code(err)
+	g.finish(ctx, rec)
+	return err
+}
+
+func (g *Gateway) proxyGRPC(ctx context.Context, st *state, method string, ss grpc.ServerStream, rec *callRecord) error {
+	selector, ok := st.selectorForPath(method)
+	if !ok {
+		return status.Error(codes.Unimplemented, msgNotDefined)
+	}
+	rec.selector = selector
+	if selector == healthCheck && g.draining.Load() {
+		return drainingHealth(ss)
+	}
+	pol := st.policy(selector)
+	md, _ := metadata.FromIncomingContext(ctx)
+	id, err := st.authenticate(ctx, pol, mdSource(md))
+	if err != nil {
+		return g.authFailed(rec, err)
+	}
+	rec.consumer = id.quotaKey()
+	if ok, wait, limit := st.quotas.take(id.quotaKey(), pol.costs); !ok {
+		_ = ss.SetHeader(metadata.Pairs("retry-after", retryAfter(wait)))
+		return status.Errorf(codes.ResourceExhausted, "Quota exceeded for quota metric %q: retry in %s", limit, retryAfter(wait)+"s")
+	}
+	out := backendMetadata(md, id, ctx)
+	bctx, cancel := context.WithCancel(metadata.NewOutgoingContext(ctx, out))
+	defer cancel()
+	cs, err := g.backend.NewStream(bctx, grpcStreamDesc, method, grpc.ForceCodecV2(rawCodec{}))
+	if err != nil {
+		g.metrics.backendError(selector)
+		return backendErr(err)
+	}
+	// client → backend
+	sendErr := make(chan error, 1)
+	go func() {
+		for {
+			f := &frame{}
+			if err := ss.RecvMsg(f); err != nil {
+				if errors.Is(err, io.EOF) {
+					sendErr <- cs.CloseSend()
+				} else {
+					cancel()
+					sendErr <- err
+				}
+				return
+			}
+			rec.bytesIn.Add(int64(f.data.Len()))
+			err := cs.SendMsg(f)
+			f.data.Free()
+			if err != nil { // the backend ended the call; RecvMsg below reports why
+				sendErr <- nil
+				return
+			}
+		}
+	}()
+	// backend → client
+	hdr, err := cs.Header()
+	if err == nil {
+		err = ss.SendHeader(hdr)
+	}
+	for err == nil {
+		f := &frame{}
+		if err = cs.RecvMsg(f); err != nil {
+			break
+		}
+		rec.bytesOut.Add(int64(f.data.Len()))
+		err = ss.SendMsg(f)
+		f.data.Free()
+	}
+	ss.SetTrailer(cs.Trailer())
+	if errors.Is(err, io.EOF) {
+		return nil
+	}
+	if _, ok := status.FromError(err); !ok || status.Code(err) == codes.Unavailable {
+		g.metrics.backendError(selector)
+	}
+	return err
+}
+
+func backendErr(err error) error {
+	if s, ok := status.FromError(err); ok {
+		return s.Err()
+	}
+	return status.Errorf(codes.Unavailable, "backend unavailable: %v", err)
+}
+
+func (g *Gateway) authFailed(rec *callRecord, err error) error {
+	var ae *auth.Error
+	if errors.As(err, &ae) {
+		rec.authReason = ae.Reason
+		g.metrics.authFailure(ae.Reason)
+		return status.Error(ae.Code, ae.Message)
+	}
+	return status.Errorf(codes.Internal, "authentication: %v", err)
+}
+
+func retryAfter(d time.Duration) string {
+	s := int(d.Seconds() + 0.999)
+	if s < 1 {
+		s = 1
+	}
+	return itoa(s)
+}
+
+// hopHeaders never go to the backend: transport-level, or ours to set.
+var hopHeaders = map[string]bool{
+	"connection": true, "keep-alive": true, "proxy-connection": true, "transfer-encoding": true, "upgrade": true,
+	"te": true, "host": true, "content-length": true, "content-type": true, "accept-encoding": true,
+	"grpc-timeout": true, "grpc-encoding": true, "grpc-accept-encoding": true, "user-agent": true,
+}
+
+// backendMetadata is what the backend receives: the caller's metadata
+// without any X-Endpoint-* header a client sent, plus the verified
+// identity and X-Forwarded-For.
+func backendMetadata(in metadata.MD, id *identity, ctx context.Context) metadata.MD {
+	out := metadata.MD{}
+	for k, v := range in {
+		if hopHeaders[k] || strings.HasPrefix(k, ":") || strings.HasPrefix(k, "x-endpoint-") {
+			continue
+		}
+		out[k] = v
+	}
+	if id.claims != nil {
+		out.Set(strings.ToLower(UserInfoHeader), id.claims.UserInfo)
+	}
+	if p, ok := peer.FromContext(ctx); ok {
+		host := p.Addr.String()
+		if i := strings.LastIndexByte(host, ':'); i > 0 {
+			host = strings.Trim(host[:i], "[]")
+		}
+		if prior := in.Get("x-forwarded-for"); len(prior) > 0 {
+			host = strings.Join(prior, ", ") + ", " + host
+		}
+		out.Set("x-forwarded-for", host)
+	}
+	return out
+}
+
+// mdSource reads credentials from gRPC metadata (no query string).
+type mdSource metadata.MD
+
+func (m mdSource) header(name string) string {
+	if v := metadata.MD(m).Get(name); len(v) > 0 {
+		return v[0]
+	}
+	return ""
+}
+
+func (m mdSource) query(string) string { return "" }

@@ -1,0 +1,31 @@
+package gateway
+
+import (
+	"google.golang.org/grpc"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/mem"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+)
+
+// healthCheck is the selector whose REST form is the seed's /v1/health.
+const healthCheck = "grpc.health.v1.Health.Check"
+
+// serving reports whether a Health.Check response says SERVING; the REST
+// answer is 503 otherwise, so that an HTTP probe fails when the app is not
+// serving (a 200 with {"status":"NOT_SERVING"} would pass it).
+func serving(resp proto.Message) bool {
+	m := resp.ProtoReflect()
+	fd := m.Descriptor().Fields().ByName("status")
+	return fd != nil && m.Get(fd).Enum() == protoreflect.EnumNumber(healthpb.HealthCheckResponse_SERVING)
+}
+
+// drainingHealth answers health checks itself while the gateway drains, so
+// load balancers take it out of rotation before it stops.
+func drainingHealth(ss grpc.ServerStream) error {
+	b, _ := proto.Marshal(&healthpb.HealthCheckResponse{Status: healthpb.HealthCheckResponse_NOT_SERVING})
+	if err := ss.RecvMsg(&frame{}); err != nil {
+		return err
+	}
+	return ss.SendMsg(&frame{data: mem.BufferSlice{mem.SliceBuffer(b)}})
+}
