@@ -55,7 +55,7 @@ func (h *gw) do(c *http.Client, method, url, token, body string, hdr ...string) 
 	return resp{code: r.StatusCode, body: string(b), header: r.Header, proto: r.Proto}
 }
 
-func (h *gw) tls(path string) string  { return "https://" + h.ssl + path }
+func (h *gw) tls(path string) string   { return "https://" + h.ssl + path }
 func (h *gw) plain(path string) string { return "http://" + h.http + path }
 
 func (h *gw) grpcClient() schedulerv1.SessionSchedulerClient {

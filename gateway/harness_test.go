@@ -39,12 +39,12 @@ import (
 // issuer is a real JWKS endpoint with real keys, serving a JWK Set, a
 // Google-style x509 map, and OpenID discovery.
 type issuer struct {
-	srv      *httptest.Server
-	rsa      *rsa.PrivateKey
-	ec       *ecdsa.PrivateKey
-	cert     *x509.Certificate
-	fetches  atomic.Int64
-	down     atomic.Bool
+	srv     *httptest.Server
+	rsa     *rsa.PrivateKey
+	ec      *ecdsa.PrivateKey
+	cert    *x509.Certificate
+	fetches atomic.Int64
+	down    atomic.Bool
 }
 
 func newIssuer(t *testing.T) *issuer {
@@ -234,16 +234,16 @@ func writeCert(t *testing.T, dir string, names []string, der, kb []byte) {
 
 // gw is a running gateway with clients for every protocol.
 type gw struct {
-	t       *testing.T
-	g       *Gateway
-	is      *issuer
-	be      *backend
-	roots   *x509.CertPool
-	ssl     string
-	http    string
-	h1      *http.Client // HTTP/1.1 over TLS
-	h2      *http.Client // HTTP/2 over TLS
-	access  *strings.Builder
+	t      *testing.T
+	g      *Gateway
+	is     *issuer
+	be     *backend
+	roots  *x509.CertPool
+	ssl    string
+	http   string
+	h1     *http.Client // HTTP/1.1 over TLS
+	h2     *http.Client // HTTP/2 over TLS
+	access *strings.Builder
 }
 
 type gwOpt func(*Options)

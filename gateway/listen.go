@@ -165,5 +165,5 @@ func (l *chanListener) put(c net.Conn) {
 	}
 }
 
-func (l *chanListener) Close() error { l.once.Do(func() { close(l.closed) }); return nil }
+func (l *chanListener) Close() error   { l.once.Do(func() { close(l.closed) }); return nil }
 func (l *chanListener) Addr() net.Addr { return l.addr }

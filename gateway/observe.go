@@ -61,7 +61,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 }
 
 func (m *metrics) authFailure(reason string) { m.authFailures.WithLabelValues(reason).Inc() }
-func (m *metrics) backendError(sel string)  { m.backendErrs.WithLabelValues(orNone(sel)).Inc() }
+func (m *metrics) backendError(sel string)   { m.backendErrs.WithLabelValues(orNone(sel)).Inc() }
 func (m *metrics) jwksFetch(provider string, ok bool) {
 	r := "ok"
 	if !ok {
@@ -107,4 +107,3 @@ func (g *Gateway) finish(ctx context.Context, rec *callRecord) {
 	}
 	g.access.LogAttrs(ctx, slog.LevelInfo, "request", attrs...)
 }
-

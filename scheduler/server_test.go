@@ -53,9 +53,18 @@ func TestUsersSeeOnlyTheirOwnSessions(t *testing.T) {
 	h := newHarness(t, storetest.Open(t, "sqlite"), testConfig(t, basicConfig))
 	s := h.create("alice", "cpu", "")
 	for name, call := range map[string]func() error{
-		"get":       func() error { _, err := h.cl.GetSession(h.as("mallory"), &schedulerv1.GetSessionRequest{Name: s.Name}); return err },
-		"stop":      func() error { _, err := h.cl.StopSession(h.as("mallory"), &schedulerv1.StopSessionRequest{Name: s.Name}); return err },
-		"keepalive": func() error { _, err := h.cl.KeepAliveSession(h.as("mallory"), &schedulerv1.KeepAliveSessionRequest{Name: s.Name}); return err },
+		"get": func() error {
+			_, err := h.cl.GetSession(h.as("mallory"), &schedulerv1.GetSessionRequest{Name: s.Name})
+			return err
+		},
+		"stop": func() error {
+			_, err := h.cl.StopSession(h.as("mallory"), &schedulerv1.StopSessionRequest{Name: s.Name})
+			return err
+		},
+		"keepalive": func() error {
+			_, err := h.cl.KeepAliveSession(h.as("mallory"), &schedulerv1.KeepAliveSessionRequest{Name: s.Name})
+			return err
+		},
 		"watch": func() error {
 			st, err := h.cl.WatchSession(h.as("mallory"), &schedulerv1.WatchSessionRequest{Name: s.Name})
 			if err != nil {
@@ -172,7 +181,7 @@ func TestStoreFailureIsUnavailableAndWritesNothing(t *testing.T) {
 func TestParseUserInfoAcceptsESPFormats(t *testing.T) {
 	for in, want := range map[string]string{
 		base64.RawURLEncoding.EncodeToString([]byte(`{"sub":"a/b+c","email":"x@y"}`)): "a/b+c",
-		base64.URLEncoding.EncodeToString([]byte(`{"email":"x@y"}`)):                 "x@y",
+		base64.URLEncoding.EncodeToString([]byte(`{"email":"x@y"}`)):                  "x@y",
 		base64.StdEncoding.EncodeToString([]byte(`{"id":"v1-user","issuer":"i"}`)):    "v1-user",
 	} {
 		got, err := ParseUserInfo(in)
@@ -181,7 +190,6 @@ func TestParseUserInfoAcceptsESPFormats(t *testing.T) {
 		}
 	}
 }
-
 
 func TestPoolNotOfferedInRegionIsFailedPrecondition(t *testing.T) {
 	h := newHarness(t, storetest.Open(t, "sqlite"), testConfig(t, `pools: [{name: tpu, capacity: 1, capacityByRegion: {us-central1: 0}}]`))
