@@ -143,6 +143,9 @@ func (is *issuer) token(t testing.TB, sub string, opts ...tokenOpt) string {
 	return s
 }
 
+// noJWKSURI makes serviceConfig drop jwks_uri, so keys come from OpenID discovery.
+const noJWKSURI = "-"
+
 // serviceConfig is the seed's config with the test issuer, plus the
 // scheduler's REST rules from deploy/service.yaml.
 func serviceConfig(t *testing.T, is *issuer, jwksPath, extra string) string {
@@ -156,6 +159,9 @@ func serviceConfig(t *testing.T, is *issuer, jwksPath, extra string) string {
 		"issuer: SERVICE_ACCOUNT", "issuer: "+is.url(),
 		"jwks_uri: https://www.googleapis.com/robot/v1/metadata/x509/SERVICE_ACCOUNT", "jwks_uri: "+is.url()+jwksPath,
 	).Replace(string(seed))
+	if jwksPath == noJWKSURI {
+		s = strings.Replace(s, "    jwks_uri: "+is.url()+jwksPath+"\n", "", 1)
+	}
 	path := filepath.Join(t.TempDir(), "service.yaml")
 	if err := os.WriteFile(path, []byte(s+extra), 0o644); err != nil {
 		t.Fatal(err)
