@@ -41,9 +41,11 @@ type Options struct {
 
 // Supervisor starts, watches and stops the topology's processes.
 type Supervisor struct {
-	opts  Options
-	ports Ports
-	info  *Info
+	opts          Options
+	ports         Ports
+	info          *Info
+	tlsDir        string
+	serviceConfig string
 
 	mu      sync.Mutex
 	regions map[string]*regionProcs
@@ -106,9 +108,32 @@ func (s *Supervisor) run(ctx context.Context) error {
 		return err
 	}
 	storeURL := "sqlite://" + filepath.Join(dir, "sessions.db")
-	s.info = &Info{Control: s.ports.Control(), Store: storeURL, PID: os.Getpid()}
+	s.info = &Info{Control: s.ports.Control(), Store: storeURL, PID: os.Getpid(), Issuer: "http://" + s.ports.Issuer()}
 	for i, r := range Regions {
-		s.info.Regions = append(s.info.Regions, RegionInfo{Name: r, Scheduler: s.ports.Scheduler(i), SchedulerMetrics: s.ports.SchedulerMetrics(i)})
+		s.info.Regions = append(s.info.Regions, RegionInfo{Name: r, Scheduler: s.ports.Scheduler(i), SchedulerMetrics: s.ports.SchedulerMetrics(i),
+			Gateway: s.ports.GatewaySSL(i), GatewayHTTP: s.ports.GatewayHTTP(i), GatewayStatus: s.ports.GatewayStatus(i)})
+	}
+	ca, tlsDir, err := devTLS(dir)
+	if err != nil {
+		return fmt.Errorf("dev TLS certificates: %w", err)
+	}
+	s.info.CA, s.tlsDir = ca, tlsDir
+	issuer, err := newIssuer(dir, s.info.Issuer)
+	if err != nil {
+		return err
+	}
+	isLn, err := net.Listen("tcp", s.ports.Issuer())
+	if err != nil {
+		return fmt.Errorf("dev issuer %s: %w", s.ports.Issuer(), err)
+	}
+	isSrv := &http.Server{Handler: issuer.Handler(), ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = isSrv.Serve(isLn) }()
+	defer isSrv.Close()
+	if s.info.Token, err = issuer.Mint("alice", 24*time.Hour); err != nil {
+		return err
+	}
+	if s.serviceConfig, err = writeServiceConfig(dir, s.info.Issuer); err != nil {
+		return err
 	}
 
 	ctl, err := net.Listen("tcp", s.ports.Control())
@@ -141,9 +166,11 @@ func (s *Supervisor) run(ctx context.Context) error {
 
 func (s *Supervisor) checkPorts() error {
 	type want struct{ addr, what string }
-	wants := []want{{s.ports.Control(), "dev control endpoint"}}
+	wants := []want{{s.ports.Control(), "dev control endpoint"}, {s.ports.Issuer(), "dev issuer"}}
 	for i, r := range Regions {
-		wants = append(wants, want{s.ports.Scheduler(i), "scheduler " + r}, want{s.ports.SchedulerMetrics(i), "scheduler metrics " + r})
+		wants = append(wants, want{s.ports.Scheduler(i), "scheduler " + r}, want{s.ports.SchedulerMetrics(i), "scheduler metrics " + r},
+			want{s.ports.GatewaySSL(i), "gateway " + r}, want{s.ports.GatewayHTTP(i), "gateway probes " + r},
+			want{s.ports.GatewayStatus(i), "gateway status " + r})
 	}
 	for _, w := range wants {
 		ln, err := net.Listen("tcp", w.addr)
@@ -180,20 +207,84 @@ func (s *Supervisor) startRegion(ctx context.Context, region string, i int) erro
 			"--drain", "0s", "--workload_grace", "3s", "--workload_log_dir", filepath.Join(dir, "workloads")},
 		log: filepath.Join(dir, "logs", "scheduler-"+region+".log"),
 	}
-	if err := s.spawn(sched); err != nil {
-		return err
+	gw := &proc{
+		name: "gateway " + region,
+		args: []string{"gateway", "--listen_host", "127.0.0.1",
+			"--ssl_port", port(s.ports.GatewaySSL(i)), "--http_port", port(s.ports.GatewayHTTP(i)), "--status_port", port(s.ports.GatewayStatus(i)),
+			"--service", ServiceName, "--service_config", s.serviceConfig, "--rollout_strategy", "managed",
+			"--backend", "grpc://" + s.ports.Scheduler(i), "--ssl_server_cert_path", s.tlsDir,
+			"--access_log", "off", "--drain", "0s"},
+		log: filepath.Join(dir, "logs", "gateway-"+region+".log"),
 	}
+	rp := &regionProcs{index: i}
 	s.mu.Lock()
-	s.regions[region] = &regionProcs{index: i, procs: []*proc{sched}}
+	s.regions[region] = rp
 	s.mu.Unlock()
-	fmt.Fprintf(s.opts.Out, "  %-13s scheduler  %s  starting…", region, s.ports.Scheduler(i))
 	start := time.Now()
+	fmt.Fprintf(s.opts.Out, "  %-13s scheduler %s, gateway %s  starting…", region, s.ports.Scheduler(i), s.ports.GatewaySSL(i))
+	for _, p := range []*proc{sched, gw} {
+		if err := s.spawn(p); err != nil {
+			return err
+		}
+		s.mu.Lock()
+		rp.procs = append(rp.procs, p)
+		s.mu.Unlock()
+	}
 	if err := waitServing(ctx, s.ports.Scheduler(i), sched.done, 60*time.Second); err != nil {
 		fmt.Fprintln(s.opts.Out, " failed")
 		return fmt.Errorf("scheduler %s did not become SERVING: %w (log: %s)", region, err, sched.log)
 	}
+	if err := waitHTTP(ctx, "http://"+s.ports.GatewayHTTP(i)+"/v1/health", gw.done, 60*time.Second); err != nil {
+		fmt.Fprintln(s.opts.Out, " failed")
+		return fmt.Errorf("gateway %s did not answer /v1/health: %w (log: %s)", region, err, gw.log)
+	}
 	fmt.Fprintf(s.opts.Out, " SERVING in %s\n", time.Since(start).Round(10*time.Millisecond))
 	return nil
+}
+
+func port(addr string) string {
+	_, p, _ := net.SplitHostPort(addr)
+	return p
+}
+
+// waitHTTP polls url until it answers 200, the process exits, or timeout.
+func waitHTTP(ctx context.Context, url string, exited <-chan struct{}, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	client := &http.Client{Timeout: time.Second}
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	var last error
+	for {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		resp, err := client.Do(req)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+			err = fmt.Errorf("HTTP %d", resp.StatusCode)
+		}
+		last = err
+		select {
+		case <-exited:
+			return errors.New("the process exited")
+		case <-ctx.Done():
+			return fmt.Errorf("%w (last: %v)", ctx.Err(), last)
+		case <-t.C:
+		}
+	}
+}
+
+// writeServiceConfig writes deploy/service.yaml's content for the dev
+// issuer: the seed's config with SERVICE_NAME, SERVICE_ACCOUNT and the
+// x509 jwks_uri filled in.
+func writeServiceConfig(dir, issuer string) (string, error) {
+	s := strings.NewReplacer("SERVICE_NAME", ServiceName, "IP_ADDRESS", "127.0.0.1",
+		"https://www.googleapis.com/robot/v1/metadata/x509/SERVICE_ACCOUNT", issuer+"/x509",
+		"SERVICE_ACCOUNT", issuer).Replace(ServiceConfigTemplate)
+	path := filepath.Join(dir, "service.yaml")
+	return path, os.WriteFile(path, []byte(s), 0o644)
 }
 
 func (rp *regionProcs) running() bool {
@@ -299,16 +390,19 @@ func (s *Supervisor) controlHandler() http.Handler {
 func (s *Supervisor) printWelcome() {
 	r0 := s.info.Regions[0]
 	fmt.Fprintf(s.opts.Out, `
-Meridian is up: %d regions sharing %s
-  dev.json: %s
+Meridian is up: %d regions, each a scheduler and an ESP-compatible gateway, sharing %s
+  dev.json: %s    issuer: %s    CA: %s
 
-Try it (straight to the %s scheduler; the gateway and edge come next):
-  export MERIDIAN_ENDPOINT=%s MERIDIAN_PLAINTEXT=1 MERIDIAN_USER=alice
+Try it (through the %s gateway, TLS + JWT, as a client would):
+  export MERIDIAN_ENDPOINT=%s MERIDIAN_CACERT=%s
+  export MERIDIAN_TOKEN=$(meridian dev token --user alice --state_dir %s)
   meridian sessions create --pool cpu --wait
   meridian sessions list
   meridian quota
-  grpcurl -plaintext -H "x-endpoint-api-userinfo: $(printf '{"sub":"alice"}' | base64 | tr '+/' '-_' | tr -d '=')" \
-    %s meridian.scheduler.v1.SessionScheduler/ListSessions
+  curl --cacert $MERIDIAN_CACERT -H "Authorization: Bearer $MERIDIAN_TOKEN" https://%s/v1/sessions
+  curl --cacert $MERIDIAN_CACERT -H "Authorization: Bearer $MERIDIAN_TOKEN" -d '{"pool":"gpu-t4x2","requestId":"r-1"}' https://%s/v1/sessions
+  curl http://%s/v1/health
+  grpcurl -cacert $MERIDIAN_CACERT -H "authorization: Bearer $MERIDIAN_TOKEN" %s meridian.scheduler.v1.SessionScheduler/GetQuota
 
 Failure drills:
   meridian dev stop-region %s --state_dir %s
@@ -316,7 +410,8 @@ Failure drills:
 
 Logs: %s
 Ctrl-C stops everything.
-`, len(s.info.Regions), s.info.Store, InfoPath(s.opts.StateDir), r0.Name, r0.Scheduler, r0.Scheduler,
+`, len(s.info.Regions), s.info.Store, InfoPath(s.opts.StateDir), s.info.Issuer, s.info.CA, r0.Name,
+		r0.Gateway, s.info.CA, s.opts.StateDir, r0.Gateway, r0.Gateway, r0.GatewayHTTP, r0.Gateway,
 		r0.Name, s.opts.StateDir, r0.Name, s.opts.StateDir, filepath.Join(s.opts.StateDir, "logs"))
 }
 

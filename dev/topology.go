@@ -9,6 +9,8 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+
+	"github.com/meridian-gw/meridian/deploy"
 )
 
 // Regions are the regions `meridian dev` runs, nearest (the client's) first.
@@ -27,6 +29,18 @@ func (p Ports) Scheduler(i int) string { return addr(p.Base + 100 + i) }
 // SchedulerMetrics is region i's scheduler metrics address.
 func (p Ports) SchedulerMetrics(i int) string { return addr(p.Base + 110 + i) }
 
+// Issuer is the dev identity provider's address.
+func (p Ports) Issuer() string { return addr(p.Base + 81) }
+
+// GatewaySSL is region i's gateway TLS port (ESP's --ssl_port).
+func (p Ports) GatewaySSL(i int) string { return addr(p.Base + 1443 + i) }
+
+// GatewayHTTP is region i's gateway probe port (ESP's --http_port).
+func (p Ports) GatewayHTTP(i int) string { return addr(p.Base + 1000 + i) }
+
+// GatewayStatus is region i's gateway /metrics and /status port.
+func (p Ports) GatewayStatus(i int) string { return addr(p.Base + 120 + i) }
+
 func addr(port int) string { return "127.0.0.1:" + strconv.Itoa(port) }
 
 // Info is dev.json: what scripts need to reach a running topology.
@@ -35,10 +49,13 @@ type Info struct {
 	Control string `json:"control"`
 	// Edge, Admin, Issuer and Token are set once the edge and the gateway
 	// are part of the topology.
-	Edge    string       `json:"edge,omitempty"`
-	Admin   string       `json:"admin,omitempty"`
-	Issuer  string       `json:"issuer,omitempty"`
-	Token   string       `json:"token,omitempty"`
+	Edge   string `json:"edge,omitempty"`
+	Admin  string `json:"admin,omitempty"`
+	Issuer string `json:"issuer,omitempty"`
+	Token  string `json:"token,omitempty"`
+	// CA is the PEM file that verifies the gateways' and the edge's
+	// certificates (meridian … --cacert).
+	CA      string       `json:"ca,omitempty"`
 	Store   string       `json:"store"`
 	Regions []RegionInfo `json:"regions"`
 	// PID is the supervisor's process id.
@@ -52,6 +69,7 @@ type RegionInfo struct {
 	SchedulerMetrics string `json:"schedulerMetrics"`
 	Gateway          string `json:"gateway,omitempty"`
 	GatewayHTTP      string `json:"gatewayHTTP,omitempty"`
+	GatewayStatus    string `json:"gatewayStatus,omitempty"`
 }
 
 // InfoPath is where dev.json lives in a state directory.
@@ -84,3 +102,6 @@ func writeInfo(stateDir string, info *Info) error {
 	}
 	return os.Rename(tmp, InfoPath(stateDir))
 }
+
+// ServiceConfigTemplate is deploy/service.yaml, with placeholders.
+var ServiceConfigTemplate = deploy.ServiceYAML

@@ -11,6 +11,9 @@ import (
 	"encoding/pem"
 	"io"
 	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -342,4 +345,26 @@ func parseFramesWithTrailer(b []byte) (webFrames, error) {
 		b = b[5+n:]
 	}
 	return out, nil
+}
+
+// Regression: curl (nghttp2) closed every HTTP/2 connection with "SETTINGS:
+// SETTINGS_NO_RFC7540_PRIORITIES cannot be changed", because the
+// demultiplexer's SETTINGS frame and net/http's disagreed on it.
+func TestCurlHTTP2RegressionSettingsMismatch(t *testing.T) {
+	if _, err := exec.LookPath("curl"); err != nil {
+		t.Fatal("curl is needed (scripts/ensure-tools.sh installs it)")
+	}
+	h := newGW(t)
+	dir := t.TempDir()
+	ca := filepath.Join(dir, "ca.pem")
+	pemBytes, _ := os.ReadFile(filepath.Join(h.g.opts.CertDir, "server.crt"))
+	_ = os.WriteFile(ca, pemBytes, 0o644)
+	tok := h.is.token(t, "alice")
+	for _, proto := range []string{"--http2", "--http1.1"} {
+		out, err := exec.Command("curl", "-sS", proto, "--cacert", ca, "-w", "\n%{http_version} %{http_code}",
+			"-H", "Authorization: Bearer "+tok, h.tls("/v1/quota")).CombinedOutput()
+		if err != nil || !strings.Contains(string(out), " 200") || !strings.Contains(string(out), `"owner":"alice"`) {
+			t.Fatalf("curl %s: %v\n%s", proto, err, out)
+		}
+	}
 }

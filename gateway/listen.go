@@ -29,6 +29,9 @@ import (
 
 const clientPreface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
+// settingNoRFC7540Priorities is SETTINGS_NO_RFC7540_PRIORITIES (RFC 9218).
+const settingNoRFC7540Priorities http2.SettingID = 0x9
+
 // peekLimit bounds what the demultiplexer reads before deciding.
 const peekLimit = 256 << 10
 
@@ -47,7 +50,9 @@ func classify(c net.Conn, timeout time.Duration) (isGRPC bool, read []byte, err 
 		return false, buf.Bytes(), errors.New("not an HTTP/2 client preface")
 	}
 	fr := http2.NewFramer(c, r) // writes go straight to the client
-	if err := fr.WriteSettings(); err != nil {
+	// Advertise what net/http's server will advertise, since a client may
+	// refuse a later change of it (nghttp2 does, for this setting).
+	if err := fr.WriteSettings(http2.Setting{ID: settingNoRFC7540Priorities, Val: 1}); err != nil {
 		return false, buf.Bytes(), err
 	}
 	fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests need when they are missing:
-# protoc (with the well-known types) for the generated-code check.
+# protoc (with the well-known types) for the generated-code check, curl.
 set -euo pipefail
 need=()
 command -v protoc >/dev/null 2>&1 && [ -f /usr/include/google/protobuf/timestamp.proto ] || need+=(protobuf-compiler)
+command -v curl >/dev/null 2>&1 || need+=(curl)   # a non-Go HTTP/2 client (nghttp2) for the gateway tests
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then echo "ensure-tools: please install: ${need[*]}" >&2; exit 1; fi
   echo "ensure-tools: installing ${need[*]}…" >&2

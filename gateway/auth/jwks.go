@@ -68,7 +68,11 @@ func (k *keySet) get(ctx context.Context, refresh bool) ([]jose.JSONWebKey, erro
 		k.attempted = now
 		k.mu.Unlock()
 
-		keys, err := k.fetch(ctx)
+		// The fetch outlives the request that asked for it: one caller
+		// giving up must not fail (or poison) the fetch for everyone.
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		keys, err := k.fetch(fctx)
+		cancel()
 		k.mu.Lock()
 		k.fetching = nil
 		close(done)

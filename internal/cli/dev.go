@@ -3,6 +3,7 @@ package cli
 import (
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/meridian-gw/meridian/dev"
 	"github.com/meridian-gw/meridian/internal/logging"
@@ -40,6 +41,25 @@ dev.json lists every address once all is up, for scripts.`,
 	cmd.PersistentFlags().StringVar(&stateDir, "state_dir", defaultStateDir(), "directory for the store, logs and dev.json")
 	cmd.Flags().IntVar(&portBase, "port_base", 8000, "first port of the layout")
 	cmd.Flags().BoolVar(&fresh, "fresh", false, "delete the previous run's state and start clean")
+	var user string
+	var ttl time.Duration
+	tokenCmd := &cobra.Command{
+		Use:     "token --user NAME",
+		Short:   "Mint a token from the dev issuer (for --token, curl, grpcurl)",
+		Example: "  export MERIDIAN_TOKEN=$(meridian dev token --user alice)",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			tok, err := dev.MintToken(stateDir, user, ttl)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), tok)
+			return nil
+		},
+	}
+	tokenCmd.Flags().StringVar(&user, "user", "", "the token's subject (required)")
+	tokenCmd.Flags().DurationVar(&ttl, "ttl", 24*time.Hour, "how long the token is valid")
+	cmd.AddCommand(tokenCmd)
 	for _, action := range []string{"stop", "start"} {
 		cmd.AddCommand(&cobra.Command{
 			Use:   action + "-region NAME",
