@@ -23,8 +23,9 @@ import (
 
 	"github.com/meridian-gw/meridian/gateway/auth"
 	"github.com/meridian-gw/meridian/gateway/transcode"
+	"github.com/meridian-gw/meridian/internal/h2mux"
+	"github.com/meridian-gw/meridian/internal/rawgrpc"
 	"github.com/prometheus/client_golang/prometheus"
-	"golang.org/x/net/http2"
 	"google.golang.org/genproto/googleapis/api/serviceconfig"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -144,7 +145,7 @@ func New(opts Options) (*Gateway, error) {
 	}
 	g.grpc = grpc.NewServer(
 		grpc.UnknownServiceHandler(g.handleGRPC),
-		grpc.ForceServerCodecV2(rawCodec{}),
+		grpc.ForceServerCodecV2(rawgrpc.Codec{}),
 		grpc.MaxRecvMsgSize(int(opts.ClientMaxBodySize)),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.NumStreamWorkers(uint32(max(2, 2*runtimeNumCPU()))),
@@ -457,63 +458,16 @@ func (g *Gateway) Run(ctx context.Context) error {
 
 	httpSrv := &http.Server{Handler: g, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 5 * time.Minute, MaxHeaderBytes: 1 << 20,
 		ErrorLog: slog.NewLogLogger(g.log.Handler(), slog.LevelDebug)}
-	h2 := &http2.Server{IdleTimeout: 5 * time.Minute, MaxConcurrentStreams: 1000}
-	if err := http2.ConfigureServer(httpSrv, h2); err != nil {
-		return err
-	}
-	grpcL := newChanListener(&net.TCPAddr{})
-	httpL := newChanListener(&net.TCPAddr{})
+	mux := &h2mux.Server{GRPC: g.grpc, HTTP: httpSrv, TLS: g.tlsConfig()}
 	var wg sync.WaitGroup
-	wg.Go(func() { _ = g.grpc.Serve(grpcL) })
-	wg.Go(func() { _ = httpSrv.Serve(httpL) })
-	conns := &connTracker{m: map[net.Conn]struct{}{}}
-	route := func(c net.Conn, isTLS bool) {
-		if isTLS {
-			tc := tls.Server(c, g.tlsConfig())
-			hctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			err := tc.HandshakeContext(hctx)
-			cancel()
-			if err != nil {
-				c.Close()
-				return
-			}
-			if tc.ConnectionState().NegotiatedProtocol != "h2" {
-				httpL.put(tc)
-				return
-			}
-			c = tc
-		}
-		isGRPC, read, err := classify(c, 10*time.Second)
-		if err != nil {
-			c.Close()
-			return
-		}
-		if isGRPC {
-			grpcL.put(newReplayConn(c, read, false))
-			return
-		}
-		rc := newReplayConn(c, read, true)
-		conns.add(rc)
-		defer conns.remove(rc)
-		h2.ServeConn(rc, &http2.ServeConnOpts{Context: ctx, BaseConfig: httpSrv, Handler: g})
-	}
-	serveLoop := func(ln net.Listener, handle func(net.Conn)) {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Go(func() { handle(c) })
-		}
-	}
 	for kind, ln := range g.listeners {
 		switch kind {
 		case "ssl":
-			wg.Go(func() { serveLoop(ln, func(c net.Conn) { route(c, true) }) })
+			wg.Go(func() { mux.ServeTLS(ctx, ln) })
 		case "http2":
-			wg.Go(func() { serveLoop(ln, func(c net.Conn) { route(c, false) }) })
+			wg.Go(func() { mux.ServeH2C(ctx, ln) })
 		case "http":
-			wg.Go(func() { serveLoop(ln, httpL.put) })
+			wg.Go(func() { mux.ServeHTTP1(ln) })
 		case "status":
 			wg.Go(func() { g.serveStatus(ctx, ln) })
 		}
@@ -529,23 +483,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 	time.Sleep(g.opts.Drain)
 	stopReload()
 	g.closeListeners()
-	done := make(chan struct{})
-	go func() {
-		g.grpc.GracefulStop()
-		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = httpSrv.Shutdown(sctx)
-		close(done)
-	}()
-	select {
-	case <-done:
-	case <-time.After(15 * time.Second):
-		g.grpc.Stop()
-		_ = httpSrv.Close()
-	}
-	conns.closeAll()
-	grpcL.Close()
-	httpL.Close()
+	mux.Shutdown(10 * time.Second)
 	wg.Wait()
 	return nil
 }
@@ -566,18 +504,3 @@ func (g *Gateway) tlsConfig() *tls.Config {
 	}
 }
 
-// connTracker closes hijacked HTTP/2 connections at shutdown.
-type connTracker struct {
-	mu sync.Mutex
-	m  map[net.Conn]struct{}
-}
-
-func (t *connTracker) add(c net.Conn)    { t.mu.Lock(); t.m[c] = struct{}{}; t.mu.Unlock() }
-func (t *connTracker) remove(c net.Conn) { t.mu.Lock(); delete(t.m, c); t.mu.Unlock() }
-func (t *connTracker) closeAll() {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	for c := range t.m {
-		c.Close()
-	}
-}

@@ -8,46 +8,13 @@ import (
 	"time"
 
 	"github.com/meridian-gw/meridian/gateway/auth"
+	"github.com/meridian-gw/meridian/internal/rawgrpc"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/encoding"
-	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 )
-
-// frame is one gRPC message, kept as the bytes received: the proxy never
-// decodes what it forwards.
-type frame struct{ data mem.BufferSlice }
-
-// rawCodec passes message bytes through untouched (and uncopied).
-type rawCodec struct{}
-
-var _ encoding.CodecV2 = rawCodec{}
-
-func (rawCodec) Name() string { return "proto" }
-
-func (rawCodec) Marshal(v any) (mem.BufferSlice, error) {
-	f, ok := v.(*frame)
-	if !ok {
-		return nil, errors.New("rawCodec: not a frame")
-	}
-	return f.data, nil
-}
-
-func (rawCodec) Unmarshal(data mem.BufferSlice, v any) error {
-	f, ok := v.(*frame)
-	if !ok {
-		return errors.New("rawCodec: not a frame")
-	}
-	data.Ref()
-	f.data = data
-	return nil
-}
-
-// grpcStreamDesc lets one handler proxy every kind of method.
-var grpcStreamDesc = &grpc.StreamDesc{ServerStreams: true, ClientStreams: true}
 
 // handleGRPC is the gRPC server's UnknownServiceHandler: it authenticates
 // the call by the service config and pipes it to the backend.
@@ -86,7 +53,7 @@ func (g *Gateway) proxyGRPC(ctx context.Context, st *state, method string, ss gr
 	out := backendMetadata(md, id, ctx)
 	bctx, cancel := context.WithCancel(metadata.NewOutgoingContext(ctx, out))
 	defer cancel()
-	cs, err := g.backend.NewStream(bctx, grpcStreamDesc, method, grpc.ForceCodecV2(rawCodec{}))
+	cs, err := g.backend.NewStream(bctx, rawgrpc.StreamDesc, method, grpc.ForceCodecV2(rawgrpc.Codec{}))
 	if err != nil {
 		g.metrics.backendError(selector)
 		return backendErr(err)
@@ -95,7 +62,7 @@ func (g *Gateway) proxyGRPC(ctx context.Context, st *state, method string, ss gr
 	sendErr := make(chan error, 1)
 	go func() {
 		for {
-			f := &frame{}
+			f := &rawgrpc.Frame{}
 			if err := ss.RecvMsg(f); err != nil {
 				if errors.Is(err, io.EOF) {
 					sendErr <- cs.CloseSend()
@@ -105,9 +72,9 @@ func (g *Gateway) proxyGRPC(ctx context.Context, st *state, method string, ss gr
 				}
 				return
 			}
-			rec.bytesIn.Add(int64(f.data.Len()))
+			rec.bytesIn.Add(int64(f.Data.Len()))
 			err := cs.SendMsg(f)
-			f.data.Free()
+			f.Data.Free()
 			if err != nil { // the backend ended the call; RecvMsg below reports why
 				sendErr <- nil
 				return
@@ -120,13 +87,13 @@ func (g *Gateway) proxyGRPC(ctx context.Context, st *state, method string, ss gr
 		err = ss.SendHeader(hdr)
 	}
 	for err == nil {
-		f := &frame{}
+		f := &rawgrpc.Frame{}
 		if err = cs.RecvMsg(f); err != nil {
 			break
 		}
-		rec.bytesOut.Add(int64(f.data.Len()))
+		rec.bytesOut.Add(int64(f.Data.Len()))
 		err = ss.SendMsg(f)
-		f.data.Free()
+		f.Data.Free()
 	}
 	ss.SetTrailer(cs.Trailer())
 	if errors.Is(err, io.EOF) {

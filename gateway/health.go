@@ -1,9 +1,9 @@
 package gateway
 
 import (
+	"github.com/meridian-gw/meridian/internal/rawgrpc"
 	"google.golang.org/grpc"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 )
@@ -24,8 +24,8 @@ func serving(resp proto.Message) bool {
 // load balancers take it out of rotation before it stops.
 func drainingHealth(ss grpc.ServerStream) error {
 	b, _ := proto.Marshal(&healthpb.HealthCheckResponse{Status: healthpb.HealthCheckResponse_NOT_SERVING})
-	if err := ss.RecvMsg(&frame{}); err != nil {
+	if err := ss.RecvMsg(&rawgrpc.Frame{}); err != nil {
 		return err
 	}
-	return ss.SendMsg(&frame{data: mem.BufferSlice{mem.SliceBuffer(b)}})
+	return ss.SendMsg(rawgrpc.FrameOf(b))
 }

@@ -16,9 +16,9 @@ import (
 
 	"github.com/meridian-gw/meridian/gateway/auth"
 	"github.com/meridian-gw/meridian/gateway/transcode"
+	"github.com/meridian-gw/meridian/internal/rawgrpc"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -388,13 +388,13 @@ func (g *Gateway) serveGRPCWeb(w http.ResponseWriter, r *http.Request, ct string
 	}
 	ctx, cancel := context.WithCancel(metadata.NewOutgoingContext(r.Context(), httpMetadata(r, id)))
 	defer cancel()
-	cs, err := g.backend.NewStream(ctx, grpcStreamDesc, r.URL.Path, grpc.ForceCodecV2(rawCodec{}))
+	cs, err := g.backend.NewStream(ctx, rawgrpc.StreamDesc, r.URL.Path, grpc.ForceCodecV2(rawgrpc.Codec{}))
 	if err != nil {
 		fail(backendErr(err))
 		return
 	}
 	for _, m := range msgs {
-		if err := cs.SendMsg(&frame{data: mem.BufferSlice{mem.SliceBuffer(m)}}); err != nil {
+		if err := cs.SendMsg(rawgrpc.FrameOf(m)); err != nil {
 			break
 		}
 	}
@@ -412,13 +412,13 @@ func (g *Gateway) serveGRPCWeb(w http.ResponseWriter, r *http.Request, ct string
 	}
 	flusher, _ := w.(http.Flusher)
 	for {
-		f := &frame{}
+		f := &rawgrpc.Frame{}
 		err = cs.RecvMsg(f)
 		if err != nil {
 			break
 		}
-		b := f.data.Materialize()
-		f.data.Free()
+		b := f.Data.Materialize()
+		f.Data.Free()
 		writeFrame(out, 0, b)
 		rec.bytesOut.Add(int64(len(b)))
 		if flusher != nil && !text {

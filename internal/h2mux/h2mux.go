@@ -1,4 +1,4 @@
-package gateway
+package h2mux
 
 import (
 	"bufio"

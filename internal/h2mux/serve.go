@@ -1,0 +1,125 @@
+package h2mux
+
+import (
+	"context"
+	"crypto/tls"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"golang.org/x/net/http2"
+	"google.golang.org/grpc"
+)
+
+// Server serves native gRPC on grpc-go's transport and everything else on
+// net/http, from the same ports.
+type Server struct {
+	GRPC *grpc.Server
+	HTTP *http.Server // its Handler serves REST, gRPC-Web, …
+	H2   *http2.Server
+	// TLS, when set, is used on listeners served with ServeTLS.
+	TLS *tls.Config
+
+	once   sync.Once
+	grpcL  *chanListener
+	httpL  *chanListener
+	conns  sync.Map // hijacked HTTP/2 connections, closed at Close
+	wg     sync.WaitGroup
+	closed chan struct{}
+}
+
+func (s *Server) init() {
+	s.once.Do(func() {
+		s.grpcL = newChanListener(&net.TCPAddr{})
+		s.httpL = newChanListener(&net.TCPAddr{})
+		s.closed = make(chan struct{})
+		if s.H2 == nil {
+			s.H2 = &http2.Server{IdleTimeout: 5 * time.Minute, MaxConcurrentStreams: 1000}
+		}
+		_ = http2.ConfigureServer(s.HTTP, s.H2)
+		s.wg.Go(func() { _ = s.GRPC.Serve(s.grpcL) })
+		s.wg.Go(func() { _ = s.HTTP.Serve(s.httpL) })
+	})
+}
+
+// ServeTLS accepts TLS connections (h2 and http/1.1 by ALPN) until ln closes.
+func (s *Server) ServeTLS(ctx context.Context, ln net.Listener) {
+	s.serve(ln, func(c net.Conn) { s.route(ctx, c, true) })
+}
+
+// ServeH2C accepts cleartext HTTP/2 connections (prior knowledge).
+func (s *Server) ServeH2C(ctx context.Context, ln net.Listener) {
+	s.serve(ln, func(c net.Conn) { s.route(ctx, c, false) })
+}
+
+// ServeHTTP1 accepts cleartext HTTP/1.x connections.
+func (s *Server) ServeHTTP1(ln net.Listener) { s.serve(ln, s.httpL.put) }
+
+func (s *Server) serve(ln net.Listener, handle func(net.Conn)) {
+	s.init()
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		s.wg.Go(func() { handle(c) })
+	}
+}
+
+func (s *Server) route(ctx context.Context, c net.Conn, isTLS bool) {
+	if isTLS {
+		tc := tls.Server(c, s.TLS)
+		hctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := tc.HandshakeContext(hctx)
+		cancel()
+		if err != nil {
+			c.Close()
+			return
+		}
+		if tc.ConnectionState().NegotiatedProtocol != "h2" {
+			s.httpL.put(tc)
+			return
+		}
+		c = tc
+	}
+	isGRPC, read, err := classify(c, 10*time.Second)
+	if err != nil {
+		c.Close()
+		return
+	}
+	if isGRPC {
+		s.grpcL.put(newReplayConn(c, read, false))
+		return
+	}
+	rc := newReplayConn(c, read, true)
+	s.conns.Store(rc, struct{}{})
+	defer s.conns.Delete(rc)
+	s.H2.ServeConn(rc, &http2.ServeConnOpts{Context: ctx, BaseConfig: s.HTTP, Handler: s.HTTP.Handler})
+}
+
+// Shutdown stops both servers gracefully (forcefully after timeout) and
+// closes hijacked connections. Close the listeners first.
+func (s *Server) Shutdown(timeout time.Duration) {
+	s.init()
+	done := make(chan struct{})
+	go func() {
+		s.GRPC.GracefulStop()
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		defer cancel()
+		_ = s.HTTP.Shutdown(ctx)
+		close(done)
+	}()
+	t := time.NewTimer(timeout + time.Second)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+		s.GRPC.Stop()
+		_ = s.HTTP.Close()
+	}
+	s.conns.Range(func(k, _ any) bool { k.(net.Conn).Close(); return true })
+	s.grpcL.Close()
+	s.httpL.Close()
+	s.wg.Wait()
+}
