@@ -503,4 +503,3 @@ func (g *Gateway) tlsConfig() *tls.Config {
 		},
 	}
 }
-

@@ -30,12 +30,11 @@ func TestTwoSchedulerProcessesNeverDoubleBook(t *testing.T) {
 		ctx := testCtx(t, 80*time.Second)
 		url := storetest.URL(t, kind)
 		config := fmt.Sprintf("pools:\n- name: cpu\n  capacity: %d\n  maxPerUser: 1000\n", dbCapacity)
+		// One after the other: starting together on a fresh store is
+		// TestSchedulersStartTogetherOnFreshStore's subject.
 		var scheds [2]*schedulerProc
 		for i, inst := range []string{"us-central1-a", "us-central1-b"} {
-			scheds[i] = launchScheduler(t, schedulerSpec{Region: dbRegion, Instance: inst, Store: url, Config: config})
-		}
-		for _, s := range scheds {
-			s.waitServing(t, 30*time.Second)
+			scheds[i] = startScheduler(t, schedulerSpec{Region: dbRegion, Instance: inst, Store: url, Config: config})
 		}
 		st := storetest.OpenURL(t, url)
 		smp := startSampler(t, ctx, st)

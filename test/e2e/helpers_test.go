@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -113,21 +114,28 @@ func (p *proc) exited() bool {
 	}
 }
 
-func (p *proc) cleanup() {
-	if !p.exited() {
-		if p.t.Failed() {
+// stop ends the process: SIGTERM, or SIGKILL at once if the test has
+// failed; SIGKILL if it is still there 15s after SIGTERM.
+func (p *proc) stop() {
+	if p.exited() {
+		return
+	}
+	if p.t.Failed() {
+		_ = p.cmd.Process.Kill()
+	} else {
+		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+		if _, ok := p.wait(15 * time.Second); !ok {
+			p.t.Errorf("%s did not exit within 15s of SIGTERM; killing it", p.name)
 			_ = p.cmd.Process.Kill()
-		} else {
-			_ = p.cmd.Process.Signal(syscall.SIGTERM)
-			if _, ok := p.wait(15 * time.Second); !ok {
-				p.t.Errorf("%s did not exit within 15s of SIGTERM; killing it", p.name)
-				_ = p.cmd.Process.Kill()
-			}
-		}
-		if _, ok := p.wait(10 * time.Second); !ok {
-			p.t.Errorf("%s (pid %d) survived SIGKILL for 10s", p.name, p.pid())
 		}
 	}
+	if _, ok := p.wait(10 * time.Second); !ok {
+		p.t.Errorf("%s (pid %d) survived SIGKILL for 10s", p.name, p.pid())
+	}
+}
+
+func (p *proc) cleanup() {
+	p.stop()
 	logs := []string{p.log}
 	for _, g := range p.logGlobs {
 		m, _ := filepath.Glob(g)
@@ -287,8 +295,6 @@ type schedulerSpec struct {
 	Store    string
 	// Config is the pools YAML; empty means the built-in dev pools.
 	Config string
-	// Listen is the gRPC address; default a free port.
-	Listen string
 	// Drain is --drain; default 0s.
 	Drain string
 }
@@ -296,6 +302,7 @@ type schedulerSpec struct {
 // schedulerProc is a running scheduler process and a client for it.
 type schedulerProc struct {
 	*proc
+	// addr, conn, cl and health are set by waitServing.
 	addr   string
 	conn   *grpc.ClientConn
 	cl     schedulerv1.SessionSchedulerClient
@@ -310,12 +317,11 @@ func startScheduler(t testing.TB, s schedulerSpec) *schedulerProc {
 	return sp
 }
 
-// launchScheduler runs a scheduler without waiting for it.
+// launchScheduler runs a scheduler without waiting for it. It listens on
+// ports the kernel picks, so that nothing else on the machine can take
+// them first; waitServing learns the address from its log.
 func launchScheduler(t testing.TB, s schedulerSpec) *schedulerProc {
 	t.Helper()
-	if s.Listen == "" {
-		s.Listen = freeAddr(t)
-	}
 	if s.Drain == "" {
 		s.Drain = "0s"
 	}
@@ -324,7 +330,7 @@ func launchScheduler(t testing.TB, s schedulerSpec) *schedulerProc {
 	if err := os.Mkdir(workloads, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	args := []string{"scheduler", "--region", s.Region, "--listen", s.Listen, "--metrics_listen", freeAddr(t),
+	args := []string{"scheduler", "--region", s.Region, "--listen", "127.0.0.1:0", "--metrics_listen", "127.0.0.1:0",
 		"--store", s.Store, "--instance", s.Instance, "--drain", s.Drain, "--workload_grace", "2s",
 		"--workload_log_dir", workloads}
 	if s.Config != "" {
@@ -336,14 +342,27 @@ func launchScheduler(t testing.TB, s schedulerSpec) *schedulerProc {
 	}
 	p := startProc(t, "scheduler "+s.Instance, args...)
 	p.logGlobs = []string{filepath.Join(workloads, "*.log")}
-	return dialScheduler(t, p, s.Listen)
+	return &schedulerProc{proc: p}
 }
 
-func dialScheduler(t testing.TB, p *proc, addr string) *schedulerProc {
+// listenAddr returns the address from the scheduler's "scheduler serving"
+// log line, or "" before it has logged it.
+func (s *schedulerProc) listenAddr() string {
+	b, _ := os.ReadFile(s.log)
+	for line := range strings.Lines(string(b)) {
+		var rec struct{ Msg, Listen string }
+		if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == "scheduler serving" && rec.Listen != "" {
+			return rec.Listen
+		}
+	}
+	return ""
+}
+
+func (s *schedulerProc) dial(t testing.TB) {
 	t.Helper()
-	// Reconnect quickly: the first dial usually races the process's listen,
-	// and the default backoff would add a second to every start.
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+	// Reconnect quickly: the default backoff would add a second whenever
+	// the first health check comes before the server is ready.
+	conn, err := grpc.NewClient(s.addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithConnectParams(grpc.ConnectParams{
 			Backoff:           backoff.Config{BaseDelay: 50 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
 			MinConnectTimeout: 5 * time.Second,
@@ -352,17 +371,22 @@ func dialScheduler(t testing.TB, p *proc, addr string) *schedulerProc {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	return &schedulerProc{proc: p, addr: addr, conn: conn,
-		cl: schedulerv1.NewSessionSchedulerClient(conn), health: healthpb.NewHealthClient(conn)}
+	s.conn, s.cl, s.health = conn, schedulerv1.NewSessionSchedulerClient(conn), healthpb.NewHealthClient(conn)
 }
 
-// waitServing polls grpc health until SERVING; it fails the test at once
-// if the process exits.
+// waitServing waits for the scheduler to listen, then polls grpc health
+// until SERVING; it fails the test at once if the process exits.
 func (s *schedulerProc) waitServing(t testing.TB, timeout time.Duration) {
 	t.Helper()
 	waitFor(t, timeout, s.name+" to be SERVING", func() (bool, string) {
 		if s.exited() {
 			t.Fatalf("%s exited while starting (exit %d):\n%s", s.name, s.cmd.ProcessState.ExitCode(), tail(s.log, 40))
+		}
+		if s.conn == nil {
+			if s.addr = s.listenAddr(); s.addr == "" {
+				return false, "no \"scheduler serving\" line in its log yet"
+			}
+			s.dial(t)
 		}
 		ctx, cancel := context.WithTimeout(t.Context(), time.Second)
 		defer cancel()
