@@ -9,3 +9,9 @@ import _ "embed"
 //
 //go:embed service.yaml
 var ServiceYAML string
+
+// EdgeYAML is edge/session-scheduler.yaml: the seed's MultiClusterIngress,
+// MultiClusterService and BackendConfig.
+//
+//go:embed edge/session-scheduler.yaml
+var EdgeYAML string

@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/meridian-gw/meridian/deploy"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -46,6 +47,7 @@ type Supervisor struct {
 	info          *Info
 	tlsDir        string
 	serviceConfig string
+	edge          *proc
 
 	mu      sync.Mutex
 	regions map[string]*regionProcs
@@ -108,7 +110,8 @@ func (s *Supervisor) run(ctx context.Context) error {
 		return err
 	}
 	storeURL := "sqlite://" + filepath.Join(dir, "sessions.db")
-	s.info = &Info{Control: s.ports.Control(), Store: storeURL, PID: os.Getpid(), Issuer: "http://" + s.ports.Issuer()}
+	s.info = &Info{Control: s.ports.Control(), Store: storeURL, PID: os.Getpid(), Issuer: "http://" + s.ports.Issuer(),
+		Edge: s.ports.Edge(), Admin: s.ports.Admin()}
 	for i, r := range Regions {
 		s.info.Regions = append(s.info.Regions, RegionInfo{Name: r, Scheduler: s.ports.Scheduler(i), SchedulerMetrics: s.ports.SchedulerMetrics(i),
 			Gateway: s.ports.GatewaySSL(i), GatewayHTTP: s.ports.GatewayHTTP(i), GatewayStatus: s.ports.GatewayStatus(i)})
@@ -151,6 +154,9 @@ func (s *Supervisor) run(ctx context.Context) error {
 			return err
 		}
 	}
+	if err := s.startEdge(ctx); err != nil {
+		return err
+	}
 	if err := writeInfo(dir, s.info); err != nil {
 		return fmt.Errorf("writing dev.json: %w", err)
 	}
@@ -166,7 +172,8 @@ func (s *Supervisor) run(ctx context.Context) error {
 
 func (s *Supervisor) checkPorts() error {
 	type want struct{ addr, what string }
-	wants := []want{{s.ports.Control(), "dev control endpoint"}, {s.ports.Issuer(), "dev issuer"}}
+	wants := []want{{s.ports.Control(), "dev control endpoint"}, {s.ports.Issuer(), "dev issuer"},
+		{s.ports.Edge(), "edge"}, {s.ports.Admin(), "edge admin"}}
 	for i, r := range Regions {
 		wants = append(wants, want{s.ports.Scheduler(i), "scheduler " + r}, want{s.ports.SchedulerMetrics(i), "scheduler metrics " + r},
 			want{s.ports.GatewaySSL(i), "gateway " + r}, want{s.ports.GatewayHTTP(i), "gateway probes " + r},
@@ -239,6 +246,57 @@ func (s *Supervisor) startRegion(ctx context.Context, region string, i int) erro
 		return fmt.Errorf("gateway %s did not answer /v1/health: %w (log: %s)", region, err, gw.log)
 	}
 	fmt.Fprintf(s.opts.Out, " SERVING in %s\n", time.Since(start).Round(10*time.Millisecond))
+	return nil
+}
+
+// startEdge writes the edge's config — the seed's MCI, MCS and
+// BackendConfig unchanged, and a Cluster per region — and starts it.
+func (s *Supervisor) startEdge(ctx context.Context) error {
+	dir := filepath.Join(s.opts.StateDir, "edge")
+	secret := filepath.Join(dir, "session-scheduler-tls")
+	if err := os.MkdirAll(secret, 0o700); err != nil {
+		return err
+	}
+	for src, dst := range map[string]string{"server.crt": "tls.crt", "server.key": "tls.key"} {
+		b, err := os.ReadFile(filepath.Join(s.tlsDir, src))
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(secret, dst), b, 0o600); err != nil {
+			return err
+		}
+	}
+	var clusters strings.Builder
+	clusters.WriteString("# The fleet: one cluster per region, each one gateway (written by meridian dev).\n")
+	for i, r := range s.info.Regions {
+		fmt.Fprintf(&clusters, "---\napiVersion: meridian.dev/v1alpha1\nkind: Cluster\nmetadata:\n  name: %s-1\nspec:\n  region: %s\n  endpoints:\n  - address: %s\n",
+			r.Name, r.Name, s.ports.GatewaySSL(i))
+	}
+	files := map[string]string{"session-scheduler.yaml": deploy.EdgeYAML, "clusters.yaml": clusters.String()}
+	for name, content := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
+			return err
+		}
+	}
+	e := &proc{
+		name: "edge",
+		args: []string{"edge", "--config", dir, "--region", Regions[0], "--listen", s.ports.Edge(), "--admin_listen", s.ports.Admin(),
+			"--upstream_ca", s.info.CA},
+		log: filepath.Join(s.opts.StateDir, "logs", "edge.log"),
+	}
+	fmt.Fprintf(s.opts.Out, "  %-13s %s (dashboard http://%s)  starting…", "edge", s.ports.Edge(), s.ports.Admin())
+	start := time.Now()
+	if err := s.spawn(e); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.edge = e
+	s.mu.Unlock()
+	if err := waitHTTP(ctx, "http://"+s.ports.Admin()+"/healthz", e.done, 30*time.Second); err != nil {
+		fmt.Fprintln(s.opts.Out, " failed")
+		return fmt.Errorf("edge did not start: %w (log: %s)", err, e.log)
+	}
+	fmt.Fprintf(s.opts.Out, " serving in %s\n", time.Since(start).Round(10*time.Millisecond))
 	return nil
 }
 
@@ -340,6 +398,9 @@ func (s *Supervisor) stopRegion(region string) error {
 func (s *Supervisor) stopAll() {
 	s.mu.Lock()
 	var all []*proc
+	if s.edge != nil {
+		all = append(all, s.edge)
+	}
 	for _, rp := range s.regions {
 		all = append(all, rp.procs...)
 	}
@@ -390,28 +451,30 @@ func (s *Supervisor) controlHandler() http.Handler {
 func (s *Supervisor) printWelcome() {
 	r0 := s.info.Regions[0]
 	fmt.Fprintf(s.opts.Out, `
-Meridian is up: %d regions, each a scheduler and an ESP-compatible gateway, sharing %s
-  dev.json: %s    issuer: %s    CA: %s
+Meridian is up: %d regions (a scheduler and an ESP-compatible gateway each, one shared
+store %s) behind the edge at %s.
+  dashboard: http://%s    dev.json: %s    issuer: %s
 
-Try it (through the %s gateway, TLS + JWT, as a client would):
+Try it (through the edge: TLS, JWT, nearest healthy region):
   export MERIDIAN_ENDPOINT=%s MERIDIAN_CACERT=%s
   export MERIDIAN_TOKEN=$(meridian dev token --user alice --state_dir %s)
   meridian sessions create --pool cpu --wait
   meridian sessions list
   meridian quota
+  meridian status --state_dir %s
   curl --cacert $MERIDIAN_CACERT -H "Authorization: Bearer $MERIDIAN_TOKEN" https://%s/v1/sessions
   curl --cacert $MERIDIAN_CACERT -H "Authorization: Bearer $MERIDIAN_TOKEN" -d '{"pool":"gpu-t4x2","requestId":"r-1"}' https://%s/v1/sessions
-  curl http://%s/v1/health
+  curl --cacert $MERIDIAN_CACERT https://%s/v1/health
   grpcurl -cacert $MERIDIAN_CACERT -H "authorization: Bearer $MERIDIAN_TOKEN" %s meridian.scheduler.v1.SessionScheduler/GetQuota
 
-Failure drills:
+Failure drills (watch the dashboard):
   meridian dev stop-region %s --state_dir %s
   meridian dev start-region %s --state_dir %s
 
 Logs: %s
 Ctrl-C stops everything.
-`, len(s.info.Regions), s.info.Store, InfoPath(s.opts.StateDir), s.info.Issuer, s.info.CA, r0.Name,
-		r0.Gateway, s.info.CA, s.opts.StateDir, r0.Gateway, r0.Gateway, r0.GatewayHTTP, r0.Gateway,
+`, len(s.info.Regions), s.info.Store, s.info.Edge, s.info.Admin, InfoPath(s.opts.StateDir), s.info.Issuer,
+		s.info.Edge, s.info.CA, s.opts.StateDir, s.opts.StateDir, s.info.Edge, s.info.Edge, s.info.Edge, s.info.Edge,
 		r0.Name, s.opts.StateDir, r0.Name, s.opts.StateDir, filepath.Join(s.opts.StateDir, "logs"))
 }
 

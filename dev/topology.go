@@ -29,6 +29,12 @@ func (p Ports) Scheduler(i int) string { return addr(p.Base + 100 + i) }
 // SchedulerMetrics is region i's scheduler metrics address.
 func (p Ports) SchedulerMetrics(i int) string { return addr(p.Base + 110 + i) }
 
+// Edge is the edge's serving address.
+func (p Ports) Edge() string { return addr(p.Base + 443) }
+
+// Admin is the edge's dashboard, /api/status and /metrics address.
+func (p Ports) Admin() string { return addr(p.Base + 80) }
+
 // Issuer is the dev identity provider's address.
 func (p Ports) Issuer() string { return addr(p.Base + 81) }
 

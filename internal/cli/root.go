@@ -83,6 +83,8 @@ sessions (CPU, GPU and TPU pools, queues, weekly quotas, idle timeouts).`,
 	root.AddCommand(
 		newSchedulerCmd(),
 		newGatewayCmd(),
+		newEdgeCmd(),
+		newStatusCmd(),
 		newWorkloadCmd(),
 		newProbeCmd(),
 		newSessionsCmd(),

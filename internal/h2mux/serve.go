@@ -54,7 +54,7 @@ func (s *Server) ServeH2C(ctx context.Context, ln net.Listener) {
 }
 
 // ServeHTTP1 accepts cleartext HTTP/1.x connections.
-func (s *Server) ServeHTTP1(ln net.Listener) { s.serve(ln, s.httpL.put) }
+func (s *Server) ServeHTTP1(ln net.Listener) { s.serve(ln, func(c net.Conn) { s.httpL.put(c) }) }
 
 func (s *Server) serve(ln net.Listener, handle func(net.Conn)) {
 	s.init()

@@ -1,0 +1,64 @@
+package cli
+
+import (
+	"github.com/meridian-gw/meridian/edge"
+	"github.com/meridian-gw/meridian/internal/logging"
+	"github.com/meridian-gw/meridian/internal/serving"
+	"github.com/spf13/cobra"
+)
+
+func newEdgeCmd() *cobra.Command {
+	var o edge.Options
+	var logLevel string
+	cmd := &cobra.Command{
+		Use:   "edge",
+		Short: "Run the multi-cluster load balancer (MultiClusterIngress, MultiClusterService, BackendConfig)",
+		Long: `Run what Ingress for Anthos provides, from the same resources: one TLS front
+door that sends each request — native gRPC, gRPC-Web or REST/JSON — to the
+nearest healthy cluster with capacity.
+
+The config is a multi-document YAML file (or a directory) with the seed's
+MultiClusterIngress, MultiClusterService and BackendConfig, unchanged, plus
+Meridian's Cluster resources (name, region, gateway addresses). Regions are
+preferred in order: this --region, then by measured round-trip time (or the
+MCI annotation meridian.dev/failover-order). A region keeps its traffic until
+fewer than ~71% of its endpoints are healthy (overprovisioning 1.4), then
+spills proportionally; with nothing healthy, traffic goes everywhere (panic).
+
+Health: active checks per BackendConfig (HTTP, HTTPS, HTTP2, and GRPC:
+grpc.health.v1), defaulting to every 1 s, unhealthy after 2 failures; a 503 /
+NOT_SERVING drains an endpoint at once; connection failures, UNAVAILABLE and
+503 eject it until an active check passes. Requests that never reached a
+backend are retried elsewhere; safe-to-repeat ones (reads, CreateSession with
+a request_id) also after a reset, within a 20% retry budget.
+
+/api/status, /api/events, /metrics and a live dashboard are on --admin_listen.`,
+		Example: `  meridian edge --config deploy/edge/ --region us-central1 --listen 0.0.0.0:443 --admin_listen 127.0.0.1:8080
+  meridian status --admin 127.0.0.1:8080`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := logging.New(cmd.ErrOrStderr(), logLevel)
+			if err != nil {
+				return err
+			}
+			o.Log, o.Registry = log, serving.NewRegistry()
+			ed, err := edge.New(o)
+			if err != nil {
+				return err
+			}
+			return ed.Run(cmd.Context())
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&o.Config, "config", "", "YAML file or directory: MultiClusterIngress, MultiClusterService, BackendConfig, Cluster (required)")
+	fl.StringVar(&o.Region, "region", "", "the region this edge serves from (required)")
+	fl.StringVar(&o.Listen, "listen", "", "serving address (default: the MCI's networking.gke.io/static-ip on :443, else 127.0.0.1:8443)")
+	fl.StringVar(&o.AdminListen, "admin_listen", "127.0.0.1:8080", "dashboard, /api/status and /metrics address (empty: off)")
+	fl.StringVar(&o.CertDir, "cert_dir", "", "directory with tls.crt/tls.key for the front (default: the MCI's tls secretName beside the config)")
+	fl.StringVar(&o.UpstreamCA, "upstream_ca", "", "PEM CA that signed the gateways' certificates (default: system roots)")
+	fl.IntVar(&o.MaxAttempts, "max_attempts", 3, "attempts per request, the first included")
+	fl.IntVar(&o.RetryBufferLimit, "retry_buffer_limit", 1<<20, "request bytes kept for a retry")
+	fl.StringSliceVar(&o.Idempotent, "idempotent", edge.DefaultIdempotent, "gRPC methods safe to repeat: /pkg.Service/Method globs; METHOD=N when field N (a request id) is set")
+	fl.StringVar(&logLevel, "log_level", "info", "debug, info, warn or error")
+	return cmd
+}
