@@ -47,3 +47,9 @@ bench:
 
 clean:
 	rm -rf bin
+
+## bench-gateway: gateway vs nginx and HAProxy, TLS in front and h2c behind, cores
+## pinned (test/proxybench, about 8 minutes); e.g. BENCH_FLAGS="-rounds 1".
+.PHONY: bench-gateway
+bench-gateway:
+	test/proxybench/run.sh $(BENCH_FLAGS)

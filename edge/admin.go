@@ -23,7 +23,6 @@ type regionStats struct {
 	latency  atomic.Int64 // ns, summed
 }
 
-
 // served records a finished request in metrics and the live counters.
 func (ed *Edge) served(pool, cluster, region, code string, d time.Duration) {
 	ed.metrics.request(pool, cluster, region, code, d)

@@ -97,9 +97,9 @@ type ServicePort struct {
 
 // BackendConfig (cloud.google.com/v1beta1 and v1).
 type BackendConfig struct {
-	Kind       string     `json:"kind"`
-	APIVersion string     `json:"apiVersion"`
-	Metadata   ObjectMeta `json:"metadata"`
+	Kind       string            `json:"kind"`
+	APIVersion string            `json:"apiVersion"`
+	Metadata   ObjectMeta        `json:"metadata"`
 	Spec       BackendConfigSpec `json:"spec"`
 }
 

@@ -187,16 +187,16 @@ type clientReader struct {
 	ss    grpc.ServerStream
 	limit int
 
-	mu       sync.Mutex
-	msgs     [][]byte
-	base     int // absolute index of msgs[0]
-	size     int
-	over     bool
-	first    []byte
-	done     bool
-	err      error
-	sent     int // highest index forwarded by the current attempt
-	changed  chan struct{}
+	mu      sync.Mutex
+	msgs    [][]byte
+	base    int // absolute index of msgs[0]
+	size    int
+	over    bool
+	first   []byte
+	done    bool
+	err     error
+	sent    int // highest index forwarded by the current attempt
+	changed chan struct{}
 }
 
 func newClientReader(ss grpc.ServerStream, limit int) *clientReader {
@@ -237,7 +237,7 @@ func (c *clientReader) run() {
 }
 
 func (c *clientReader) overflowed() bool { c.mu.Lock(); defer c.mu.Unlock(); return c.over }
-func (c *clientReader) firstMsg() []byte  { c.mu.Lock(); defer c.mu.Unlock(); return c.first }
+func (c *clientReader) firstMsg() []byte { c.mu.Lock(); defer c.mu.Unlock(); return c.first }
 
 // forward sends every message, buffered and new, then half-closes when the
 // client has.

@@ -13,8 +13,13 @@ import (
 	"github.com/meridian-gw/meridian/scheduler/store/storetest"
 )
 
-// concurrencies are the numbers of concurrent clients measured.
+// concurrencies are the numbers of concurrent clients measured (closed
+// loop: each client makes its next call when the last one returns).
 var concurrencies = []int{1, 50}
+
+// goalRate is the admission rate the project aims for, in creates per
+// second, measured as an open loop.
+const goalRate = 1000
 
 // reqSeq numbers CreateSession calls in this process, so that every call
 // carries a request_id of its own (a repeated one would be a retry and
@@ -36,6 +41,13 @@ func BenchmarkCreateSession(b *testing.B) {
 					measure(b, e, clients, "sessions/s", profileName("create", kind, c), e.create)
 				})
 			}
+			// The goal as an open loop: 1,000 creates a second arriving
+			// on their own schedule over 50 connections. Latency here is
+			// what a user sees at that load, not 50 callers queueing.
+			b.Run(fmt.Sprintf("rate%d", goalRate), func(b *testing.B) {
+				clients := e.clients(b, 50)
+				measureAt(b, e, clients, goalRate, "sessions/s", fmt.Sprintf("create-%s-rate%d", kind, goalRate), e.create)
+			})
 		})
 	}
 }

@@ -429,12 +429,50 @@ func drive(ctx context.Context, clients []schedulerv1.SessionSchedulerClient, n 
 	return r, firstErr
 }
 
+// driveAt starts n calls of op at rate per second, on the clients in
+// turn, each call in its own goroutine (an open loop: arrivals do not wait
+// for the server, as independent users do not). A call's latency counts
+// from when it was due, so a late start is charged to it too.
+func driveAt(ctx context.Context, clients []schedulerv1.SessionSchedulerClient, n int, rate float64, do op) (result, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	lat := make([]time.Duration, n)
+	var wg sync.WaitGroup
+	var once sync.Once
+	var firstErr error
+	interval := time.Duration(float64(time.Second) / rate)
+	start := time.Now()
+	for i := 0; i < n && ctx.Err() == nil; i++ {
+		due := start.Add(time.Duration(i) * interval)
+		if d := time.Until(due); d > 0 {
+			time.Sleep(d)
+		}
+		wg.Go(func() {
+			err := do(ctx, clients[i%len(clients)], i)
+			lat[i] = time.Since(due)
+			if err != nil {
+				once.Do(func() { firstErr = fmt.Errorf("call %d: %w", i, err); cancel() })
+			}
+		})
+	}
+	wg.Wait()
+	r := result{n: n, elapsed: time.Since(start), lat: lat}
+	slices.Sort(r.lat)
+	return r, firstErr
+}
+
 // measure runs b.N calls of do over the clients after an untimed warm-up
 // (so that pooled database connections and HTTP/2 windows exist), and
 // reports throughput and latency quantiles. unit names what one call does
 // per second, e.g. "sessions/s". name, when profiling is on, is where the
 // CPU profile of the timed part goes.
 func measure(b *testing.B, e *env, clients []schedulerv1.SessionSchedulerClient, unit, name string, do op) {
+	measureAt(b, e, clients, 0, unit, name, do)
+}
+
+// measureAt is measure with an open loop when rate > 0: calls start on a
+// fixed schedule of rate per second, whatever the earlier ones are doing.
+func measureAt(b *testing.B, e *env, clients []schedulerv1.SessionSchedulerClient, rate float64, unit, name string, do op) {
 	b.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	defer cancel()
@@ -446,7 +484,13 @@ func measure(b *testing.B, e *env, clients []schedulerv1.SessionSchedulerClient,
 	stopProfile := startProfile(b, e, name)
 	cpu0 := readCPU()
 	b.ResetTimer()
-	r, err := drive(ctx, clients, b.N, do)
+	var r result
+	var err error
+	if rate > 0 {
+		r, err = driveAt(ctx, clients, b.N, rate, do)
+	} else {
+		r, err = drive(ctx, clients, b.N, do)
+	}
 	b.StopTimer()
 	cpu := readCPU().since(cpu0)
 	stopProfile(r)
