@@ -61,6 +61,9 @@ func (e *endpoint) hasCapacity() bool {
 // eject takes the endpoint out at once after a connection failure,
 // UNAVAILABLE or 503; an active check passing after the backoff readmits it.
 func (e *endpoint) eject(now time.Time) (first bool) {
+	if !e.ejected.CompareAndSwap(false, true) {
+		return false // concurrent failures of one outage count once
+	}
 	n := e.ejections.Load() + 1
 	if now.Sub(time.Unix(0, e.lastEject.Load())) > 2*ejectMax {
 		n = 1
@@ -72,7 +75,7 @@ func (e *endpoint) eject(now time.Time) (first bool) {
 		d = ejectMax
 	}
 	e.ejectedUntil.Store(now.Add(d).UnixNano())
-	return e.ejected.CompareAndSwap(false, true)
+	return true
 }
 
 func (e *endpoint) recordError(msg string) {
@@ -166,12 +169,14 @@ func (p *pool) order() []*region {
 }
 
 // loads splits traffic over ordered regions the way Envoy's priority
-// levels do: each takes min(1, 1.4 × healthy share) of what is left.
+// levels do: each takes 1.4 × its healthy share, capped by what the
+// regions before it left; when even the sum falls short, the loads are
+// scaled up to add to one.
 func loads(order []*region) []float64 {
 	out := make([]float64, len(order))
 	left := 1.0
 	for i, r := range order {
-		l := math.Min(1, overprovisioning*r.healthyShare()) * left
+		l := math.Min(left, overprovisioning*r.healthyShare())
 		out[i] = l
 		left -= l
 	}

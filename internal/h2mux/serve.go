@@ -24,7 +24,7 @@ type Server struct {
 	once   sync.Once
 	grpcL  *chanListener
 	httpL  *chanListener
-	conns  sync.Map // hijacked HTTP/2 connections, closed at Close
+	conns  sync.Map // connections not yet handed to a server, and hijacked HTTP/2 ones: closed at Shutdown
 	wg     sync.WaitGroup
 	closed chan struct{}
 }
@@ -54,7 +54,9 @@ func (s *Server) ServeH2C(ctx context.Context, ln net.Listener) {
 }
 
 // ServeHTTP1 accepts cleartext HTTP/1.x connections.
-func (s *Server) ServeHTTP1(ln net.Listener) { s.serve(ln, func(c net.Conn) { s.httpL.put(c) }) }
+func (s *Server) ServeHTTP1(ln net.Listener) {
+	s.serve(ln, func(c net.Conn) { s.conns.Delete(c); s.httpL.put(c) })
+}
 
 func (s *Server) serve(ln net.Listener, handle func(net.Conn)) {
 	s.init()
@@ -63,11 +65,14 @@ func (s *Server) serve(ln net.Listener, handle func(net.Conn)) {
 		if err != nil {
 			return
 		}
+		s.conns.Store(c, struct{}{}) // until handed to a server
 		s.wg.Go(func() { handle(c) })
 	}
 }
 
 func (s *Server) route(ctx context.Context, c net.Conn, isTLS bool) {
+	raw := c
+	defer s.conns.Delete(raw)
 	if isTLS {
 		tc := tls.Server(c, s.TLS)
 		hctx, cancel := context.WithTimeout(ctx, 10*time.Second)
