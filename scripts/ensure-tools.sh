@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests need when they are missing:
-# protoc (with the well-known types) for the generated-code check, curl.
+# protoc (with the well-known types) for the generated-code check, curl, Chromium.
 set -euo pipefail
 need=()
 command -v protoc >/dev/null 2>&1 && [ -f /usr/include/google/protobuf/timestamp.proto ] || need+=(protobuf-compiler)
 command -v curl >/dev/null 2>&1 || need+=(curl)   # a non-Go HTTP/2 client (nghttp2) for the gateway tests
+[ -x /usr/bin/chromium ] || need+=(chromium)     # the edge dashboard is tested in real headless Chromium
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then echo "ensure-tools: please install: ${need[*]}" >&2; exit 1; fi
   echo "ensure-tools: installing ${need[*]}…" >&2
