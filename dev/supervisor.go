@@ -18,6 +18,7 @@ import (
 
 	"github.com/meridian-gw/meridian/deploy"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 )
@@ -92,6 +93,10 @@ func Run(ctx context.Context, opts Options) error {
 
 func (s *Supervisor) run(ctx context.Context) error {
 	dir := s.opts.StateDir
+	// Before --fresh deletes anything: never the state of a running topology.
+	if info, err := ReadInfo(dir); err == nil && processAlive(info.PID) && info.PID != os.Getpid() {
+		return fmt.Errorf("a topology is already running from %s (pid %d); stop it first, or use another --state_dir", dir, info.PID)
+	}
 	if s.opts.Fresh {
 		if err := os.RemoveAll(dir); err != nil {
 			return fmt.Errorf("--fresh: removing %s: %w", dir, err)
@@ -101,9 +106,6 @@ func (s *Supervisor) run(ctx context.Context) error {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return fmt.Errorf("state dir: %w", err)
 		}
-	}
-	if info, err := ReadInfo(dir); err == nil && processAlive(info.PID) && info.PID != os.Getpid() {
-		return fmt.Errorf("a topology is already running from %s (pid %d); stop it first, or use another --state_dir", dir, info.PID)
 	}
 	_ = os.Remove(InfoPath(dir))
 	if err := s.checkPorts(); err != nil {
@@ -482,7 +484,10 @@ Ctrl-C stops everything.
 func waitServing(ctx context.Context, addr string, exited <-chan struct{}, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	// Retry connecting quickly: the process is starting, not failing.
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.Config{BaseDelay: 50 * time.Millisecond, Multiplier: 1.2, MaxDelay: 200 * time.Millisecond},
+			MinConnectTimeout: time.Second}))
 	if err != nil {
 		return err
 	}

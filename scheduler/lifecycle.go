@@ -185,7 +185,10 @@ func (s *Scheduler) finalize(ctx context.Context, tx store.Tx, cur *store.Sessio
 	s.metrics.ended(cur.Pool, state, cur.StopReason)
 	s.log.Info("session ended", "session", cur.ID, "owner", cur.Owner, "pool", cur.Pool, "state", state.String(),
 		"reason", cur.StopReason.String(), "message", msg)
-	if cur.Region == s.region {
+	// A stopping instance leaves the freed slot to its region's other
+	// instances (their fillSlots), rather than taking a session it would
+	// never start.
+	if cur.Region == s.region && !s.stopping.Load() {
 		if err := s.promote(ctx, tx, p); err != nil {
 			return err
 		}
@@ -601,6 +604,7 @@ func (s *Scheduler) quotaExhausted(ctx context.Context, mine []*store.Session, n
 // it after Run has returned, for runtimes whose workloads cannot outlive
 // the scheduler (local processes).
 func (s *Scheduler) Shutdown(ctx context.Context) {
+	s.stopping.Store(true)
 	var mine []*store.Session
 	if err := s.store.View(ctx, func(tx store.Tx) (err error) {
 		mine, err = tx.InstanceSessions(ctx, s.instance)

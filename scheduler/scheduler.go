@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/meridian-gw/meridian/internal/clock"
@@ -71,6 +72,7 @@ type Scheduler struct {
 	changed  chan struct{}   // closed and replaced on every local change
 	inflight map[string]bool // sessions with a runtime Start/Stop under way
 	ops      sync.WaitGroup
+	stopping atomic.Bool // set by Shutdown
 }
 
 // New validates opts and returns a Scheduler.

@@ -138,7 +138,8 @@ func runScheduler(ctx context.Context, f schedulerFlags) error {
 	g, gctx := errgroup.WithContext(ctx)
 	runCtx, stopRun := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopRun()
-	g.Go(func() error { return sched.Run(runCtx) })
+	runDone := make(chan struct{})
+	g.Go(func() error { defer close(runDone); return sched.Run(runCtx) })
 	g.Go(func() error { watchStoreHealth(gctx, st, srv, log); return nil })
 	if mln != nil {
 		g.Go(func() error { return serving.ServeMetrics(gctx, mln, reg) })
@@ -150,6 +151,7 @@ func runScheduler(ctx context.Context, f schedulerFlags) error {
 		sctx, cancel := context.WithTimeout(context.Background(), f.workloadGrace+10*time.Second)
 		defer cancel()
 		stopRun()
+		<-runDone // Shutdown runs after the reconciler has stopped
 		sched.Shutdown(sctx)
 		return err
 	})

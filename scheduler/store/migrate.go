@@ -69,8 +69,7 @@ var SchemaVersion = len(migrations)
 // migrate brings the schema up to date. lock serializes concurrent
 // migrators (several schedulers starting at once on one database).
 func migrate(ctx context.Context, db *sql.DB, lock func(*sql.Tx) error) error {
-	if _, err := db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
-		version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)`); err != nil {
+	if err := createMigrationsTable(ctx, db, lock); err != nil {
 		return fmt.Errorf("store: creating schema_migrations: %w", err)
 	}
 	for v := 1; v <= len(migrations); v++ {
@@ -109,6 +108,30 @@ func applyOne(ctx context.Context, db *sql.DB, lock func(*sql.Tx) error, v int) 
 	if _, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)`,
 		v, time.Now().UnixMicro()); err != nil {
 		return fmt.Errorf("store: recording migration %d: %w", v, err)
+	}
+	return tx.Commit()
+}
+
+// createMigrationsTable creates schema_migrations under the migration lock:
+// CREATE TABLE IF NOT EXISTS is not safe against itself in PostgreSQL.
+func createMigrationsTable(ctx context.Context, db *sql.DB, lock func(*sql.Tx) error) (err error) {
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			_ = tx.Rollback()
+		}
+	}()
+	if lock != nil {
+		if err := lock(tx); err != nil {
+			return err
+		}
+	}
+	if _, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+		version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)`); err != nil {
+		return err
 	}
 	return tx.Commit()
 }

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"time"
 
 	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
@@ -37,7 +38,7 @@ func openSQLite(ctx context.Context, path string) (Store, error) {
 	if memory {
 		db.SetMaxOpenConns(1) // each connection would be its own database
 	}
-	if err := db.PingContext(ctx); err != nil {
+	if err := pingSQLite(ctx, db); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("store: opening %s: %w", path, err)
 	}
@@ -67,4 +68,24 @@ func sqliteCode(err error) int {
 		return e.Code()
 	}
 	return 0
+}
+
+// pingSQLite opens the first connection, retrying while another process
+// holds the lock: switching a new database to WAL can fail with SQLITE_BUSY
+// without waiting out busy_timeout (SQLite refuses to wait where waiting
+// could deadlock).
+func pingSQLite(ctx context.Context, db *sql.DB) error {
+	for {
+		err := db.PingContext(ctx)
+		if err == nil || sqliteCode(err)&0xff != sqlite3.SQLITE_BUSY {
+			return err
+		}
+		t := time.NewTimer(10 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return errors.Join(err, ctx.Err())
+		case <-t.C:
+		}
+	}
 }

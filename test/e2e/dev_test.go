@@ -46,13 +46,14 @@ func startDev(t *testing.T) *devTopology {
 	return d
 }
 
-// freePortBase picks a base in 20000–30000 (below Linux's ephemeral range,
-// where workloads' ports come from) whose layout base+79…base+112 is free.
+// freePortBase picks a base in 20000–31000, below Linux's ephemeral range
+// (where workloads' ports come from), with base…base+1499 free: the dev
+// layout's ports all lie in that span (see dev.Ports).
 func freePortBase(t *testing.T) int {
 	t.Helper()
 	for range 50 {
-		base := 20000 + rand.IntN(10000-120)
-		if portsFree(base+79, base+112) {
+		base := 20000 + rand.IntN(11000)
+		if portsFree(base, base+1499) {
 			return base
 		}
 	}
@@ -61,18 +62,12 @@ func freePortBase(t *testing.T) int {
 }
 
 func portsFree(from, to int) bool {
-	var lns []net.Listener
-	defer func() {
-		for _, ln := range lns {
-			ln.Close()
-		}
-	}()
 	for port := from; port <= to; port++ {
 		ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
 		if err != nil {
 			return false
 		}
-		lns = append(lns, ln)
+		ln.Close()
 	}
 	return true
 }
