@@ -29,9 +29,9 @@ import (
 	"github.com/meridian-gw/meridian/dev"
 	"github.com/meridian-gw/meridian/scheduler/store"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 )
@@ -159,7 +159,7 @@ func TestRegionKillLosesNothing(t *testing.T) {
 	killAt, startAt := 4*time.Second, 8*time.Second
 	var mu sync.Mutex
 	var samples []sample
-	creates := map[string]string{}  // request id → session name the client was told
+	creates := map[string]string{}   // request id → session name the client was told
 	createdBy := map[string]string{} // request id → owner
 	var createSeq, refused atomic.Int64
 	start := time.Now()
