@@ -313,3 +313,12 @@ func finishSession(t *testing.T, be *backend, name string) {
 		t.Fatal(err)
 	}
 }
+
+func newGWClient(roots *x509.CertPool) *http.Client {
+	return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}, ForceAttemptHTTP2: true}}
+}
+
+func doReq(t *testing.T, c *http.Client, method, url, token, body string) resp {
+	h := &gw{t: t}
+	return h.do(c, method, url, token, body)
+}

@@ -1,0 +1,235 @@
+package gateway
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	testgrpc "google.golang.org/grpc/interop/grpc_testing"
+	testpb "google.golang.org/grpc/interop/grpc_testing"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protodesc"
+	"google.golang.org/protobuf/types/descriptorpb"
+)
+
+// testService is grpc-go's interop TestService: one method of each
+// streaming kind, answering what it saw of the call in headers.
+type testService struct {
+	testgrpc.UnimplementedTestServiceServer
+}
+
+func seen(ctx context.Context) metadata.MD {
+	md, _ := metadata.FromIncomingContext(ctx)
+	out := metadata.Pairs("seen-custom", strings.Join(md.Get("x-custom"), ","), "seen-userinfo", strings.Join(md.Get("x-endpoint-api-userinfo"), ","))
+	if dl, ok := ctx.Deadline(); ok {
+		out.Set("seen-deadline-ms", itoa(int(time.Until(dl).Milliseconds())))
+	}
+	return out
+}
+
+func (testService) UnaryCall(ctx context.Context, in *testpb.SimpleRequest) (*testpb.SimpleResponse, error) {
+	_ = grpc.SetHeader(ctx, seen(ctx))
+	_ = grpc.SetTrailer(ctx, metadata.Pairs("trailer-x", "t"))
+	if rs := in.GetResponseStatus(); rs != nil && rs.GetCode() != 0 {
+		st, _ := status.New(codes.Code(rs.GetCode()), rs.GetMessage()).WithDetails(&errdetails.ErrorInfo{Reason: "TEST_REASON", Domain: "meridian.test"})
+		return nil, st.Err()
+	}
+	return &testpb.SimpleResponse{Payload: in.GetPayload()}, nil
+}
+
+func (testService) StreamingOutputCall(in *testpb.StreamingOutputCallRequest, s testgrpc.TestService_StreamingOutputCallServer) error {
+	for _, p := range in.GetResponseParameters() {
+		if err := s.Send(&testpb.StreamingOutputCallResponse{Payload: &testpb.Payload{Body: make([]byte, p.GetSize())}}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (testService) StreamingInputCall(s testgrpc.TestService_StreamingInputCallServer) error {
+	total := 0
+	for {
+		m, err := s.Recv()
+		if errors.Is(err, io.EOF) {
+			return s.SendAndClose(&testpb.StreamingInputCallResponse{AggregatedPayloadSize: int32(total)})
+		}
+		if err != nil {
+			return err
+		}
+		total += len(m.GetPayload().GetBody())
+	}
+}
+
+func (testService) FullDuplexCall(s testgrpc.TestService_FullDuplexCallServer) error {
+	for {
+		m, err := s.Recv()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		for _, p := range m.GetResponseParameters() {
+			if err := s.Send(&testpb.StreamingOutputCallResponse{Payload: &testpb.Payload{Body: make([]byte, p.GetSize())}}); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// descriptorSet writes the TestService's FileDescriptorSet, as
+// `protoc --include_imports --descriptor_set_out` would.
+func descriptorSet(t *testing.T) string {
+	fd := testgrpc.File_grpc_testing_test_proto
+	set := &descriptorpb.FileDescriptorSet{}
+	imports := fd.Imports()
+	for i := 0; i < imports.Len(); i++ {
+		set.File = append(set.File, protodesc.ToFileDescriptorProto(imports.Get(i).FileDescriptor))
+	}
+	set.File = append(set.File, protodesc.ToFileDescriptorProto(fd))
+	b, err := proto.Marshal(set)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(t.TempDir(), "test.pb")
+	_ = os.WriteFile(p, b, 0o644)
+	return p
+}
+
+func TestPassThroughAllStreamingKinds(t *testing.T) {
+	is := newIssuer(t)
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	srv := grpc.NewServer() // no reflection: REST routes come from --descriptor
+	testgrpc.RegisterTestServiceServer(srv, testService{})
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(srv.Stop)
+	cfg := filepath.Join(t.TempDir(), "svc.yaml")
+	_ = os.WriteFile(cfg, []byte(`type: google.api.Service
+name: test.example.com
+apis: [{name: grpc.testing.TestService}]
+usage:
+  rules: [{selector: "*", allow_unregistered_calls: true}]
+authentication:
+  providers: [{id: p, issuer: "`+is.url()+`", jwks_uri: "`+is.url()+`/jwks"}]
+  rules: [{selector: "*", requirements: [{provider_id: p}]}]
+http:
+  rules:
+  - {selector: grpc.testing.TestService.UnaryCall, post: /v1/unary, body: "*"}
+  - {selector: grpc.testing.TestService.StreamingOutputCall, post: "/v1/stream", body: "*"}
+`), 0o644)
+	dir, roots := certDir(t)
+	g, err := New(Options{ServiceConfig: cfg, Backend: "grpc://" + ln.Addr().String(), Descriptor: descriptorSet(t),
+		SSLAddr: "127.0.0.1:0", CertDir: dir, Log: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = g.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	conn, err := grpc.NewClient(g.Addr("ssl"), grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: roots})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	cl := testgrpc.NewTestServiceClient(conn)
+	tok := is.token(t, "alice", withAud("https://test.example.com"))
+	call := func(d time.Duration) (context.Context, context.CancelFunc) {
+		c, cancel := context.WithTimeout(context.Background(), d)
+		return metadata.AppendToOutgoingContext(c, "authorization", "Bearer "+tok, "x-custom", "v1"), cancel
+	}
+
+	// Unary: metadata, deadline, identity in; headers and trailers out.
+	c, cancelCall := call(2 * time.Second)
+	var hdr, tr metadata.MD
+	resp, err := cl.UnaryCall(c, &testpb.SimpleRequest{Payload: &testpb.Payload{Body: []byte("hello")}}, grpc.Header(&hdr), grpc.Trailer(&tr))
+	cancelCall()
+	if err != nil || string(resp.GetPayload().GetBody()) != "hello" {
+		t.Fatalf("unary: %v", err)
+	}
+	if hdr.Get("seen-custom")[0] != "v1" || hdr.Get("seen-userinfo")[0] == "" || tr.Get("trailer-x")[0] != "t" {
+		t.Fatalf("metadata not carried: header %v trailer %v", hdr, tr)
+	}
+	if ms, err := strconv.Atoi(hdr.Get("seen-deadline-ms")[0]); err != nil || ms <= 1000 || ms > 2000 {
+		t.Fatalf("backend saw a deadline of %v ms; want the client's 2 s, less transit", hdr.Get("seen-deadline-ms"))
+	}
+	// Status details survive, untouched.
+	c, cancelCall = call(2 * time.Second)
+	_, err = cl.UnaryCall(c, &testpb.SimpleRequest{ResponseStatus: &testpb.EchoStatus{Code: int32(codes.FailedPrecondition), Message: "nope"}})
+	cancelCall()
+	st := status.Convert(err)
+	if st.Code() != codes.FailedPrecondition || len(st.Details()) != 1 || st.Details()[0].(*errdetails.ErrorInfo).GetReason() != "TEST_REASON" {
+		t.Fatalf("status details: %v %v", st, st.Details())
+	}
+	// Server streaming.
+	c, cancelCall = call(5 * time.Second)
+	ss, err := cl.StreamingOutputCall(c, &testpb.StreamingOutputCallRequest{ResponseParameters: []*testpb.ResponseParameters{{Size: 1}, {Size: 2}, {Size: 3}}})
+	n := 0
+	for err == nil {
+		var m *testpb.StreamingOutputCallResponse
+		if m, err = ss.Recv(); err == nil {
+			n += len(m.GetPayload().GetBody())
+		}
+	}
+	cancelCall()
+	if !errors.Is(err, io.EOF) || n != 6 {
+		t.Fatalf("server streaming: %d bytes, %v", n, err)
+	}
+	// Client streaming.
+	c, cancelCall = call(5 * time.Second)
+	cs, _ := cl.StreamingInputCall(c)
+	for _, size := range []int{10, 20, 30} {
+		_ = cs.Send(&testpb.StreamingInputCallRequest{Payload: &testpb.Payload{Body: make([]byte, size)}})
+	}
+	agg, err := cs.CloseAndRecv()
+	cancelCall()
+	if err != nil || agg.GetAggregatedPayloadSize() != 60 {
+		t.Fatalf("client streaming: %v %v", agg, err)
+	}
+	// Bidirectional, in lock step: proves messages flow before half-close.
+	c, cancelCall = call(5 * time.Second)
+	bs, _ := cl.FullDuplexCall(c)
+	for i := 1; i <= 3; i++ {
+		if err := bs.Send(&testpb.StreamingOutputCallRequest{ResponseParameters: []*testpb.ResponseParameters{{Size: int32(i)}}}); err != nil {
+			t.Fatal(err)
+		}
+		m, err := bs.Recv()
+		if err != nil || len(m.GetPayload().GetBody()) != i {
+			t.Fatalf("bidi round %d: %v", i, err)
+		}
+	}
+	_ = bs.CloseSend()
+	if _, err := bs.Recv(); !errors.Is(err, io.EOF) {
+		t.Fatalf("bidi end: %v", err)
+	}
+	cancelCall()
+	// REST from --descriptor, with no reflection on the backend.
+	hc := newGWClient(roots)
+	r := doReq(t, hc, "POST", "https://"+g.Addr("ssl")+"/v1/unary", tok, `{"payload":{"body":"aGk="}}`)
+	if r.code != 200 || !strings.Contains(r.body, `"aGk="`) {
+		t.Fatalf("REST via --descriptor: %d %s", r.code, r.body)
+	}
+	r = doReq(t, hc, "POST", "https://"+g.Addr("ssl")+"/v1/unary", tok, `{"responseStatus":{"code":9,"message":"nope"}}`)
+	if r.code != 400 || !strings.Contains(r.body, "TEST_REASON") || !strings.Contains(r.body, `"status":"FAILED_PRECONDITION"`) {
+		t.Fatalf("REST error with details: %d %s", r.code, r.body)
+	}
+	r = doReq(t, hc, "POST", "https://"+g.Addr("ssl")+"/v1/stream", tok, `{"responseParameters":[{"size":1},{"size":2}]}`)
+	if r.code != 200 || !strings.HasPrefix(r.body, "[") || strings.Count(r.body, "payload") != 2 {
+		t.Fatalf("REST stream as a JSON array: %d %s", r.code, r.body)
+	}
+}
