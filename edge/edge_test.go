@@ -167,6 +167,7 @@ func (g *gateway) restart() { g.start(g.addr) }
 
 // rig is an edge in us-central1 over three regions' gateways.
 type rig struct {
+	ca    *testCA
 	ed    *Edge
 	gws   map[string]*gateway
 	conn  *grpc.ClientConn
@@ -211,7 +212,7 @@ func newRig(t *testing.T, checkType string) *rig {
 	t.Cleanup(func() { conn.Close() })
 	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.pool}, ForceAttemptHTTP2: true}}
 	t.Cleanup(hc.CloseIdleConnections)
-	r := &rig{ed: ed, gws: gws, conn: conn, https: hc, url: "https://" + addr}
+	r := &rig{ca: ca, ed: ed, gws: gws, conn: conn, https: hc, url: "https://" + addr}
 	r.waitChecked(t)
 	return r
 }
@@ -356,4 +357,16 @@ func TestNotServingDrainsAndRESTFailsOver(t *testing.T) {
 	if !kinds["draining"] || !kinds["ejected"] {
 		t.Fatalf("timeline lacks draining/ejection: %v", kinds)
 	}
+}
+
+// caForTest returns a CA whose leaves the edge trusts: the rig's gateways'
+// certificates are all from one CA, so a new gateway reuses it.
+func (r *rig) caForTest(t *testing.T) *testCA { return r.ca }
+
+func newReq(url, cookie string) (*http.Request, error) {
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err == nil {
+		req.Header.Set("Cookie", cookie)
+	}
+	return req, err
 }

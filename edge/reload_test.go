@@ -1,0 +1,111 @@
+package edge
+
+import (
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+func TestHotReloadFailsNoRequest(t *testing.T) {
+	r := newRig(t, "HTTPS")
+	cfgPath := filepath.Join(r.ed.opts.Config, "edge.yaml")
+	orig, _ := os.ReadFile(cfgPath)
+	var stop atomic.Bool
+	var ok, failed atomic.Int64
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			for !stop.Load() {
+				if _, err := r.call("/test.Echo/GetRegion"); err != nil {
+					failed.Add(1)
+				} else {
+					ok.Add(1)
+				}
+			}
+		})
+	}
+	// Change the failover order, then break the config, then restore it.
+	time.Sleep(100 * time.Millisecond)
+	_ = os.WriteFile(cfgPath, []byte(strings.Replace(string(orig), "us-central1,europe-west1,asia-east1", "asia-east1,us-central1,europe-west1", 1)), 0o644)
+	waitUntil(t, 5*time.Second, "the new failover order", func() bool {
+		got, err := r.call("/test.Echo/GetRegion")
+		return err == nil && got == "asia-east1"
+	})
+	_ = os.WriteFile(cfgPath, []byte("kind: MultiClusterIngress\nmetadata: {name: broken}\n"), 0o644)
+	waitUntil(t, 5*time.Second, "the reload error to be reported", func() bool { return r.ed.Status().LastError != "" })
+	if got, _ := r.call("/test.Echo/GetRegion"); got != "asia-east1" {
+		t.Fatalf("a bad config replaced the good one: served by %q", got)
+	}
+	_ = os.WriteFile(cfgPath, orig, 0o644)
+	waitUntil(t, 5*time.Second, "recovery", func() bool {
+		got, err := r.call("/test.Echo/GetRegion")
+		return err == nil && got == "us-central1" && r.ed.Status().LastError == ""
+	})
+	stop.Store(true)
+	wg.Wait()
+	if failed.Load() != 0 || ok.Load() < 50 {
+		t.Fatalf("during reloads: %d ok, %d failed", ok.Load(), failed.Load())
+	}
+}
+
+func TestSessionAffinityByGeneratedCookie(t *testing.T) {
+	r := newRig(t, "HTTPS")
+	// Two endpoints in the local region, so affinity has a choice to make.
+	cfgPath := filepath.Join(r.ed.opts.Config, "edge.yaml")
+	b, _ := os.ReadFile(cfgPath)
+	second := newGateway(t, r.caForTest(t), "us-central1")
+	second.region = "us-central1-b"
+	y := strings.Replace(string(b), "  endpoints: [{address: \""+r.gws["us-central1"].addr+"\"}]",
+		"  endpoints: [{address: \""+r.gws["us-central1"].addr+"\"}, {address: \""+second.addr+"\"}]", 1)
+	y = strings.Replace(y, "    type: HTTPS", "    type: HTTPS\n  sessionAffinity:\n    affinityType: GENERATED_COOKIE\n    affinityCookieTtlSec: 60", 1)
+	_ = os.WriteFile(cfgPath, []byte(y), 0o644)
+	waitUntil(t, 5*time.Second, "the second endpoint", func() bool { return len(r.ed.Status().Pools[0].Routing[0].Endpoints) == 2 })
+	r.waitChecked(t)
+	resp, err := r.https.Get(r.url + "/v1/region")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	var cookie string
+	for _, c := range resp.Cookies() {
+		if c.Name == affinityCookie {
+			cookie = c.Value
+		}
+	}
+	if cookie == "" || resp.Cookies()[0].MaxAge != 60 {
+		t.Fatalf("no affinity cookie with the configured TTL: %v", resp.Header)
+	}
+	served := map[string]int{}
+	for range 30 {
+		req, _ := newReq(r.url+"/v1/region", affinityCookie+"="+cookie)
+		resp, err := r.https.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		served[string(body)]++
+	}
+	if len(served) != 1 {
+		t.Fatalf("with one affinity cookie, requests went to %v; want one endpoint", served)
+	}
+	spread := map[string]int{}
+	for range 30 { // a new client each time: a new cookie, spread over both
+		resp, err := r.https.Get(r.url + "/v1/region")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		spread[string(body)]++
+	}
+	if len(spread) != 2 {
+		t.Fatalf("new clients all went to %v; affinity should pin each client, not all of them", spread)
+	}
+}
