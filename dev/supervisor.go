@@ -2,6 +2,7 @@ package dev
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -167,7 +168,7 @@ func (s *Supervisor) run(ctx context.Context) error {
 	if s.opts.Ready != nil {
 		s.opts.Ready(s.info)
 	}
-	<-ctx.Done()
+	s.followEvents(ctx)
 	fmt.Fprintln(s.opts.Out, "\nShutting down…")
 	return nil
 }
@@ -300,6 +301,42 @@ func (s *Supervisor) startEdge(ctx context.Context) error {
 	}
 	fmt.Fprintf(s.opts.Out, " serving in %s\n", time.Since(start).Round(10*time.Millisecond))
 	return nil
+}
+
+// followEvents prints the edge's health events as they happen — regions
+// going down, draining, coming back — until ctx ends.
+func (s *Supervisor) followEvents(ctx context.Context) {
+	client := &http.Client{Timeout: 2 * time.Second}
+	var last time.Time
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		resp, err := client.Get("http://" + s.info.Admin + "/api/events")
+		if err != nil {
+			continue
+		}
+		var evs []struct {
+			Time     time.Time `json:"time"`
+			Kind     string    `json:"kind"`
+			Region   string    `json:"region"`
+			Endpoint string    `json:"endpoint"`
+			Detail   string    `json:"detail"`
+		}
+		_ = json.NewDecoder(resp.Body).Decode(&evs)
+		resp.Body.Close()
+		for _, e := range evs {
+			if !e.Time.After(last) {
+				continue
+			}
+			last = e.Time
+			fmt.Fprintf(s.opts.Out, "%s  edge: %-10s %-13s %s\n", e.Time.Local().Format("15:04:05"), e.Kind, e.Region, e.Detail)
+		}
+	}
 }
 
 func port(addr string) string {

@@ -118,6 +118,16 @@ func (g *gateway) start(addr string) {
 		g.calls.Add(1)
 		_, _ = io.WriteString(w, g.region)
 	})
+	mux.HandleFunc("/v1/headers", func(w http.ResponseWriter, r *http.Request) {
+		_ = json.NewEncoder(w).Encode(r.Header)
+	})
+	mux.HandleFunc("/test.Echo/GetRegion", func(w http.ResponseWriter, r *http.Request) { // gRPC-Web
+		w.Header().Set("Content-Type", "application/grpc-web+proto")
+		body := []byte(g.region)
+		_, _ = w.Write(append([]byte{0, 0, 0, 0, byte(len(body))}, body...))
+		tr := "grpc-status: 0\r\n"
+		_, _ = w.Write(append([]byte{0x80, 0, 0, 0, byte(len(tr))}, tr...))
+	})
 	m := &h2mux.Server{GRPC: srv, HTTP: &http.Server{Handler: mux}, TLS: &tls.Config{Certificates: []tls.Certificate{g.cert}, NextProtos: []string{"h2", "http/1.1"}}}
 	g.mu.Lock()
 	g.ln, g.mux = ln, m
@@ -141,6 +151,13 @@ func (g *gateway) handle(_ any, ss grpc.ServerStream) error {
 	g.calls.Add(1)
 	if err := ss.RecvMsg(&rawgrpc.Frame{}); err != nil {
 		return err
+	}
+	if strings.HasSuffix(method, "/Deadline") { // answers the deadline it saw, in ms
+		ms := "none"
+		if dl, ok := ss.Context().Deadline(); ok {
+			ms = fmt.Sprint(time.Until(dl).Milliseconds())
+		}
+		return ss.SendMsg(rawgrpc.FrameOf([]byte(ms)))
 	}
 	if strings.HasSuffix(method, "/Unavailable") {
 		return status.Error(codes.Unavailable, "backend down in "+g.region)

@@ -1,0 +1,56 @@
+package edge
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/meridian-gw/meridian/internal/rawgrpc"
+	"google.golang.org/grpc"
+)
+
+func TestForwardsHeadersGRPCWebAndDeadlines(t *testing.T) {
+	r := newRig(t, "HTTPS")
+	req, _ := http.NewRequest("GET", r.url+"/v1/headers", nil)
+	req.Header.Set("Authorization", "Bearer abc")
+	req.Header.Set("X-Forwarded-For", "203.0.113.9")
+	resp, err := r.https.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var seen http.Header
+	_ = json.NewDecoder(resp.Body).Decode(&seen)
+	resp.Body.Close()
+	if seen.Get("Authorization") != "Bearer abc" || seen.Get("X-Forwarded-Proto") != "https" ||
+		!strings.HasPrefix(seen.Get("X-Forwarded-For"), "203.0.113.9, 127.0.0.1") {
+		t.Fatalf("headers at the gateway: %v", seen)
+	}
+	// gRPC-Web passes through as HTTP.
+	body := append([]byte{0, 0, 0, 0, 1}, 'x')
+	req, _ = http.NewRequest("POST", r.url+"/test.Echo/GetRegion", strings.NewReader(string(body)))
+	req.Header.Set("Content-Type", "application/grpc-web+proto")
+	resp, err = r.https.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(b), "us-central1") || !strings.Contains(string(b), "grpc-status: 0") {
+		t.Fatalf("gRPC-Web via the edge: %d %q", resp.StatusCode, b)
+	}
+	// The client's deadline reaches the backend.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	out := &rawgrpc.Frame{}
+	if err := r.conn.Invoke(ctx, "/test.Echo/Deadline", rawgrpc.FrameOf([]byte("x")), out, grpc.ForceCodecV2(rawgrpc.Codec{})); err != nil {
+		t.Fatal(err)
+	}
+	if ms, err := strconv.Atoi(string(out.Data.Materialize())); err != nil || ms <= 0 || ms > 1000 {
+		t.Fatalf("the backend saw a deadline of %q ms; want the client's 1 s, less transit", out.Data.Materialize())
+	}
+}
