@@ -178,7 +178,8 @@ func TestPickLocalFirstSpillsOnCapacityAndPanics(t *testing.T) {
 		t.Fatalf("least-request chose the busier endpoint too often: %d/200 to the idle one", wins)
 	}
 	// Affinity is stable.
-	if choose([]*endpoint{a, b}, "client-1") != choose([]*endpoint{a, b}, "client-1") {
+	first, again := choose([]*endpoint{a, b}, "client-1"), choose([]*endpoint{a, b}, "client-1")
+	if first != again {
 		t.Fatal("affinity not stable")
 	}
 }

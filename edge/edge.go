@@ -19,7 +19,6 @@ import (
 	"github.com/meridian-gw/meridian/internal/h2mux"
 	"github.com/meridian-gw/meridian/internal/rawgrpc"
 	"github.com/prometheus/client_golang/prometheus"
-	"golang.org/x/net/http2"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
@@ -76,7 +75,6 @@ type Edge struct {
 	upstreamTLS *tls.Config
 	grpc        *grpc.Server
 	transport   *http.Transport
-	h2t         *http2.Transport
 	budget      budget
 	idem        *idempotency
 
@@ -89,7 +87,6 @@ type Edge struct {
 	conns    map[string]*grpc.ClientConn
 	stamp    string
 	lastErr  error
-	listen   string
 	ln, adm  net.Listener
 	ready    chan struct{}
 	runCtx   context.Context

@@ -11,7 +11,6 @@ import (
 	"strings"
 	"time"
 
-	"golang.org/x/net/http2"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -122,7 +121,9 @@ func (ed *Edge) newChecker(p *pool, e *endpoint) *checker {
 	}
 	switch s.checkType {
 	case "HTTP2":
-		c.client = &http.Client{Transport: &http2.Transport{TLSClientConfig: c.tls}}
+		h2only := new(http.Protocols)
+		h2only.SetHTTP2(true)
+		c.client = &http.Client{Transport: &http.Transport{TLSClientConfig: c.tls, Protocols: h2only}}
 	case "HTTPS":
 		c.client = &http.Client{Transport: &http.Transport{TLSClientConfig: c.tls, DisableKeepAlives: false}}
 	case "HTTP":

@@ -117,9 +117,6 @@ func withEC(is *issuer) tokenOpt {
 		*k = jose.SigningKey{Algorithm: jose.ES256, Key: jose.JSONWebKey{Key: is.ec, KeyID: "ec1"}}
 	}
 }
-func withClaim(k string, v any) tokenOpt {
-	return func(_ *jwt.Claims, _ *jose.SigningKey, extra map[string]any) { extra[k] = v }
-}
 
 // token mints a JWT signed by a real JOSE library.
 func (is *issuer) token(t testing.TB, sub string, opts ...tokenOpt) string {
@@ -240,16 +237,15 @@ func writeCert(t *testing.T, dir string, names []string, der, kb []byte) {
 
 // gw is a running gateway with clients for every protocol.
 type gw struct {
-	t      *testing.T
-	g      *Gateway
-	is     *issuer
-	be     *backend
-	roots  *x509.CertPool
-	ssl    string
-	http   string
-	h1     *http.Client // HTTP/1.1 over TLS
-	h2     *http.Client // HTTP/2 over TLS
-	access *strings.Builder
+	t     *testing.T
+	g     *Gateway
+	is    *issuer
+	be    *backend
+	roots *x509.CertPool
+	ssl   string
+	http  string
+	h1    *http.Client // HTTP/1.1 over TLS
+	h2    *http.Client // HTTP/2 over TLS
 }
 
 type gwOpt func(*Options)

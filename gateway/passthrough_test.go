@@ -18,7 +18,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
-	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 	testpb "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
@@ -30,7 +29,7 @@ import (
 // testService is grpc-go's interop TestService: one method of each
 // streaming kind, answering what it saw of the call in headers.
 type testService struct {
-	testgrpc.UnimplementedTestServiceServer
+	testpb.UnimplementedTestServiceServer
 }
 
 func seen(ctx context.Context) metadata.MD {
@@ -52,7 +51,7 @@ func (testService) UnaryCall(ctx context.Context, in *testpb.SimpleRequest) (*te
 	return &testpb.SimpleResponse{Payload: in.GetPayload()}, nil
 }
 
-func (testService) StreamingOutputCall(in *testpb.StreamingOutputCallRequest, s testgrpc.TestService_StreamingOutputCallServer) error {
+func (testService) StreamingOutputCall(in *testpb.StreamingOutputCallRequest, s testpb.TestService_StreamingOutputCallServer) error {
 	for _, p := range in.GetResponseParameters() {
 		if err := s.Send(&testpb.StreamingOutputCallResponse{Payload: &testpb.Payload{Body: make([]byte, p.GetSize())}}); err != nil {
 			return err
@@ -61,7 +60,7 @@ func (testService) StreamingOutputCall(in *testpb.StreamingOutputCallRequest, s 
 	return nil
 }
 
-func (testService) StreamingInputCall(s testgrpc.TestService_StreamingInputCallServer) error {
+func (testService) StreamingInputCall(s testpb.TestService_StreamingInputCallServer) error {
 	total := 0
 	for {
 		m, err := s.Recv()
@@ -75,7 +74,7 @@ func (testService) StreamingInputCall(s testgrpc.TestService_StreamingInputCallS
 	}
 }
 
-func (testService) FullDuplexCall(s testgrpc.TestService_FullDuplexCallServer) error {
+func (testService) FullDuplexCall(s testpb.TestService_FullDuplexCallServer) error {
 	for {
 		m, err := s.Recv()
 		if errors.Is(err, io.EOF) {
@@ -95,7 +94,7 @@ func (testService) FullDuplexCall(s testgrpc.TestService_FullDuplexCallServer) e
 // descriptorSet writes the TestService's FileDescriptorSet, as
 // `protoc --include_imports --descriptor_set_out` would.
 func descriptorSet(t *testing.T) string {
-	fd := testgrpc.File_grpc_testing_test_proto
+	fd := testpb.File_grpc_testing_test_proto
 	set := &descriptorpb.FileDescriptorSet{}
 	imports := fd.Imports()
 	for i := 0; i < imports.Len(); i++ {
@@ -115,7 +114,7 @@ func TestPassThroughAllStreamingKinds(t *testing.T) {
 	is := newIssuer(t)
 	ln, _ := net.Listen("tcp", "127.0.0.1:0")
 	srv := grpc.NewServer() // no reflection: REST routes come from --descriptor
-	testgrpc.RegisterTestServiceServer(srv, testService{})
+	testpb.RegisterTestServiceServer(srv, testService{})
 	go func() { _ = srv.Serve(ln) }()
 	t.Cleanup(srv.Stop)
 	cfg := filepath.Join(t.TempDir(), "svc.yaml")
@@ -147,7 +146,7 @@ http:
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	cl := testgrpc.NewTestServiceClient(conn)
+	cl := testpb.NewTestServiceClient(conn)
 	tok := is.token(t, "alice", withAud("https://test.example.com"))
 	call := func(d time.Duration) (context.Context, context.CancelFunc) {
 		c, cancel := context.WithTimeout(context.Background(), d)

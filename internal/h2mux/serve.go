@@ -17,7 +17,11 @@ import (
 type Server struct {
 	GRPC *grpc.Server
 	HTTP *http.Server // its Handler serves REST, gRPC-Web, …
-	H2   *http2.Server
+	// H2 serves the HTTP/2 connections that are not gRPC. x/net's server is
+	// used (deprecated in favour of net/http's) because it alone serves a
+	// connection whose first bytes were already read: net/http would need
+	// the TLS state it can no longer see.
+	H2 *http2.Server //lint:ignore SA1019 see above
 	// TLS, when set, is used on listeners served with ServeTLS.
 	TLS *tls.Config
 
@@ -35,9 +39,9 @@ func (s *Server) init() {
 		s.httpL = newChanListener(&net.TCPAddr{})
 		s.closed = make(chan struct{})
 		if s.H2 == nil {
-			s.H2 = &http2.Server{IdleTimeout: 5 * time.Minute, MaxConcurrentStreams: 1000}
+			s.H2 = &http2.Server{IdleTimeout: 5 * time.Minute, MaxConcurrentStreams: 1000} //lint:ignore SA1019 see Server.H2
 		}
-		_ = http2.ConfigureServer(s.HTTP, s.H2)
+		_ = http2.ConfigureServer(s.HTTP, s.H2) //lint:ignore SA1019 see Server.H2
 		s.wg.Go(func() { _ = s.GRPC.Serve(s.grpcL) })
 		s.wg.Go(func() { _ = s.HTTP.Serve(s.httpL) })
 	})
@@ -100,7 +104,7 @@ func (s *Server) route(ctx context.Context, c net.Conn, isTLS bool) {
 	rc := newReplayConn(c, read, true)
 	s.conns.Store(rc, struct{}{})
 	defer s.conns.Delete(rc)
-	s.H2.ServeConn(rc, &http2.ServeConnOpts{Context: ctx, BaseConfig: s.HTTP, Handler: s.HTTP.Handler})
+	s.H2.ServeConn(rc, &http2.ServeConnOpts{Context: ctx, BaseConfig: s.HTTP, Handler: s.HTTP.Handler}) //lint:ignore SA1019 see Server.H2
 }
 
 // Shutdown stops both servers gracefully (forcefully after timeout) and
