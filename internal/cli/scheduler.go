@@ -3,7 +3,6 @@ package cli
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -140,7 +139,17 @@ func runScheduler(ctx context.Context, f schedulerFlags) error {
 	defer stopRun()
 	runDone := make(chan struct{})
 	g.Go(func() error { defer close(runDone); return sched.Run(runCtx) })
-	g.Go(func() error { watchStoreHealth(gctx, st, srv, log); return nil })
+	g.Go(func() error {
+		scheduler.WatchStore(gctx, st, 2*time.Second, func(ok bool, err error) {
+			srv.SetServing(ok)
+			if ok {
+				log.Info("store reachable; SERVING")
+			} else {
+				log.Warn("store unreachable; NOT_SERVING", "err", err)
+			}
+		})
+		return nil
+	})
 	if mln != nil {
 		g.Go(func() error { return serving.ServeMetrics(gctx, mln, reg) })
 	}
@@ -158,35 +167,6 @@ func runScheduler(ctx context.Context, f schedulerFlags) error {
 	log.Info("scheduler serving", "listen", ln.Addr().String(), "region", f.region, "store", st.Kind(),
 		"pools", strings.Join(cfg.PoolNames(), ","), "metrics", f.metricsListen)
 	return g.Wait()
-}
-
-// watchStoreHealth keeps health SERVING exactly while the store answers.
-func watchStoreHealth(ctx context.Context, st store.Store, srv *serving.GRPC, log *slog.Logger) {
-	t := time.NewTicker(2 * time.Second)
-	defer t.Stop()
-	ok := false
-	for {
-		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		err := st.Ping(pctx)
-		cancel()
-		if ctx.Err() != nil {
-			return
-		}
-		if now := err == nil; now != ok {
-			ok = now
-			srv.SetServing(ok)
-			if ok {
-				log.Info("store reachable; SERVING")
-			} else {
-				log.Warn("store unreachable; NOT_SERVING", "err", err)
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
 }
 
 func workloadCommand(tmpl string) ([]string, error) {
