@@ -503,3 +503,46 @@ func TestWatchStreamsQueuePositionUntilTheEnd(t *testing.T) {
 		}
 	})
 }
+
+func TestConcurrentCreatesCannotOverspendQuota(t *testing.T) {
+	storetest.Each(t, func(t *testing.T, kind string) {
+		u := storetest.URL(t, kind)
+		cfg := testConfig(t, `
+pools: [{name: gpu, capacity: 100, quotaGroup: gpu, maxPerUser: 100}]
+quotaGroups: [{name: gpu, weeklyHours: 30}]`)
+		a := newHarness(t, storetest.OpenURL(t, u), cfg, withInstance("a"))
+		b := newHarness(t, storetest.OpenURL(t, u), cfg, withInstance("b"))
+		week, _ := cfg.Week(t0)
+		if err := a.st.Update(a.ctx, nil, func(tx store.Tx) error { return tx.AddUsage(a.ctx, "alice", "gpu", week, 20*time.Hour) }); err != nil {
+			t.Fatal(err)
+		}
+		// 20 h used: the first 12 h session fits (projected 20 h < 30 h), the
+		// second would not (32 h). Ten racing creates on two instances admit one.
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		admitted, refused := 0, 0
+		for i := range 10 {
+			h := a
+			if i%2 == 1 {
+				h = b
+			}
+			wg.Go(func() {
+				_, err := h.cl.CreateSession(h.as("alice"), &schedulerv1.CreateSessionRequest{Pool: "gpu"})
+				mu.Lock()
+				defer mu.Unlock()
+				switch status.Code(err) {
+				case codes.OK:
+					admitted++
+				case codes.ResourceExhausted:
+					refused++
+				default:
+					t.Errorf("create: %v", err)
+				}
+			})
+		}
+		wg.Wait()
+		if admitted != 1 || refused != 9 {
+			t.Fatalf("admitted %d, refused %d; want exactly 1 admitted by the weekly quota", admitted, refused)
+		}
+	})
+}
