@@ -245,6 +245,10 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	t := time.NewTicker(s.interval)
 	defer t.Stop()
 	defer s.ops.Wait()
+	// A pass looks at every session this instance runs, so under a burst
+	// of changes passes are spaced at least minPass apart: the wake-ups
+	// coalesce instead of each paying for a full pass.
+	const minPass = 20 * time.Millisecond
 	for {
 		if err := s.Reconcile(ctx); err != nil && ctx.Err() == nil {
 			s.log.Warn("reconcile failed; retrying", "err", err)
@@ -254,6 +258,13 @@ func (s *Scheduler) Run(ctx context.Context) error {
 			return nil
 		case <-t.C:
 		case <-s.wake:
+			pause := time.NewTimer(minPass)
+			select {
+			case <-ctx.Done():
+				pause.Stop()
+				return nil
+			case <-pause.C:
+			}
 		}
 	}
 }
@@ -262,11 +273,16 @@ func (s *Scheduler) Run(ctx context.Context) error {
 // this instance runs towards its desired state, and fill free slots.
 func (s *Scheduler) Reconcile(ctx context.Context) error {
 	now := s.now()
-	if err := s.store.Update(ctx, nil, func(tx store.Tx) error { return tx.Heartbeat(ctx, s.instance, s.region, now) }); err != nil {
-		return fmt.Errorf("heartbeat: %w", err)
-	}
-	if err := s.adoptOrphans(ctx, now); err != nil {
-		return fmt.Errorf("adopting orphans: %w", err)
+	// Heartbeats and orphan checks run a few times per lease, not on every
+	// pass: passes run after every change, which under load is constantly.
+	if s.lastBeat.IsZero() || now.Sub(s.lastBeat) >= s.lease/4 || now.Before(s.lastBeat) {
+		if err := s.store.Update(ctx, nil, func(tx store.Tx) error { return tx.Heartbeat(ctx, s.instance, s.region, now) }); err != nil {
+			return fmt.Errorf("heartbeat: %w", err)
+		}
+		if err := s.adoptOrphans(ctx, now); err != nil {
+			return fmt.Errorf("adopting orphans: %w", err)
+		}
+		s.lastBeat = now
 	}
 	var mine []*store.Session
 	if err := s.store.View(ctx, func(tx store.Tx) (err error) {

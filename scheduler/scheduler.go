@@ -67,6 +67,9 @@ type Scheduler struct {
 	poll     time.Duration
 
 	wake chan struct{} // buffered(1): a change worth reconciling now
+	// lastBeat is when this instance last recorded its heartbeat; only the
+	// reconcile loop (one goroutine) touches it.
+	lastBeat time.Time
 
 	mu       sync.Mutex
 	changed  chan struct{}   // closed and replaced on every local change
