@@ -20,8 +20,12 @@ dev: build
 ## server themselves when Debian's PostgreSQL is installed.
 test:
 	@scripts/ensure-tools.sh
-	MERIDIAN_TEST_POSTGRES="$$(scripts/ensure-postgres.sh)" CGO_ENABLED=1 \
-	  $(GO) test -race -count=1 -timeout 30m ./...
+	@# Unit and integration tests in parallel; then the multi-process
+	@# system tests one package at a time, since they measure latency and
+	@# throughput on a 2-core machine and must not share it with each other.
+	export MERIDIAN_TEST_POSTGRES="$$(scripts/ensure-postgres.sh)" CGO_ENABLED=1 && \
+	  $(GO) test -race -count=1 -timeout 20m $$($(GO) list ./... | grep -v '/test/') && \
+	  $(GO) test -race -count=1 -timeout 20m -p 1 ./test/...
 
 test-short:
 	$(GO) test -count=1 -short ./...
