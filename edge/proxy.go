@@ -41,7 +41,7 @@ func (ed *Edge) handleGRPC(_ any, ss grpc.ServerStream) error {
 	}
 	ed.budget.active.Add(1)
 	defer ed.budget.active.Add(-1)
-	out := forwardMetadata(md, ctx, p.settings.headers)
+	out := forwardMetadata(ctx, md, p.settings.headers)
 	aff := ""
 	if p.settings.affinity == "CLIENT_IP" {
 		aff = clientIP(ctx)
@@ -173,7 +173,7 @@ func neverReached(err error, wasReady bool) bool {
 		return false
 	}
 	m := status.Convert(err).Message()
-	for _, s := range []string{"while dialing", "connection refused", "server preface", "no such host", "connection active"} {
+	for _, s := range []string{"while dialing", "connection refused", "server preface", "no such host"} {
 		if strings.Contains(m, s) {
 			return true
 		}
@@ -285,7 +285,7 @@ var hopHeaders = map[string]bool{"connection": true, "keep-alive": true, "te": t
 
 // forwardMetadata keeps the caller's metadata (Authorization included),
 // adds X-Forwarded-For/-Proto and the BackendConfig's custom headers.
-func forwardMetadata(in metadata.MD, ctx context.Context, custom [][2]string) metadata.MD {
+func forwardMetadata(ctx context.Context, in metadata.MD, custom [][2]string) metadata.MD {
 	out := metadata.MD{}
 	for k, v := range in {
 		if !hopHeaders[k] && !strings.HasPrefix(k, ":") {

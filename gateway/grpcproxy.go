@@ -50,7 +50,7 @@ func (g *Gateway) proxyGRPC(ctx context.Context, st *state, method string, ss gr
 		_ = ss.SetHeader(metadata.Pairs("retry-after", retryAfter(wait)))
 		return status.Errorf(codes.ResourceExhausted, "Quota exceeded for quota metric %q: retry in %s", limit, retryAfter(wait)+"s")
 	}
-	out := backendMetadata(md, id, ctx)
+	out := backendMetadata(ctx, md, id)
 	bctx, cancel := context.WithCancel(metadata.NewOutgoingContext(ctx, out))
 	defer cancel()
 	cs, err := g.backend.NewStream(bctx, rawgrpc.StreamDesc, method, grpc.ForceCodecV2(rawgrpc.Codec{}))
@@ -140,7 +140,7 @@ var hopHeaders = map[string]bool{
 // backendMetadata is what the backend receives: the caller's metadata
 // without any X-Endpoint-* header a client sent, plus the verified
 // identity and X-Forwarded-For.
-func backendMetadata(in metadata.MD, id *identity, ctx context.Context) metadata.MD {
+func backendMetadata(ctx context.Context, in metadata.MD, id *identity) metadata.MD {
 	out := metadata.MD{}
 	for k, v := range in {
 		if hopHeaders[k] || strings.HasPrefix(k, ":") || strings.HasPrefix(k, "x-endpoint-") {

@@ -419,14 +419,15 @@ func (s *Scheduler) startTimeout(pool string) time.Duration {
 	return 60 * time.Second
 }
 
-// busy marks id as having a runtime operation under way; it reports
-// whether one already was.
+// busy reports whether id has a runtime Start or Stop under way.
 func (s *Scheduler) busy(id string) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.inflight[id]
 }
 
+// claim marks id as having a runtime operation under way; false means one
+// already was.
 func (s *Scheduler) claim(id string) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
