@@ -149,8 +149,12 @@ func (g *gateway) handle(_ any, ss grpc.ServerStream) error {
 		return ss.SendMsg(rawgrpc.FrameOf(b))
 	}
 	g.calls.Add(1)
-	if err := ss.RecvMsg(&rawgrpc.Frame{}); err != nil {
+	in := &rawgrpc.Frame{}
+	if err := ss.RecvMsg(in); err != nil {
 		return err
+	}
+	if strings.HasSuffix(method, "/Echo") {
+		return ss.SendMsg(in)
 	}
 	if strings.HasSuffix(method, "/Deadline") { // answers the deadline it saw, in ms
 		ms := "none"

@@ -148,7 +148,10 @@ func New(opts Options) (*Gateway, error) {
 		grpc.ForceServerCodecV2(rawgrpc.Codec{}),
 		grpc.MaxRecvMsgSize(int(opts.ClientMaxBodySize)),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
-		grpc.NumStreamWorkers(uint32(max(2, 2*runtimeNumCPU()))),
+		// Proxied calls block on the backend, so a few workers are always
+		// busy and grpc-go starts a goroutine per stream, growing its stack
+		// anew each time: keep enough workers for typical concurrency.
+		grpc.NumStreamWorkers(uint32(max(128, 2*runtimeNumCPU()))),
 	)
 	return g, nil
 }

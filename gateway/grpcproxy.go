@@ -58,30 +58,50 @@ func (g *Gateway) proxyGRPC(ctx context.Context, st *state, method string, ss gr
 		g.metrics.backendError(selector)
 		return backendErr(err)
 	}
-	// client → backend
-	sendErr := make(chan error, 1)
-	go func() {
-		for {
-			f := &rawgrpc.Frame{}
-			if err := ss.RecvMsg(f); err != nil {
-				if errors.Is(err, io.EOF) {
-					sendErr <- cs.CloseSend()
-				} else {
-					cancel()
-					sendErr <- err
-				}
-				return
-			}
+	if st.unary[method] {
+		// One request: relay it here, without the goroutine a stream needs.
+		f := &rawgrpc.Frame{}
+		switch err := ss.RecvMsg(f); {
+		case err == nil:
 			rec.bytesIn.Add(int64(f.Data.Len()))
-			err := cs.SendMsg(f)
-			f.Data.Free()
-			if err != nil { // the backend ended the call; RecvMsg below reports why
-				sendErr <- nil
-				return
+			if cs.SendMsg(f) == nil { // else the backend ended the call; RecvMsg below reports why
+				_ = cs.CloseSend()
 			}
+			f.Data.Free()
+		case errors.Is(err, io.EOF):
+			_ = cs.CloseSend()
+		default:
+			return err
 		}
-	}()
-	// backend → client
+	} else {
+		go g.pumpToBackend(ss, cs, cancel, rec)
+	}
+	return g.pumpToClient(ss, cs, rec, selector)
+}
+
+// pumpToBackend relays a stream's requests until the client half-closes.
+func (g *Gateway) pumpToBackend(ss grpc.ServerStream, cs grpc.ClientStream, cancel context.CancelFunc, rec *callRecord) {
+	for {
+		f := &rawgrpc.Frame{}
+		if err := ss.RecvMsg(f); err != nil {
+			if errors.Is(err, io.EOF) {
+				_ = cs.CloseSend()
+			} else {
+				cancel()
+			}
+			return
+		}
+		rec.bytesIn.Add(int64(f.Data.Len()))
+		err := cs.SendMsg(f)
+		f.Data.Free()
+		if err != nil { // the backend ended the call; pumpToClient reports why
+			return
+		}
+	}
+}
+
+// pumpToClient relays the backend's header, responses and trailer.
+func (g *Gateway) pumpToClient(ss grpc.ServerStream, cs grpc.ClientStream, rec *callRecord, selector string) error {
 	hdr, err := cs.Header()
 	if err == nil {
 		err = ss.SendHeader(hdr)
@@ -139,30 +159,33 @@ var hopHeaders = map[string]bool{
 
 // backendMetadata is what the backend receives: the caller's metadata
 // without any X-Endpoint-* header a client sent, plus the verified
-// identity and X-Forwarded-For.
-func backendMetadata(ctx context.Context, in metadata.MD, id *identity) metadata.MD {
-	out := metadata.MD{}
-	for k, v := range in {
+// identity and X-Forwarded-For. It edits md, which must be the caller's
+// own copy (metadata.FromIncomingContext returns one).
+func backendMetadata(ctx context.Context, md metadata.MD, id *identity) metadata.MD {
+	prior := md["x-forwarded-for"]
+	for k := range md {
 		if hopHeaders[k] || strings.HasPrefix(k, ":") || strings.HasPrefix(k, "x-endpoint-") {
-			continue
+			delete(md, k)
 		}
-		out[k] = v
 	}
 	if id.claims != nil {
-		out.Set(strings.ToLower(UserInfoHeader), id.claims.UserInfo)
+		md[userInfoKey] = []string{id.claims.UserInfo}
 	}
 	if p, ok := peer.FromContext(ctx); ok {
 		host := p.Addr.String()
 		if i := strings.LastIndexByte(host, ':'); i > 0 {
 			host = strings.Trim(host[:i], "[]")
 		}
-		if prior := in.Get("x-forwarded-for"); len(prior) > 0 {
+		if len(prior) > 0 {
 			host = strings.Join(prior, ", ") + ", " + host
 		}
-		out.Set("x-forwarded-for", host)
+		md["x-forwarded-for"] = []string{host}
 	}
-	return out
+	return md
 }
+
+// userInfoKey is UserInfoHeader as a metadata key.
+var userInfoKey = strings.ToLower(UserInfoHeader)
 
 // mdSource reads credentials from gRPC metadata (no query string).
 type mdSource metadata.MD

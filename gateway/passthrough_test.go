@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -160,6 +161,17 @@ http:
 	cancelCall()
 	if err != nil || string(resp.GetPayload().GetBody()) != "hello" {
 		t.Fatalf("unary: %v", err)
+	}
+	// Regression: messages of 1 KiB and more (pooled buffers) were freed
+	// once too often by the pass-through codec and crashed the gateway.
+	for _, size := range []int{1 << 10, 64 << 10, 1 << 20} {
+		body := bytes.Repeat([]byte{'p'}, size)
+		c, cancelCall := call(10 * time.Second)
+		resp, err := cl.UnaryCall(c, &testpb.SimpleRequest{Payload: &testpb.Payload{Body: body}})
+		cancelCall()
+		if err != nil || !bytes.Equal(resp.GetPayload().GetBody(), body) {
+			t.Fatalf("unary of %d bytes: %v", size, err)
+		}
 	}
 	if hdr.Get("seen-custom")[0] != "v1" || hdr.Get("seen-userinfo")[0] == "" || tr.Get("trailer-x")[0] != "t" {
 		t.Fatalf("metadata not carried: header %v trailer %v", hdr, tr)

@@ -25,12 +25,15 @@ var _ encoding.CodecV2 = Codec{}
 // Name is "proto".
 func (Codec) Name() string { return "proto" }
 
-// Marshal returns the frame's buffers; gRPC frees them once written.
+// Marshal returns the frame's buffers with a reference of their own:
+// gRPC frees what Marshal returns once it has written it (SendMsg's
+// deferred data.Free), and the caller still frees the frame's reference.
 func (Codec) Marshal(v any) (mem.BufferSlice, error) {
 	f, ok := v.(*Frame)
 	if !ok {
 		return nil, errors.New("rawgrpc: not a *Frame")
 	}
+	f.Data.Ref()
 	return f.Data, nil
 }
 
