@@ -7,6 +7,7 @@ package gateway
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -49,6 +50,8 @@ type Options struct {
 	// Backend is the gRPC backend URL: grpc:// or http:// (h2c), grpcs:// or
 	// https:// (TLS). Default grpc://127.0.0.1:8082.
 	Backend string
+	// BackendCA verifies a grpcs:// or https:// backend (PEM). Default: system roots.
+	BackendCA string
 	// BackendDeadline bounds transcoded unary calls. Default 15s.
 	BackendDeadline time.Duration
 	// Descriptor is a FileDescriptorSet for transcoding; default: ask the
@@ -134,7 +137,7 @@ func New(opts Options) (*Gateway, error) {
 	if opts.AccessLog != nil {
 		g.access = slog.New(slog.NewJSONHandler(opts.AccessLog, nil)).With("log", "access")
 	}
-	conn, err := dialBackend(opts.Backend)
+	conn, err := dialBackend(opts.Backend, opts.BackendCA)
 	if err != nil {
 		return nil, err
 	}
@@ -227,7 +230,7 @@ func (o *Options) defaults() error {
 	return nil
 }
 
-func dialBackend(raw string) (*grpc.ClientConn, error) {
+func dialBackend(raw, caFile string) (*grpc.ClientConn, error) {
 	u, err := url.Parse(raw)
 	if err != nil || u.Host == "" {
 		return nil, fmt.Errorf("--backend = %q: want grpc://HOST:PORT (also http, grpcs, https)", raw)
@@ -237,7 +240,18 @@ func dialBackend(raw string) (*grpc.ClientConn, error) {
 	case "grpc", "http":
 		creds = insecure.NewCredentials()
 	case "grpcs", "https":
-		creds = credentials.NewTLS(&tls.Config{MinVersion: tls.VersionTLS12})
+		cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+		if caFile != "" {
+			pem, err := os.ReadFile(caFile)
+			if err != nil {
+				return nil, fmt.Errorf("--backend_ca: %w", err)
+			}
+			cfg.RootCAs = x509.NewCertPool()
+			if !cfg.RootCAs.AppendCertsFromPEM(pem) {
+				return nil, fmt.Errorf("--backend_ca %s: no PEM certificates in it", caFile)
+			}
+		}
+		creds = credentials.NewTLS(cfg)
 	default:
 		return nil, fmt.Errorf("--backend = %q: scheme %q; want grpc, http, grpcs or https", raw, u.Scheme)
 	}

@@ -244,3 +244,43 @@ http:
 		t.Fatalf("REST stream as a JSON array: %d %s", r.code, r.body)
 	}
 }
+
+// A grpcs:// backend: TLS to the backend, verified with --backend_ca.
+func TestTLSBackend(t *testing.T) {
+	dir, _ := certDir(t)
+	cert, err := tls.LoadX509KeyPair(filepath.Join(dir, "server.crt"), filepath.Join(dir, "server.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	srv := grpc.NewServer(grpc.Creds(credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{cert}})))
+	testpb.RegisterTestServiceServer(srv, testService{})
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(srv.Stop)
+	cfg := filepath.Join(t.TempDir(), "svc.yaml")
+	_ = os.WriteFile(cfg, []byte("name: test.example.com\napis: [{name: grpc.testing.TestService}]\nusage:\n  rules: [{selector: \"*\", allow_unregistered_calls: true}]\n"), 0o644)
+	front, roots := certDir(t)
+	for _, tc := range []struct {
+		ca   string
+		code codes.Code
+	}{{filepath.Join(dir, "server.crt"), codes.OK}, {"", codes.Unavailable}} {
+		g, err := New(Options{ServiceConfig: cfg, Backend: "grpcs://" + ln.Addr().String(), BackendCA: tc.ca,
+			SSLAddr: "127.0.0.1:0", CertDir: front, Log: slog.New(slog.DiscardHandler)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { _ = g.Run(ctx); close(done) }()
+		conn, _ := grpc.NewClient(g.Addr("ssl"), grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: roots})))
+		cctx, ccancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_, err = testpb.NewTestServiceClient(conn).UnaryCall(cctx, &testpb.SimpleRequest{})
+		ccancel()
+		conn.Close()
+		cancel()
+		<-done
+		if status.Code(err) != tc.code {
+			t.Fatalf("backend CA %q: %v, want %s (an unverifiable backend is refused, not trusted)", tc.ca, err, tc.code)
+		}
+	}
+}

@@ -104,6 +104,7 @@ swaps changes in with no failed request; a bad change keeps the old config.`,
 	fl.StringVar(&o.Rollout, "rollout_strategy", "fixed", "fixed: read files once; managed: watch and swap in changes")
 	fl.String("version", "", "config version (accepted for ESP compatibility; the file is the version)")
 	fl.StringVar(&o.Backend, "backend", "grpc://127.0.0.1:8082", "backend URL: grpc:// or http:// (h2c), grpcs:// or https:// (TLS)")
+	fl.StringVar(&o.BackendCA, "backend_ca", "", "PEM CA verifying a grpcs:// or https:// backend (default: system roots)")
 	fl.DurationVar(&o.BackendDeadline, "backend_deadline", 15*time.Second, "deadline of transcoded unary calls")
 	fl.StringVar(&o.Descriptor, "descriptor", "", "FileDescriptorSet for transcoding (default: the backend's server reflection)")
 	fl.StringVar(&o.CertDir, "ssl_server_cert_path", "/etc/nginx/ssl", "directory with server.crt/server.key or nginx.crt/nginx.key")
