@@ -57,3 +57,10 @@ clean:
 .PHONY: bench-gateway
 bench-gateway:
 	test/proxybench/run.sh $(BENCH_FLAGS)
+
+## bench-edge: edge vs HAProxy (TLS h2 both sides, cores pinned: CPU per call, p50/p99,
+## throughput) and failover times over 10 kills of a region under `meridian dev`
+## (test/edgebench, about 7 minutes); e.g. BENCH_FLAGS="-parts overhead -rounds 1".
+.PHONY: bench-edge
+bench-edge: build
+	test/edgebench/run.sh $(BENCH_FLAGS)

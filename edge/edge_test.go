@@ -391,3 +391,30 @@ func newReq(url, cookie string) (*http.Request, error) {
 	}
 	return req, err
 }
+
+// Regression: each outage doubled the ejection backoff, so after a few
+// kills a recovered region waited up to 30 s to get traffic back although
+// its health checks passed.
+func TestRepeatedOutagesDoNotDelayRecovery(t *testing.T) {
+	r := newRig(t, "HTTPS")
+	us := r.gws["us-central1"]
+	for i := range 4 {
+		us.kill()
+		for range 5 { // traffic during the outage ejects it
+			if got, err := r.call("/test.Echo/GetRegion"); err != nil || got == "us-central1" {
+				t.Fatalf("outage %d: %q, %v", i, got, err)
+			}
+		}
+		waitUntil(t, 5*time.Second, "health checks to see the outage", func() bool {
+			return !r.ed.Status().Pools[0].Routing[0].Endpoints[0].Healthy
+		})
+		us.restart()
+		back := waitUntil(t, 10*time.Second, "traffic back", func() bool {
+			got, err := r.call("/test.Echo/GetRegion")
+			return err == nil && got == "us-central1"
+		})
+		if back > 2500*time.Millisecond {
+			t.Fatalf("outage %d: traffic back after %s; want within two check intervals", i+1, back)
+		}
+	}
+}

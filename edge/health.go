@@ -175,10 +175,15 @@ func (c *checker) run(ctx context.Context) {
 			if c.e.draining.CompareAndSwap(true, false) {
 				c.onEdge(Event{Kind: "serving", Endpoint: c.e.id, Region: c.e.region, Detail: "health check answers SERVING again"})
 			}
+			recovered := false
 			if okRun >= c.s.healthy && c.e.healthy.CompareAndSwap(false, true) {
 				c.onEdge(Event{Kind: "healthy", Endpoint: c.e.id, Region: c.e.region, Detail: fmt.Sprintf("%d check(s) passed", okRun)})
+				recovered = true
 			}
-			if c.e.ejected.Load() && time.Now().UnixNano() >= c.e.ejectedUntil.Load() && c.e.ejected.CompareAndSwap(true, false) {
+			// An endpoint the checks saw die and come back is readmitted at
+			// once; the ejection backoff only holds back one that fails
+			// requests while passing checks.
+			if c.e.ejected.Load() && (recovered || time.Now().UnixNano() >= c.e.ejectedUntil.Load()) && c.e.ejected.CompareAndSwap(true, false) {
 				c.onEdge(Event{Kind: "readmitted", Endpoint: c.e.id, Region: c.e.region, Detail: "active check passed after ejection"})
 			}
 		} else {

@@ -247,7 +247,11 @@ func choose(cands []*endpoint, affinity string) *endpoint {
 	if len(cands) == 1 {
 		return cands[0]
 	}
-	a, b := cands[rand.IntN(len(cands))], cands[rand.IntN(len(cands))]
+	i, j := rand.IntN(len(cands)), rand.IntN(len(cands)-1)
+	if j >= i {
+		j++ // two different endpoints
+	}
+	a, b := cands[i], cands[j]
 	if b.inflight.Load() < a.inflight.Load() {
 		return b
 	}
