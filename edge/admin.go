@@ -29,7 +29,10 @@ func (ed *Edge) served(pool, cluster, region, code string, d time.Duration) {
 	if region == "" {
 		return
 	}
-	v, _ := ed.stats.LoadOrStore(region, &regionStats{})
+	v, ok := ed.stats.Load(region)
+	if !ok {
+		v, _ = ed.stats.LoadOrStore(region, &regionStats{})
+	}
 	rs := v.(*regionStats)
 	rs.requests.Add(1)
 	rs.latency.Add(int64(d))

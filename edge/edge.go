@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -149,7 +150,11 @@ func New(opts Options) (*Edge, error) {
 	ed.transport = &http.Transport{TLSClientConfig: ed.upstreamTLS.Clone(), ForceAttemptHTTP2: true, MaxIdleConnsPerHost: 64,
 		IdleConnTimeout: 90 * time.Second, DialContext: (&net.Dialer{Timeout: 2 * time.Second}).DialContext}
 	ed.grpc = grpc.NewServer(grpc.UnknownServiceHandler(ed.handleGRPC), grpc.ForceServerCodecV2(rawgrpc.Codec{}),
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}))
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+		// Proxied calls block on the backend: with few workers all are busy
+		// and grpc-go starts a goroutine per stream, growing its stack anew
+		// (as in the gateway).
+		grpc.NumStreamWorkers(uint32(max(128, 2*runtime.NumCPU()))))
 	cfg, err := Load(opts.Config)
 	if err != nil {
 		return nil, err

@@ -110,8 +110,8 @@ func (ed *Edge) attemptGRPC(ctx context.Context, e *endpoint, method string, out
 	if err != nil {
 		return attemptResult{err: err, reached: false, eject: true}
 	}
-	fwd := make(chan struct{})
-	go func() { defer close(fwd); cr.forward(actx, cs) }()
+	cr.attach(actx, cs)
+	defer cr.detach(cs)
 	hdr, err := cs.Header()
 	var firstMsg *rawgrpc.Frame
 	if err == nil {
@@ -124,7 +124,7 @@ func (ed *Edge) attemptGRPC(ctx context.Context, e *endpoint, method string, out
 	}
 	if err != nil && !errors.Is(err, io.EOF) && firstMsg == nil && retryableStatus(err) {
 		cancel()
-		<-fwd
+		cr.detach(cs)
 		reached := !neverReached(err, wasReady)
 		return attemptResult{err: err, reached: reached, eject: true}
 	}
@@ -181,26 +181,27 @@ func neverReached(err error, wasReady bool) bool {
 	return !wasReady && strings.Contains(m, "connection error")
 }
 
-// clientReader reads the client's messages once and replays them to each
-// attempt; it keeps them (up to a limit) for retries.
+// clientReader reads the client's messages once, on one goroutine, and
+// sends each to the current attempt's stream as it arrives; it keeps them
+// (up to a limit) so that a retry can replay them.
 type clientReader struct {
 	ss    grpc.ServerStream
 	limit int
 
-	mu      sync.Mutex
-	msgs    [][]byte
-	base    int // absolute index of msgs[0]
-	size    int
-	over    bool
-	first   []byte
-	done    bool
-	err     error
-	sent    int // highest index forwarded by the current attempt
-	changed chan struct{}
+	mu    sync.Mutex
+	msgs  [][]byte
+	base  int // absolute index of msgs[0]
+	size  int
+	over  bool
+	first []byte
+	done  bool
+	err   error
+	sent  int               // highest index forwarded to an attempt
+	sink  grpc.ClientStream // the attempt new messages go to; nil while none or replaying
 }
 
 func newClientReader(ss grpc.ServerStream, limit int) *clientReader {
-	return &clientReader{ss: ss, limit: limit, changed: make(chan struct{})}
+	return &clientReader{ss: ss, limit: limit}
 }
 
 func (c *clientReader) run() {
@@ -210,39 +211,83 @@ func (c *clientReader) run() {
 		c.mu.Lock()
 		if err != nil {
 			c.done, c.err = true, err
-		} else {
-			b := f.Data.Materialize()
-			f.Data.Free()
-			if c.first == nil {
-				c.first = b
+			sink := c.sink
+			c.mu.Unlock()
+			if sink != nil && errors.Is(err, io.EOF) {
+				_ = sink.CloseSend()
 			}
-			c.msgs = append(c.msgs, b)
-			c.size += len(b)
-			if c.size > c.limit {
-				c.over = true
-			}
-			if c.over && c.sent > c.base { // kept only until forwarded
-				drop := c.sent - c.base
-				c.msgs = c.msgs[drop:]
-				c.base += drop
-			}
-		}
-		close(c.changed)
-		c.changed = make(chan struct{})
-		c.mu.Unlock()
-		if err != nil {
 			return
 		}
+		b := f.Data.Materialize()
+		f.Data.Free()
+		if c.first == nil {
+			c.first = b
+		}
+		c.msgs = append(c.msgs, b)
+		idx := c.base + len(c.msgs) - 1
+		c.size += len(b)
+		if c.size > c.limit {
+			c.over = true
+		}
+		sink := c.sink
+		c.mu.Unlock()
+		if sink == nil {
+			continue // no attempt yet, or a replay that will pick it up
+		}
+		serr := sink.SendMsg(rawgrpc.FrameOf(b))
+		c.mu.Lock()
+		if serr != nil {
+			if c.sink == sink {
+				c.sink = nil // the backend ended the call; RecvMsg on it says why
+			}
+		} else {
+			c.sent = max(c.sent, idx+1)
+		}
+		c.trim()
+		c.mu.Unlock()
+	}
+}
+
+// trim drops forwarded messages once over the retry buffer limit (c.mu held).
+func (c *clientReader) trim() {
+	if c.over && c.sent > c.base {
+		drop := c.sent - c.base
+		c.msgs = c.msgs[drop:]
+		c.base += drop
 	}
 }
 
 func (c *clientReader) overflowed() bool { c.mu.Lock(); defer c.mu.Unlock(); return c.over }
 func (c *clientReader) firstMsg() []byte { c.mu.Lock(); defer c.mu.Unlock(); return c.first }
 
-// forward sends every message, buffered and new, then half-closes when the
-// client has.
-func (c *clientReader) forward(ctx context.Context, cs grpc.ClientStream) {
-	for i := 0; ; {
+// attach makes cs the attempt the client's messages go to. With nothing
+// received yet (a first attempt, the common case) the reader sends to it
+// directly; otherwise a goroutine replays what is buffered first and then
+// hands over to the reader.
+func (c *clientReader) attach(ctx context.Context, cs grpc.ClientStream) {
+	c.mu.Lock()
+	if c.base+len(c.msgs) == 0 && !c.done {
+		c.sink = cs
+		c.mu.Unlock()
+		return
+	}
+	c.mu.Unlock()
+	go c.replay(ctx, cs)
+}
+
+// detach stops sending to cs (its attempt is over).
+func (c *clientReader) detach(cs grpc.ClientStream) {
+	c.mu.Lock()
+	if c.sink == cs {
+		c.sink = nil
+	}
+	c.mu.Unlock()
+}
+
+// replay sends every buffered message, then half-closes if the client has,
+// or else hands cs to the reader for the messages still to come.
+func (c *clientReader) replay(ctx context.Context, cs grpc.ClientStream) {
+	for i := 0; ctx.Err() == nil; {
 		c.mu.Lock()
 		if i < c.base { // trimmed before this attempt could send it
 			c.mu.Unlock()
@@ -268,13 +313,9 @@ func (c *clientReader) forward(ctx context.Context, cs grpc.ClientStream) {
 			}
 			return
 		}
-		ch := c.changed
+		c.sink = cs // caught up: the reader sends the rest
 		c.mu.Unlock()
-		select {
-		case <-ctx.Done():
-			return
-		case <-ch:
-		}
+		return
 	}
 }
 
@@ -284,25 +325,27 @@ var hopHeaders = map[string]bool{"connection": true, "keep-alive": true, "te": t
 	"user-agent": true, "host": true}
 
 // forwardMetadata keeps the caller's metadata (Authorization included),
-// adds X-Forwarded-For/-Proto and the BackendConfig's custom headers.
-func forwardMetadata(ctx context.Context, in metadata.MD, custom [][2]string) metadata.MD {
-	out := metadata.MD{}
-	for k, v := range in {
-		if !hopHeaders[k] && !strings.HasPrefix(k, ":") {
-			out[k] = v
+// adds X-Forwarded-For/-Proto and the BackendConfig's custom headers. It
+// edits md, which must be the caller's own copy (metadata.FromIncomingContext
+// returns one).
+func forwardMetadata(ctx context.Context, md metadata.MD, custom [][2]string) metadata.MD {
+	prior := md["x-forwarded-for"]
+	for k := range md {
+		if hopHeaders[k] || strings.HasPrefix(k, ":") {
+			delete(md, k)
 		}
 	}
 	if ip := clientIP(ctx); ip != "" {
-		if prior := in.Get("x-forwarded-for"); len(prior) > 0 {
+		if len(prior) > 0 {
 			ip = strings.Join(prior, ", ") + ", " + ip
 		}
-		out.Set("x-forwarded-for", ip)
+		md["x-forwarded-for"] = []string{ip}
 	}
-	out.Set("x-forwarded-proto", "https")
+	md["x-forwarded-proto"] = []string{"https"}
 	for _, h := range custom {
-		out.Set(strings.ToLower(h[0]), h[1])
+		md.Set(strings.ToLower(h[0]), h[1])
 	}
-	return out
+	return md
 }
 
 func clientIP(ctx context.Context) string {
