@@ -27,67 +27,7 @@ func (s *Scheduler) Create(ctx context.Context, owner, pool, requestID string) (
 		s.metrics.refused(pool, "not_in_region")
 		return nil, status.Errorf(codes.FailedPrecondition, "pool %q is not offered in region %s", pool, s.region)
 	}
-	var out *store.Session
-	var created bool
-	err := s.store.Update(ctx, []string{userLock(owner), poolLock(s.region, pool)}, func(tx store.Tx) error {
-		out, created = nil, false
-		if requestID != "" {
-			prev, err := tx.SessionByRequest(ctx, owner, requestID)
-			switch {
-			case err == nil && prev.Pool != pool:
-				return status.Errorf(codes.AlreadyExists, "request_id %q was already used to create %s in pool %q; use a new request_id for a different pool",
-					requestID, sessionName(prev.ID), prev.Pool)
-			case err == nil:
-				out = prev
-				return nil
-			case !errors.Is(err, store.ErrNotFound):
-				return err
-			}
-		}
-		live, err := tx.OwnerLive(ctx, owner)
-		if err != nil {
-			return err
-		}
-		if err := s.checkConcurrency(pc, live); err != nil {
-			return err
-		}
-		if pc.QuotaGroup != "" {
-			if err := s.checkQuota(ctx, tx, owner, pc, live); err != nil {
-				return err
-			}
-		}
-		p, err := tx.Pool(ctx, s.region, pool)
-		if err != nil {
-			return err
-		}
-		now := s.now()
-		sess := &store.Session{
-			ID:          newID(),
-			Owner:       owner,
-			Pool:        pool,
-			Region:      s.region,
-			RequestID:   requestID,
-			QuotaGroup:  pc.QuotaGroup,
-			CreateTime:  now,
-			UpdateTime:  now,
-			MaxDuration: pc.MaxDuration.Duration,
-			IdleTimeout: pc.IdleTimeout.Duration,
-		}
-		if p.Holding < capacity && p.Queued == 0 {
-			s.place(sess, p, now)
-		} else {
-			sess.State = schedulerv1.Session_QUEUED
-			sess.QueueSeq = p.NextSeq
-			sess.Message = fmt.Sprintf("queued: all %d %s slots in %s are in use", capacity, pool, s.region)
-			p.NextSeq++
-			p.Queued++
-		}
-		if err := tx.InsertSession(ctx, sess); err != nil {
-			return err
-		}
-		out, created = sess, true
-		return tx.SavePool(ctx, p)
-	})
+	out, created, err := s.admitter(pc).admit(ctx, owner, requestID)
 	if err != nil {
 		if st, ok := status.FromError(err); ok && st.Code() == codes.ResourceExhausted {
 			s.metrics.refused(pool, refusalReason(st.Message()))
@@ -100,6 +40,64 @@ func (s *Scheduler) Create(ctx context.Context, owner, pool, requestID string) (
 	}
 	s.notify()
 	return out, nil
+}
+
+// admitOne admits one request inside an admission transaction that holds
+// the pool's lock and the owner's: p is the pool's counters, read once per
+// transaction and saved by the caller. A refusal is a gRPC status error
+// returned before anything is written.
+func (s *Scheduler) admitOne(ctx context.Context, tx store.Tx, pc *PoolConfig, p *store.Pool, owner, requestID string) (*store.Session, bool, error) {
+	pool, capacity := pc.Name, s.capacity(pc)
+	if requestID != "" {
+		prev, err := tx.SessionByRequest(ctx, owner, requestID)
+		switch {
+		case err == nil && prev.Pool != pool:
+			return nil, false, status.Errorf(codes.AlreadyExists, "request_id %q was already used to create %s in pool %q; use a new request_id for a different pool",
+				requestID, sessionName(prev.ID), prev.Pool)
+		case err == nil:
+			return prev, false, nil
+		case !errors.Is(err, store.ErrNotFound):
+			return nil, false, err
+		}
+	}
+	live, err := tx.OwnerLive(ctx, owner)
+	if err != nil {
+		return nil, false, err
+	}
+	if err := s.checkConcurrency(pc, live); err != nil {
+		return nil, false, err
+	}
+	if pc.QuotaGroup != "" {
+		if err := s.checkQuota(ctx, tx, owner, pc, live); err != nil {
+			return nil, false, err
+		}
+	}
+	now := s.now()
+	sess := &store.Session{
+		ID:          newID(),
+		Owner:       owner,
+		Pool:        pool,
+		Region:      s.region,
+		RequestID:   requestID,
+		QuotaGroup:  pc.QuotaGroup,
+		CreateTime:  now,
+		UpdateTime:  now,
+		MaxDuration: pc.MaxDuration.Duration,
+		IdleTimeout: pc.IdleTimeout.Duration,
+	}
+	if p.Holding < capacity && p.Queued == 0 {
+		s.place(sess, p, now)
+	} else {
+		sess.State = schedulerv1.Session_QUEUED
+		sess.QueueSeq = p.NextSeq
+		sess.Message = fmt.Sprintf("queued: all %d %s slots in %s are in use", capacity, pool, s.region)
+		p.NextSeq++
+		p.Queued++
+	}
+	if err := tx.InsertSession(ctx, sess); err != nil {
+		return nil, false, err
+	}
+	return sess, true, nil
 }
 
 // place gives sess a slot in p: STARTING, owned by this instance.

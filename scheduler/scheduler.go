@@ -71,11 +71,12 @@ type Scheduler struct {
 	// reconcile loop (one goroutine) touches it.
 	lastBeat time.Time
 
-	mu       sync.Mutex
-	changed  chan struct{}   // closed and replaced on every local change
-	inflight map[string]bool // sessions with a runtime Start/Stop under way
-	ops      sync.WaitGroup
-	stopping atomic.Bool // set by Shutdown
+	mu        sync.Mutex
+	changed   chan struct{}        // closed and replaced on every local change
+	inflight  map[string]bool      // sessions with a runtime Start/Stop under way
+	admitters map[string]*admitter // by pool
+	ops       sync.WaitGroup
+	stopping  atomic.Bool // set by Shutdown
 }
 
 // New validates opts and returns a Scheduler.
@@ -94,20 +95,21 @@ func New(opts Options) (*Scheduler, error) {
 		return nil, err
 	}
 	s := &Scheduler{
-		region:   opts.Region,
-		instance: opts.Instance,
-		cfg:      opts.Config,
-		store:    opts.Store,
-		rt:       opts.Runtime,
-		clock:    opts.Clock,
-		log:      opts.Log,
-		metrics:  opts.Metrics,
-		interval: opts.ReconcileInterval,
-		lease:    opts.InstanceLease,
-		poll:     opts.WatchPoll,
-		wake:     make(chan struct{}, 1),
-		changed:  make(chan struct{}),
-		inflight: map[string]bool{},
+		region:    opts.Region,
+		instance:  opts.Instance,
+		cfg:       opts.Config,
+		store:     opts.Store,
+		rt:        opts.Runtime,
+		clock:     opts.Clock,
+		log:       opts.Log,
+		metrics:   opts.Metrics,
+		interval:  opts.ReconcileInterval,
+		lease:     opts.InstanceLease,
+		poll:      opts.WatchPoll,
+		wake:      make(chan struct{}, 1),
+		changed:   make(chan struct{}),
+		inflight:  map[string]bool{},
+		admitters: map[string]*admitter{},
 	}
 	if s.instance == "" {
 		s.instance = s.region

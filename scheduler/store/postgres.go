@@ -38,6 +38,17 @@ func openPostgres(ctx context.Context, url string) (Store, error) {
 			_, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock($1)`, lockKey(key))
 			return err
 		},
+		// One round trip for all of a transaction's locks, taken in key
+		// order so that two transactions never wait on each other in a
+		// cycle.
+		lockAll: func(ctx context.Context, tx *sql.Tx, names []string) error {
+			keys := make([]int64, len(names))
+			for i, n := range names {
+				keys[i] = lockKey(n)
+			}
+			_, err := tx.ExecContext(ctx, `SELECT count(pg_advisory_xact_lock(k)) FROM (SELECT DISTINCT unnest($1::bigint[]) AS k ORDER BY k) AS t`, keys)
+			return err
+		},
 		retryable: func(err error) bool {
 			c := pgCode(err)
 			return c == "40001" || c == "40P01" // serialization_failure, deadlock_detected

@@ -8,6 +8,7 @@ import (
 	"hash/fnv"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	schedulerv1 "github.com/meridian-gw/meridian/api/meridian/scheduler/v1"
@@ -19,6 +20,8 @@ type dialect struct {
 	// lock takes a transaction-scoped lock on key; nil when the
 	// transaction itself is exclusive (SQLite's BEGIN IMMEDIATE).
 	lock func(ctx context.Context, tx *sql.Tx, key string) error
+	// lockAll, when set, takes several locks in one round trip.
+	lockAll func(ctx context.Context, tx *sql.Tx, keys []string) error
 	// retryable reports a serialization failure or deadlock worth a retry.
 	retryable func(error) bool
 	// isUnique reports a unique-constraint violation.
@@ -32,16 +35,113 @@ type sqlStore struct {
 	// beginWrite serializes writers where the database would make them spin
 	// (SQLite); nil otherwise.
 	beginWrite func() (unlock func())
+	// stmts, when set, keeps prepared statements (SQLite; pgx already
+	// caches them per connection).
+	stmts *stmtCache
+}
+
+// maxCachedStmts bounds the cache: List builds its query from the filter,
+// so a few shapes of it exist; anything past the bound runs unprepared.
+const maxCachedStmts = 128
+
+// stmtCache prepares each query text once. Parsing and planning every
+// statement anew was 17–19% of the CPU of CreateSession and ListSessions
+// on SQLite (docs/benchmarks.md).
+type stmtCache struct {
+	db *sql.DB
+	mu sync.Mutex
+	m  map[string]*sql.Stmt
+}
+
+func newStmtCache(db *sql.DB) *stmtCache { return &stmtCache{db: db, m: map[string]*sql.Stmt{}} }
+
+// get returns the prepared statement for q, or nil to run q unprepared.
+func (c *stmtCache) get(ctx context.Context, q string) *sql.Stmt {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if st, ok := c.m[q]; ok {
+		return st
+	}
+	if len(c.m) >= maxCachedStmts {
+		return nil
+	}
+	st, err := c.db.PrepareContext(ctx, q)
+	if err != nil {
+		return nil // the unprepared query reports the error
+	}
+	c.m[q] = st
+	return st
+}
+
+func (c *stmtCache) close() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, st := range c.m {
+		st.Close()
+	}
+	c.m = map[string]*sql.Stmt{}
+}
+
+// cachedQuerier runs queries through a stmtCache, inside tx when set.
+type cachedQuerier struct {
+	c    *stmtCache
+	tx   *sql.Tx
+	base querier
+}
+
+func (q cachedQuerier) stmt(ctx context.Context, query string) *sql.Stmt {
+	st := q.c.get(ctx, query)
+	if st != nil && q.tx != nil {
+		st = q.tx.StmtContext(ctx, st) // reuses the statement if prepared on the tx's connection
+	}
+	return st
+}
+
+func (q cachedQuerier) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	if st := q.stmt(ctx, query); st != nil {
+		return st.ExecContext(ctx, args...)
+	}
+	return q.base.ExecContext(ctx, query, args...)
+}
+
+func (q cachedQuerier) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	if st := q.stmt(ctx, query); st != nil {
+		return st.QueryContext(ctx, args...)
+	}
+	return q.base.QueryContext(ctx, query, args...)
+}
+
+func (q cachedQuerier) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
+	if st := q.stmt(ctx, query); st != nil {
+		return st.QueryRowContext(ctx, args...)
+	}
+	return q.base.QueryRowContext(ctx, query, args...)
+}
+
+func (s *sqlStore) querier(tx *sql.Tx) querier {
+	var base querier = s.db
+	if tx != nil {
+		base = tx
+	}
+	if s.stmts == nil {
+		return base
+	}
+	return cachedQuerier{c: s.stmts, tx: tx, base: base}
 }
 
 var _ Store = (*sqlStore)(nil)
 
-func (s *sqlStore) Kind() string                   { return s.d.kind }
-func (s *sqlStore) Close() error                   { return s.db.Close() }
+func (s *sqlStore) Kind() string { return s.d.kind }
+func (s *sqlStore) Close() error {
+	if s.stmts != nil {
+		s.stmts.close()
+	}
+	return s.db.Close()
+}
 func (s *sqlStore) Ping(ctx context.Context) error { return s.db.PingContext(ctx) }
 
 func (s *sqlStore) View(ctx context.Context, fn func(Tx) error) error {
-	return fn(&sqlTx{q: s.db, d: &s.d})
+	return fn(&sqlTx{q: s.querier(nil), d: &s.d})
 }
 
 func (s *sqlStore) Update(ctx context.Context, locks []string, fn func(Tx) error) error {
@@ -75,14 +175,18 @@ func (s *sqlStore) update(ctx context.Context, locks []string, fn func(Tx) error
 			_ = tx.Rollback()
 		}
 	}()
-	if s.d.lock != nil {
+	if s.d.lockAll != nil && len(locks) > 1 {
+		if err := s.d.lockAll(ctx, tx, locks); err != nil {
+			return fmt.Errorf("store: locks %s: %w", strings.Join(locks, ","), err)
+		}
+	} else if s.d.lock != nil {
 		for _, k := range locks {
 			if err := s.d.lock(ctx, tx, k); err != nil {
 				return fmt.Errorf("store: lock %s: %w", k, err)
 			}
 		}
 	}
-	if err := fn(&sqlTx{q: tx, d: &s.d}); err != nil {
+	if err := fn(&sqlTx{q: s.querier(tx), d: &s.d}); err != nil {
 		return err
 	}
 	if err := tx.Commit(); err != nil {
@@ -183,8 +287,12 @@ func (t *sqlTx) Session(ctx context.Context, id string) (*Session, error) {
 	return t.one(ctx, `SELECT `+sessionCols+` FROM sessions WHERE id = $1`, id)
 }
 
+// SessionByRequest repeats the predicate of the partial index
+// sessions_request (a non-empty request_id) so that SQLite, and
+// PostgreSQL's generic plans, can use that index instead of reading every
+// session the owner ever had.
 func (t *sqlTx) SessionByRequest(ctx context.Context, owner, requestID string) (*Session, error) {
-	return t.one(ctx, `SELECT `+sessionCols+` FROM sessions WHERE owner = $1 AND request_id = $2`, owner, requestID)
+	return t.one(ctx, `SELECT `+sessionCols+` FROM sessions WHERE owner = $1 AND request_id = $2 AND request_id <> ''`, owner, requestID)
 }
 
 func (t *sqlTx) InsertSession(ctx context.Context, s *Session) error {

@@ -47,6 +47,10 @@ func openSQLite(ctx context.Context, path string) (Store, error) {
 		return nil, err
 	}
 	var mu sync.Mutex
+	var stmts *stmtCache
+	if !memory { // one connection: preparing outside a transaction would wait for it
+		stmts = newStmtCache(db)
+	}
 	return &sqlStore{
 		db: db,
 		d: dialect{
@@ -59,6 +63,7 @@ func openSQLite(ctx context.Context, path string) (Store, error) {
 			},
 		},
 		beginWrite: func() func() { mu.Lock(); return mu.Unlock },
+		stmts:      stmts,
 	}, nil
 }
 
