@@ -75,6 +75,13 @@ func Run(ctx context.Context, opts Options) error {
 	if opts.PortBase == 0 {
 		opts.PortBase = 8000
 	}
+	// Absolute, so that every process (and dev.json's store URL) names the
+	// same files whatever its working directory.
+	abs, err := filepath.Abs(opts.StateDir)
+	if err != nil {
+		return fmt.Errorf("--state_dir %q: %w", opts.StateDir, err)
+	}
+	opts.StateDir = abs
 	if opts.Out == nil {
 		opts.Out = io.Discard
 	}
