@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/x509"
+	"github.com/meridian-gw/meridian/test/benchkit"
 	"log/slog"
 	"net"
 	"os/exec"
@@ -109,13 +110,13 @@ func TestHarness(t *testing.T) {
 }
 
 func TestProcStat(t *testing.T) {
-	a := selfOnCPU()
-	for i := 0; time.Duration(selfOnCPU()-a) < 5*time.Millisecond && i < 1e8; i++ {
+	a := benchkit.SelfOnCPU()
+	for i := 0; time.Duration(benchkit.SelfOnCPU()-a) < 5*time.Millisecond && i < 1e8; i++ {
 	}
-	if d := selfOnCPU() - a; d <= 0 {
+	if d := benchkit.SelfOnCPU() - a; d <= 0 {
 		t.Fatalf("on-CPU time did not grow: %d", d)
 	}
-	k := readCoreTicks()
+	k := benchkit.ReadCoreTicks()
 	if len(k) == 0 {
 		t.Fatal("no per-CPU ticks in /proc/stat")
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/x509"
 	"errors"
+	"github.com/meridian-gw/meridian/test/benchkit"
 	"log/slog"
 	"net"
 	"net/http/httptest"
@@ -100,14 +101,14 @@ func TestProcessSampling(t *testing.T) {
 	deadline := time.Now().Add(20 * time.Millisecond)
 	for time.Now().Before(deadline) {
 	}
-	s := samplePIDs([]int{os.Getpid()})
-	if s.onCPU < int64(10*time.Millisecond) || s.processes != 1 {
+	s := benchkit.SamplePIDs([]int{os.Getpid()})
+	if s.OnCPU < int64(10*time.Millisecond) || s.Processes != 1 {
 		t.Errorf("sample of this process: %+v; want ≥ 10 ms on CPU", s)
 	}
-	if pids := treePIDs(os.Getpid()); len(pids) == 0 || pids[0] != os.Getpid() {
-		t.Errorf("treePIDs(self) = %v", pids)
+	if pids := benchkit.TreePIDs(os.Getpid()); len(pids) == 0 || pids[0] != os.Getpid() {
+		t.Errorf("benchkit.TreePIDs(self) = %v", pids)
 	}
-	a := readCoreTicks()
+	a := benchkit.ReadCoreTicks()
 	if len(a) == 0 {
 		t.Error("no CPUs in /proc/stat")
 	}

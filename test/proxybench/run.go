@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/meridian-gw/meridian/test/benchkit"
 	"net"
 	"net/http"
 	"os"
@@ -244,7 +245,7 @@ func (r *runner) stop(cmd *exec.Cmd) {
 	r.mu.Lock()
 	delete(r.procs, cmd.Process.Pid)
 	r.mu.Unlock()
-	pids := treePIDs(cmd.Process.Pid)
+	pids := benchkit.TreePIDs(cmd.Process.Pid)
 	_ = cmd.Process.Signal(syscall.SIGTERM)
 	deadline := time.Now().Add(5 * time.Second)
 	for time.Now().Before(deadline) {
@@ -259,7 +260,7 @@ func (r *runner) stop(cmd *exec.Cmd) {
 }
 
 func isZombie(pid int) bool {
-	f := statFields(pid)
+	f := benchkit.StatFields(pid)
 	return len(f) > 2 && f[2] == "Z"
 }
 
@@ -421,10 +422,10 @@ func (r *runner) waitQuiet() float64 {
 	const limit, total = 10 * time.Second, 2 * time.Minute
 	start := time.Now()
 	for {
-		a := readCoreTicks()
+		a := benchkit.ReadCoreTicks()
 		time.Sleep(300 * time.Millisecond)
-		b := readCoreTicks()
-		load := max(a.busy(b, r.serverCPU), a.busy(b, r.clientCPU))
+		b := benchkit.ReadCoreTicks()
+		load := max(a.Busy(b, r.serverCPU), a.Busy(b, r.clientCPU))
 		if load < 0.10 || time.Since(start) > limit || r.quietWait > total {
 			r.quietWait += time.Since(start)
 			return load
@@ -464,44 +465,44 @@ func (r *runner) logTail(name string) string {
 func (r *runner) window(c config, run *running, conc int, warm, measure time.Duration, hook func(end bool)) row {
 	var proxyPIDs []int
 	if run.proxyPID != 0 {
-		proxyPIDs = treePIDs(run.proxyPID)
+		proxyPIDs = benchkit.TreePIDs(run.proxyPID)
 	}
 	backPIDs := []int{r.backendPID}
 	before := r.waitQuiet()
-	var p0, p1, b0, b1 cpuSample
+	var p0, p1, b0, b1 benchkit.CPUSample
 	var c0, c1 int64
-	var k0, k1 coreTicks
+	var k0, k1 benchkit.CoreTicks
 	res := runLoad(run.client, conc, warm, measure, func(end bool) {
 		if !end {
-			k0 = readCoreTicks()
-			p0, b0, c0 = samplePIDs(proxyPIDs), samplePIDs(backPIDs), selfOnCPU()
+			k0 = benchkit.ReadCoreTicks()
+			p0, b0, c0 = benchkit.SamplePIDs(proxyPIDs), benchkit.SamplePIDs(backPIDs), benchkit.SelfOnCPU()
 			if hook != nil {
 				hook(false)
 			}
 			return
 		}
-		p1, b1, c1 = samplePIDs(proxyPIDs), samplePIDs(backPIDs), selfOnCPU()
-		k1 = readCoreTicks()
+		p1, b1, c1 = benchkit.SamplePIDs(proxyPIDs), benchkit.SamplePIDs(backPIDs), benchkit.SelfOnCPU()
+		k1 = benchkit.ReadCoreTicks()
 		if hook != nil {
 			hook(true)
 		}
 	})
-	p, b := p1.sub(p0), b1.sub(b0)
+	p, b := p1.Sub(p0), b1.Sub(b0)
 	n := float64(max(res.calls, 1))
 	us := func(ns int64) float64 { return float64(ns) / 1e3 / n }
 	rw := row{Config: c.name, Conc: conc, Calls: res.calls, Rate: res.rate(),
 		P50: float64(res.pct(0.50).Nanoseconds()) / 1e3, P99: float64(res.pct(0.99).Nanoseconds()) / 1e3,
-		ProxyCPU: us(p.onCPU), BackCPU: us(b.onCPU), ClientCPU: us(c1 - c0),
-		Core1:  float64(p.onCPU+b.onCPU) / float64(res.wall.Nanoseconds()),
+		ProxyCPU: us(p.OnCPU), BackCPU: us(b.OnCPU), ClientCPU: us(c1 - c0),
+		Core1:  float64(p.OnCPU+b.OnCPU) / float64(res.wall.Nanoseconds()),
 		Core0:  float64(c1-c0) / float64(res.wall.Nanoseconds()),
-		CtxSw:  float64(p.volSwitch+p.nvolSwitch) / n,
+		CtxSw:  float64(p.VolSwitch+p.NvolSwitch) / n,
 		Errors: res.errors, Before: before}
 	// What else ran on each core: its busy time less ours (this includes
 	// softirq work for our own packets, the same in every configuration).
-	rw.Other1 = max(0, k0.busy(k1, r.serverCPU)-rw.Core1)
-	rw.Other0 = max(0, k0.busy(k1, r.clientCPU)-rw.Core0)
-	if t := p.utime + p.stime; t > 0 {
-		rw.SysShare = float64(p.stime) / float64(t)
+	rw.Other1 = max(0, k0.Busy(k1, r.serverCPU)-rw.Core1)
+	rw.Other0 = max(0, k0.Busy(k1, r.clientCPU)-rw.Core0)
+	if t := p.UTime + p.STime; t > 0 {
+		rw.SysShare = float64(p.STime) / float64(t)
 	}
 	if res.firstErr != nil {
 		rw.FirstErr = res.firstErr.Error()
@@ -534,7 +535,7 @@ func (r *runner) census(cfgs []config, conc int) map[string]perfCount {
 		}
 		var proxyPIDs []int
 		if run.proxyPID != 0 {
-			proxyPIDs = treePIDs(run.proxyPID)
+			proxyPIDs = benchkit.TreePIDs(run.proxyPID)
 		}
 		type res struct {
 			sys, sw float64

@@ -1,58 +1,76 @@
-package main
+// Package benchkit holds what the proxy benchmarks (test/proxybench,
+// test/edgebench) share: reading processes' and cores' CPU use from /proc.
+package benchkit
 
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 )
 
-// cpuSample is what a set of processes had used at one instant.
-type cpuSample struct {
-	onCPU int64 // ns on CPU, all threads (/proc/PID/task/TID/schedstat, first field)
-	utime int64 // clock ticks in user mode (/proc/PID/stat)
-	stime int64 // clock ticks in kernel mode
-	ctxSw int64 // voluntary + involuntary context switches
+// CPUSample is what a set of processes had used at one instant.
+type CPUSample struct {
+	OnCPU      int64 // ns on CPU, all threads of all processes (schedstat)
+	UTime      int64 // clock ticks in user mode (stat, includes dead threads)
+	STime      int64 // clock ticks in kernel mode
+	Processes  int
+	VolSwitch  int64 // voluntary context switches (status)
+	NvolSwitch int64 // involuntary context switches
 }
 
-func (a cpuSample) sub(b cpuSample) cpuSample {
-	return cpuSample{onCPU: a.onCPU - b.onCPU, utime: a.utime - b.utime, stime: a.stime - b.stime, ctxSw: a.ctxSw - b.ctxSw}
+// Sub is the use between sample b and a.
+func (a CPUSample) Sub(b CPUSample) CPUSample {
+	return CPUSample{OnCPU: a.OnCPU - b.OnCPU, UTime: a.UTime - b.UTime, STime: a.STime - b.STime,
+		Processes: a.Processes, VolSwitch: a.VolSwitch - b.VolSwitch, NvolSwitch: a.NvolSwitch - b.NvolSwitch}
 }
 
-// samplePIDs reads the CPU use of these processes' threads.
-func samplePIDs(pids []int) cpuSample {
-	var s cpuSample
+// Switches is all context switches, voluntary or not.
+func (a CPUSample) Switches() int64 { return a.VolSwitch + a.NvolSwitch }
+
+// SamplePIDs reads the CPU use of these processes (not their children).
+func SamplePIDs(pids []int) CPUSample {
+	var s CPUSample
 	for _, pid := range pids {
+		s.Processes++
 		tasks, _ := filepath.Glob(filepath.Join("/proc", strconv.Itoa(pid), "task", "*"))
 		for _, t := range tasks {
 			if b, err := os.ReadFile(filepath.Join(t, "schedstat")); err == nil {
 				if f := strings.Fields(string(b)); len(f) > 0 {
 					n, _ := strconv.ParseInt(f[0], 10, 64)
-					s.onCPU += n
+					s.OnCPU += n
 				}
 			}
 			if b, err := os.ReadFile(filepath.Join(t, "status")); err == nil {
 				for _, line := range strings.Split(string(b), "\n") {
 					k, v, ok := strings.Cut(line, ":")
-					if ok && (k == "voluntary_ctxt_switches" || k == "nonvoluntary_ctxt_switches") {
-						n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
-						s.ctxSw += n
+					if !ok {
+						continue
+					}
+					n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+					switch k {
+					case "voluntary_ctxt_switches":
+						s.VolSwitch += n
+					case "nonvoluntary_ctxt_switches":
+						s.NvolSwitch += n
 					}
 				}
 			}
 		}
-		if f := statFields(pid); len(f) > 14 {
+		if f := StatFields(pid); len(f) > 14 {
 			u, _ := strconv.ParseInt(f[13], 10, 64)
 			k, _ := strconv.ParseInt(f[14], 10, 64)
-			s.utime += u
-			s.stime += k
+			s.UTime += u
+			s.STime += k
 		}
 	}
 	return s
 }
 
-// statFields splits /proc/PID/stat; indexes match proc(5) minus one.
-func statFields(pid int) []string {
+// StatFields splits /proc/PID/stat; field 1 (comm) may hold spaces, so the
+// split starts after its closing parenthesis. Indexes match proc(5) - 1.
+func StatFields(pid int) []string {
 	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
 	if err != nil {
 		return nil
@@ -65,9 +83,8 @@ func statFields(pid int) []string {
 	return append([]string{s[:strings.IndexByte(s, ' ')], s[:i+1]}, strings.Fields(s[i+1:])...)
 }
 
-// treePIDs lists root and its descendants (taskset execs in place, but a
-// proxy may fork workers).
-func treePIDs(root int) []int {
+// TreePIDs lists root and its descendants.
+func TreePIDs(root int) []int {
 	parent := map[int]int{}
 	entries, _ := os.ReadDir("/proc")
 	for _, e := range entries {
@@ -75,19 +92,17 @@ func treePIDs(root int) []int {
 		if err != nil {
 			continue
 		}
-		if f := statFields(pid); len(f) > 3 {
+		if f := StatFields(pid); len(f) > 3 {
 			pp, _ := strconv.Atoi(f[3])
 			parent[pid] = pp
 		}
 	}
 	out := []int{root}
-	in := map[int]bool{root: true}
 	for changed := true; changed; {
 		changed = false
 		for pid, pp := range parent {
-			if !in[pid] && in[pp] {
+			if !slices.Contains(out, pid) && slices.Contains(out, pp) {
 				out = append(out, pid)
-				in[pid] = true
 				changed = true
 			}
 		}
@@ -95,13 +110,15 @@ func treePIDs(root int) []int {
 	return out
 }
 
-func selfOnCPU() int64 { return samplePIDs([]int{os.Getpid()}).onCPU }
+// SelfOnCPU is this process's CPU time, for the load generator's own cost.
+func SelfOnCPU() int64 { return SamplePIDs([]int{os.Getpid()}).OnCPU }
 
-// coreTicks is /proc/stat's busy and total ticks per CPU.
-type coreTicks map[int][2]int64
+// CoreTicks is /proc/stat's busy and total time per CPU, in clock ticks.
+type CoreTicks map[int][2]int64
 
-func readCoreTicks() coreTicks {
-	out := coreTicks{}
+// ReadCoreTicks reads /proc/stat.
+func ReadCoreTicks() CoreTicks {
+	out := CoreTicks{}
 	b, err := os.ReadFile("/proc/stat")
 	if err != nil {
 		return out
@@ -128,8 +145,8 @@ func readCoreTicks() coreTicks {
 	return out
 }
 
-// busy is the share of a CPU's time spent busy between two readings.
-func (a coreTicks) busy(b coreTicks, cpu int) float64 {
+// Busy is the share of a CPU's time spent busy between two readings.
+func (a CoreTicks) Busy(b CoreTicks, cpu int) float64 {
 	d := b[cpu][1] - a[cpu][1]
 	if d <= 0 {
 		return 0
@@ -137,8 +154,8 @@ func (a coreTicks) busy(b coreTicks, cpu int) float64 {
 	return float64(b[cpu][0]-a[cpu][0]) / float64(d)
 }
 
-// peakRSS is the sum of the processes' peak resident set sizes (VmHWM), MiB.
-func peakRSS(pids []int) float64 {
+// PeakRSS is the sum of the processes' peak resident set sizes (VmHWM), MiB.
+func PeakRSS(pids []int) float64 {
 	var kb int64
 	for _, pid := range pids {
 		b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "status"))
