@@ -1,0 +1,372 @@
+package h2relay
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"io"
+	"math/big"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	testpb "google.golang.org/grpc/interop/grpc_testing"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+)
+
+// echoService is grpc-go's interop TestService: one method of each
+// streaming kind; it reports what it saw of the call in headers.
+type echoService struct {
+	testpb.UnimplementedTestServiceServer
+	canceled chan struct{} // closed when a call sees its context canceled
+	once     sync.Once
+	block    chan struct{} // UnaryCall with payload "block" waits on it
+}
+
+func (s *echoService) UnaryCall(ctx context.Context, in *testpb.SimpleRequest) (*testpb.SimpleResponse, error) {
+	md, _ := metadata.FromIncomingContext(ctx)
+	h := metadata.Pairs("seen-custom", strings.Join(md.Get("x-custom"), ","), "seen-added", strings.Join(md.Get("x-added"), ","))
+	if dl, ok := ctx.Deadline(); ok {
+		h.Set("seen-deadline", "yes")
+		_ = dl
+	}
+	_ = grpc.SetHeader(ctx, h)
+	_ = grpc.SetTrailer(ctx, metadata.Pairs("trailer-x", "t"))
+	if string(in.GetPayload().GetBody()) == "block" {
+		select {
+		case <-ctx.Done():
+			s.once.Do(func() { close(s.canceled) })
+			return nil, ctx.Err()
+		case <-s.block:
+		}
+	}
+	if rs := in.GetResponseStatus(); rs != nil && rs.GetCode() != 0 {
+		st, _ := status.New(codes.Code(rs.GetCode()), rs.GetMessage()).WithDetails(&errdetails.ErrorInfo{Reason: "TEST_REASON", Domain: "meridian.test"})
+		return nil, st.Err()
+	}
+	return &testpb.SimpleResponse{Payload: in.GetPayload()}, nil
+}
+
+func (s *echoService) StreamingOutputCall(in *testpb.StreamingOutputCallRequest, st testpb.TestService_StreamingOutputCallServer) error {
+	for _, p := range in.GetResponseParameters() {
+		if err := st.Send(&testpb.StreamingOutputCallResponse{Payload: &testpb.Payload{Body: bytes.Repeat([]byte{'x'}, int(p.GetSize()))}}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *echoService) StreamingInputCall(st testpb.TestService_StreamingInputCallServer) error {
+	total := 0
+	for {
+		m, err := st.Recv()
+		if errors.Is(err, io.EOF) {
+			return st.SendAndClose(&testpb.StreamingInputCallResponse{AggregatedPayloadSize: int32(total)})
+		}
+		if err != nil {
+			return err
+		}
+		total += len(m.GetPayload().GetBody())
+	}
+}
+
+func (s *echoService) FullDuplexCall(st testpb.TestService_FullDuplexCallServer) error {
+	for {
+		m, err := st.Recv()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		for _, p := range m.GetResponseParameters() {
+			if err := st.Send(&testpb.StreamingOutputCallResponse{Payload: &testpb.Payload{Body: make([]byte, p.GetSize())}}); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// backend is a real grpc-go server on loopback (h2c).
+type backend struct {
+	addr string
+	srv  *grpc.Server
+	svc  *echoService
+}
+
+func startBackend(t *testing.T, opts ...grpc.ServerOption) *backend {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &backend{addr: ln.Addr().String(), srv: grpc.NewServer(opts...),
+		svc: &echoService{canceled: make(chan struct{}), block: make(chan struct{})}}
+	testpb.RegisterTestServiceServer(b.srv, b.svc)
+	go func() { _ = b.srv.Serve(ln) }()
+	t.Cleanup(b.srv.Stop)
+	return b
+}
+
+// forwarder is the simplest Handler: every call to ups[0], retries on the
+// next upstream when allowed.
+type forwarder struct {
+	ups      []*Upstream
+	opts     ForwardOptions
+	retry    func(f Failure) bool // nil: never retry
+	add      bool                 // add x-added: yes
+	done     chan *Call
+	failures chan Failure
+}
+
+func (h *forwarder) ServeCall(c *Call) {
+	if c.Header("x-reject") != "" {
+		c.Reject(codes.PermissionDenied, "rejected: "+c.Header("x-reject"), hpackField("retry-after", "7"))
+		return
+	}
+	fields := c.Headers()
+	if h.add {
+		fields = append(append(fields[:0:0], fields...), hpackField("x-added", "yes"))
+	}
+	c.UserData = new(int)
+	c.Forward(h.ups[0], fields, h.opts)
+}
+
+func (h *forwarder) AttemptFailed(c *Call, f Failure) {
+	if h.failures != nil {
+		h.failures <- f
+	}
+	n := c.UserData.(*int)
+	*n++
+	if h.retry != nil && h.retry(f) && *n < len(h.ups) && c.Replayable() {
+		c.Forward(h.ups[*n], c.Headers(), h.opts)
+	}
+}
+
+func (h *forwarder) CallDone(c *Call) {
+	if h.done != nil {
+		h.done <- c
+	}
+}
+
+type relayEnv struct {
+	srv  *Server
+	addr string
+	cert tls.Certificate
+	pool *x509.CertPool
+}
+
+func startRelay(t *testing.T, h Handler, tlsOn bool) *relayEnv {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &relayEnv{srv: &Server{Handler: h}, addr: ln.Addr().String()}
+	if tlsOn {
+		e.cert, e.pool = selfSigned(t)
+		ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{e.cert}, NextProtos: []string{"h2"}})
+	}
+	go func() { _ = e.srv.Serve(ln) }()
+	t.Cleanup(func() { ln.Close(); e.srv.Stop() })
+	return e
+}
+
+func (e *relayEnv) dial(t *testing.T, opts ...grpc.DialOption) testpb.TestServiceClient {
+	t.Helper()
+	creds := insecure.NewCredentials()
+	if e.pool != nil {
+		creds = credentials.NewTLS(&tls.Config{RootCAs: e.pool, ServerName: "localhost"})
+	}
+	cc, err := grpc.NewClient(e.addr, append([]grpc.DialOption{grpc.WithTransportCredentials(creds)}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	return testpb.NewTestServiceClient(cc)
+}
+
+func selfSigned(t *testing.T) (tls.Certificate, *x509.CertPool) {
+	t.Helper()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "localhost"}, DNSNames: []string{"localhost"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, _ := x509.ParseCertificate(der)
+	pool := x509.NewCertPool()
+	pool.AddCert(leaf)
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, pool
+}
+
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func TestAllStreamingKindsOverTLS(t *testing.T) {
+	b := startBackend(t)
+	h := &forwarder{ups: []*Upstream{NewUpstream(b.addr, UpstreamOptions{})}, add: true}
+	cl := startRelay(t, h, true).dial(t)
+	ctx := ctxT(t)
+
+	// Unary: metadata both ways, deadline, trailers.
+	var hdr, tr metadata.MD
+	mctx := metadata.AppendToOutgoingContext(ctx, "x-custom", "c1")
+	dctx, cancel := context.WithTimeout(mctx, 5*time.Second)
+	defer cancel()
+	resp, err := cl.UnaryCall(dctx, &testpb.SimpleRequest{Payload: &testpb.Payload{Body: []byte("hello")}}, grpc.Header(&hdr), grpc.Trailer(&tr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(resp.GetPayload().GetBody()) != "hello" {
+		t.Errorf("payload = %q", resp.GetPayload().GetBody())
+	}
+	if got := hdr.Get("seen-custom"); len(got) != 1 || got[0] != "c1" {
+		t.Errorf("backend saw x-custom = %v, want c1", got)
+	}
+	if got := hdr.Get("seen-added"); len(got) != 1 || got[0] != "yes" {
+		t.Errorf("backend saw x-added = %v, want the handler's field", got)
+	}
+	if got := hdr.Get("seen-deadline"); len(got) != 1 {
+		t.Errorf("backend saw no deadline (grpc-timeout not relayed)")
+	}
+	if got := tr.Get("trailer-x"); len(got) != 1 || got[0] != "t" {
+		t.Errorf("trailer-x = %v", got)
+	}
+
+	// Error with details survives.
+	_, err = cl.UnaryCall(ctx, &testpb.SimpleRequest{ResponseStatus: &testpb.EchoStatus{Code: int32(codes.FailedPrecondition), Message: "nope ✗ 100%"}})
+	st := status.Convert(err)
+	if st.Code() != codes.FailedPrecondition || st.Message() != "nope ✗ 100%" {
+		t.Fatalf("status = %v %q", st.Code(), st.Message())
+	}
+	if len(st.Details()) != 1 {
+		t.Errorf("details = %v, want the ErrorInfo", st.Details())
+	}
+
+	// Server streaming, larger than every window on the way.
+	ss, err := cl.StreamingOutputCall(ctx, &testpb.StreamingOutputCallRequest{ResponseParameters: []*testpb.ResponseParameters{
+		{Size: 10}, {Size: 3 << 20}, {Size: 1}, {Size: 2 << 20}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sizes []int
+	for {
+		m, err := ss.Recv()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		sizes = append(sizes, len(m.GetPayload().GetBody()))
+	}
+	if want := []int{10, 3 << 20, 1, 2 << 20}; !equalInts(sizes, want) {
+		t.Errorf("stream sizes = %v, want %v", sizes, want)
+	}
+
+	// Client streaming, 9 MiB in all (past the connection window).
+	cs, err := cl.StreamingInputCall(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 9 {
+		if err := cs.Send(&testpb.StreamingInputCallRequest{Payload: &testpb.Payload{Body: make([]byte, 1<<20)}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	agg, err := cs.CloseAndRecv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if agg.GetAggregatedPayloadSize() != 9<<20 {
+		t.Errorf("aggregated = %d", agg.GetAggregatedPayloadSize())
+	}
+
+	// Bidi, ping-pong.
+	bs, err := cl.FullDuplexCall(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 20 {
+		if err := bs.Send(&testpb.StreamingOutputCallRequest{ResponseParameters: []*testpb.ResponseParameters{{Size: int32(i * 1000)}}}); err != nil {
+			t.Fatal(err)
+		}
+		m, err := bs.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(m.GetPayload().GetBody()) != i*1000 {
+			t.Fatalf("bidi %d: %d bytes", i, len(m.GetPayload().GetBody()))
+		}
+	}
+	_ = bs.CloseSend()
+	if _, err := bs.Recv(); !errors.Is(err, io.EOF) {
+		t.Fatalf("bidi end: %v", err)
+	}
+}
+
+func equalInts(a, b []int) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func hpackField(name, value string) HeaderField { return HeaderField{Name: name, Value: value} }
+
+func TestConcurrentCallsH2C(t *testing.T) {
+	b := startBackend(t)
+	done := make(chan *Call, 2000)
+	h := &forwarder{ups: []*Upstream{NewUpstream(b.addr, UpstreamOptions{})}, done: done}
+	cl := startRelay(t, h, false).dial(t)
+	ctx := ctxT(t)
+	var wg sync.WaitGroup
+	var failed atomic.Int32
+	for w := range 50 {
+		wg.Go(func() {
+			for i := range 40 {
+				body := bytes.Repeat([]byte{byte(w)}, 1000+i*37)
+				r, err := cl.UnaryCall(ctx, &testpb.SimpleRequest{Payload: &testpb.Payload{Body: body}})
+				if err != nil || !bytes.Equal(r.GetPayload().GetBody(), body) {
+					failed.Add(1)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if n := failed.Load(); n > 0 {
+		t.Fatalf("%d of 2000 calls failed or came back wrong", n)
+	}
+	for range 2000 {
+		c := <-done
+		if code, _ := c.Result(); code != codes.OK {
+			t.Fatalf("CallDone code = %v", code)
+		}
+	}
+}
