@@ -83,8 +83,8 @@ type conn struct {
 	gotSettings  bool
 	goingAway    bool   // GOAWAY sent or received: no new streams
 	peerLastID   uint32 // from the peer's GOAWAY
-	closing      bool // the writer closes the socket after its next write
-	closed       bool // torn down
+	closing      bool   // the writer closes the socket after its next write
+	closed       bool   // torn down
 	closeErr     error
 	lastActive   time.Time // last time the stream count went to zero, or a frame arrived
 	pingSent     time.Time // keepalive ping outstanding since (client side)
