@@ -832,7 +832,6 @@ type stream struct {
 	pendEnd     bool   // END_STREAM follows pend
 	trailers    []hpack.HeaderField
 	hasTrailers bool // trailers follow pend (front only)
-	rstAfter    bool // RST_STREAM(NO_ERROR) after the trailers: the client still sends
 	inPendList  bool
 	sentEnd     bool // END_STREAM or RST_STREAM sent
 	recvEnd     bool // END_STREAM or RST_STREAM received

@@ -370,3 +370,208 @@ func TestConcurrentCallsH2C(t *testing.T) {
 		}
 	}
 }
+
+func TestRejectAndRespond(t *testing.T) {
+	b := startBackend(t)
+	h := &forwarder{ups: []*Upstream{NewUpstream(b.addr, UpstreamOptions{})}}
+	cl := startRelay(t, h, true).dial(t)
+	ctx := metadata.AppendToOutgoingContext(ctxT(t), "x-reject", "because")
+	var hdr, tr metadata.MD
+	_, err := cl.UnaryCall(ctx, &testpb.SimpleRequest{}, grpc.Header(&hdr), grpc.Trailer(&tr))
+	if st := status.Convert(err); st.Code() != codes.PermissionDenied || st.Message() != "rejected: because" {
+		t.Fatalf("status = %v %q", st.Code(), st.Message())
+	}
+	if got := tr.Get("retry-after"); len(got) != 1 || got[0] != "7" {
+		t.Errorf("retry-after = %v, want 7 with the trailers-only answer", got)
+	}
+}
+
+// respondHandler answers every call itself.
+type respondHandler struct{ msg []byte }
+
+func (h respondHandler) ServeCall(c *Call)          { c.Respond(h.msg) }
+func (respondHandler) AttemptFailed(*Call, Failure) {}
+func (respondHandler) CallDone(*Call)               {}
+
+func TestRespond(t *testing.T) {
+	want := &testpb.SimpleResponse{Username: "local"}
+	msg, _ := protoMarshal(want)
+	cl := startRelay(t, respondHandler{msg}, false).dial(t)
+	for range 3 {
+		r, err := cl.UnaryCall(ctxT(t), &testpb.SimpleRequest{Payload: &testpb.Payload{Body: make([]byte, 100)}})
+		if err != nil || r.GetUsername() != "local" {
+			t.Fatalf("Respond: %v %v", r, err)
+		}
+	}
+}
+
+func TestClientCancelReachesUpstream(t *testing.T) {
+	b := startBackend(t)
+	done := make(chan *Call, 1)
+	h := &forwarder{ups: []*Upstream{NewUpstream(b.addr, UpstreamOptions{})}, done: done}
+	cl := startRelay(t, h, false).dial(t)
+	ctx, cancel := context.WithCancel(ctxT(t))
+	errc := make(chan error, 1)
+	go func() {
+		_, err := cl.UnaryCall(ctx, &testpb.SimpleRequest{Payload: &testpb.Payload{Body: []byte("block")}})
+		errc <- err
+	}()
+	time.Sleep(200 * time.Millisecond)
+	cancel()
+	if err := <-errc; status.Code(err) != codes.Canceled {
+		t.Fatalf("client: %v", err)
+	}
+	select {
+	case <-b.svc.canceled:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the upstream never saw the cancellation")
+	}
+	c := <-done
+	if code, _ := c.Result(); code != codes.Canceled {
+		t.Errorf("CallDone code = %v, want Canceled", code)
+	}
+}
+
+func TestUpstreamDownFailsFastAsNotReached(t *testing.T) {
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	dead := ln.Addr().String()
+	ln.Close()
+	fails := make(chan Failure, 10)
+	h := &forwarder{ups: []*Upstream{NewUpstream(dead, UpstreamOptions{})}, failures: fails}
+	cl := startRelay(t, h, false).dial(t)
+	for range 3 {
+		start := time.Now()
+		_, err := cl.UnaryCall(ctxT(t), &testpb.SimpleRequest{})
+		if status.Code(err) != codes.Unavailable {
+			t.Fatalf("dead upstream: %v, want Unavailable", err)
+		}
+		if d := time.Since(start); d > 2*time.Second {
+			t.Errorf("took %v to fail", d)
+		}
+		if f := <-fails; f.Reached {
+			t.Errorf("failure %+v: a refused connection never reached the upstream", f)
+		}
+	}
+}
+
+func TestRetryOnAnotherUpstream(t *testing.T) {
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	dead := ln.Addr().String()
+	ln.Close()
+	b := startBackend(t)
+	h := &forwarder{ups: []*Upstream{NewUpstream(dead, UpstreamOptions{}), NewUpstream(b.addr, UpstreamOptions{})},
+		opts: ForwardOptions{RetryBuffer: 1 << 20, HoldHeaders: true}, retry: func(f Failure) bool { return !f.Reached }}
+	cl := startRelay(t, h, false).dial(t)
+	body := bytes.Repeat([]byte("r"), 200<<10) // several DATA frames, all replayed
+	r, err := cl.UnaryCall(ctxT(t), &testpb.SimpleRequest{Payload: &testpb.Payload{Body: body}})
+	if err != nil || !bytes.Equal(r.GetPayload().GetBody(), body) {
+		t.Fatalf("retried call: %v", err)
+	}
+}
+
+// unavailableOnce answers its first call UNAVAILABLE (trailers-only).
+func TestHoldHeadersRetriesTrailersOnlyUnavailable(t *testing.T) {
+	var n atomic.Int32
+	flaky := startBackend(t, grpc.UnaryInterceptor(func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, next grpc.UnaryHandler) (any, error) {
+		if n.Add(1) == 1 {
+			return nil, status.Error(codes.Unavailable, "warming up")
+		}
+		return next(ctx, req)
+	}))
+	good := startBackend(t)
+	fails := make(chan Failure, 4)
+	h := &forwarder{ups: []*Upstream{NewUpstream(flaky.addr, UpstreamOptions{}), NewUpstream(good.addr, UpstreamOptions{})},
+		opts: ForwardOptions{RetryBuffer: 1 << 20, HoldHeaders: true}, failures: fails,
+		retry: func(f Failure) bool { return f.Code == codes.Unavailable }}
+	cl := startRelay(t, h, false).dial(t)
+	r, err := cl.UnaryCall(ctxT(t), &testpb.SimpleRequest{Payload: &testpb.Payload{Body: []byte("x")}})
+	if err != nil || string(r.GetPayload().GetBody()) != "x" {
+		t.Fatalf("call: %v", err)
+	}
+	if f := <-fails; f.Code != codes.Unavailable || f.Message != "warming up" || !f.Reached {
+		t.Errorf("failure = %+v", f)
+	}
+	// Without HoldHeaders the same answer goes straight to the client.
+	n.Store(0)
+	h.opts.HoldHeaders = false
+	_, err = cl.UnaryCall(ctxT(t), &testpb.SimpleRequest{})
+	if status.Code(err) != codes.Unavailable {
+		t.Fatalf("unheld: %v, want the upstream's Unavailable", err)
+	}
+}
+
+func TestUpstreamKilledMidStream(t *testing.T) {
+	b := startBackend(t)
+	done := make(chan *Call, 4)
+	h := &forwarder{ups: []*Upstream{NewUpstream(b.addr, UpstreamOptions{})}, done: done}
+	cl := startRelay(t, h, false).dial(t)
+	ctx := ctxT(t)
+	bs, err := cl.FullDuplexCall(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := bs.Send(&testpb.StreamingOutputCallRequest{ResponseParameters: []*testpb.ResponseParameters{{Size: 10}}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bs.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	b.srv.Stop() // closes the connection under the stream
+	_, err = bs.Recv()
+	if status.Code(err) != codes.Unavailable {
+		t.Fatalf("after the upstream died: %v, want Unavailable", err)
+	}
+	if code, _ := (<-done).Result(); code != codes.Unavailable {
+		t.Errorf("CallDone code = %v", code)
+	}
+}
+
+func TestMessageSizeLimit(t *testing.T) {
+	b := startBackend(t)
+	h := &forwarder{ups: []*Upstream{NewUpstream(b.addr, UpstreamOptions{})}}
+	e := startRelay(t, h, false)
+	e.srv.MaxRecvMsgSize = 64 << 10
+	cl := e.dial(t)
+	if _, err := cl.UnaryCall(ctxT(t), &testpb.SimpleRequest{Payload: &testpb.Payload{Body: make([]byte, 60<<10)}}); err != nil {
+		t.Fatalf("under the limit: %v", err)
+	}
+	_, err := cl.UnaryCall(ctxT(t), &testpb.SimpleRequest{Payload: &testpb.Payload{Body: make([]byte, 70<<10)}})
+	if status.Code(err) != codes.ResourceExhausted {
+		t.Fatalf("over the limit: %v, want ResourceExhausted", err)
+	}
+	if _, err := cl.UnaryCall(ctxT(t), &testpb.SimpleRequest{}); err != nil {
+		t.Fatalf("the connection should still serve: %v", err)
+	}
+}
+
+func TestGracefulStopFinishesCalls(t *testing.T) {
+	b := startBackend(t)
+	h := &forwarder{ups: []*Upstream{NewUpstream(b.addr, UpstreamOptions{})}}
+	e := startRelay(t, h, false)
+	cl := e.dial(t)
+	if _, err := cl.UnaryCall(ctxT(t), &testpb.SimpleRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	errc := make(chan error, 1)
+	go func() {
+		_, err := cl.UnaryCall(ctxT(t), &testpb.SimpleRequest{Payload: &testpb.Payload{Body: []byte("block")}})
+		errc <- err
+	}()
+	time.Sleep(200 * time.Millisecond)
+	stopped := make(chan struct{})
+	go func() { e.srv.GracefulStop(); close(stopped) }()
+	select {
+	case <-stopped:
+		t.Fatal("GracefulStop returned with a call in flight")
+	case <-time.After(300 * time.Millisecond):
+	}
+	close(b.svc.block)
+	if err := <-errc; err != nil {
+		t.Fatalf("in-flight call during graceful stop: %v", err)
+	}
+	select {
+	case <-stopped:
+	case <-time.After(5 * time.Second):
+		t.Fatal("GracefulStop did not return after the last call")
+	}
+}

@@ -126,7 +126,7 @@ func (s *Server) ServeConn(nc net.Conn) {
 	s.mu.Unlock()
 	c.start()
 	err := c.readFrames()
-	if err != nil && !errors.Is(err, net.ErrClosed) && !errors.Is(err, io.EOF) {
+	if !errors.Is(err, net.ErrClosed) && !errors.Is(err, io.EOF) {
 		s.log().Debug("client connection ended", "remote", nc.RemoteAddr().String(), "err", err)
 	}
 	c.fail(err)

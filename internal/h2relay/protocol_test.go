@@ -1,0 +1,220 @@
+package h2relay
+
+import (
+	"bytes"
+	"google.golang.org/grpc/codes"
+	testpb "google.golang.org/grpc/interop/grpc_testing"
+	"net"
+	"testing"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+)
+
+// rawClient speaks HTTP/2 frame by frame, to send what well-behaved
+// clients never do.
+type rawClient struct {
+	t   *testing.T
+	nc  net.Conn
+	fr  *http2.Framer
+	enc *hpack.Encoder
+	buf bytes.Buffer
+}
+
+func dialRaw(t *testing.T, addr string) *rawClient {
+	t.Helper()
+	nc, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	_ = nc.SetDeadline(time.Now().Add(10 * time.Second))
+	r := &rawClient{t: t, nc: nc, fr: http2.NewFramer(nc, nc)}
+	r.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	r.enc = hpack.NewEncoder(&r.buf)
+	if _, err := nc.Write([]byte(http2.ClientPreface)); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.fr.WriteSettings(); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func (r *rawClient) headers(id uint32, end bool, fields ...string) {
+	r.buf.Reset()
+	for i := 0; i+1 < len(fields); i += 2 {
+		_ = r.enc.WriteField(hpack.HeaderField{Name: fields[i], Value: fields[i+1]})
+	}
+	if err := r.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: r.buf.Bytes(), EndHeaders: true, EndStream: end}); err != nil {
+		r.t.Fatal(err)
+	}
+}
+
+var grpcReq = []string{":method", "POST", ":scheme", "http", ":path", "/grpc.testing.TestService/UnaryCall", ":authority", "x", "content-type", "application/grpc", "te", "trailers"}
+
+// next reads frames until one for which keep returns true.
+func (r *rawClient) next(keep func(http2.Frame) bool) http2.Frame {
+	r.t.Helper()
+	for {
+		f, err := r.fr.ReadFrame()
+		if err != nil {
+			r.t.Fatalf("reading: %v", err)
+		}
+		if keep(f) {
+			return f
+		}
+	}
+}
+
+func rstOn(id uint32) func(http2.Frame) bool {
+	return func(f http2.Frame) bool {
+		rf, ok := f.(*http2.RSTStreamFrame)
+		return ok && rf.StreamID == id
+	}
+}
+
+func isGoAway(f http2.Frame) bool { _, ok := f.(*http2.GoAwayFrame); return ok }
+
+func headersOn(id uint32) func(http2.Frame) bool {
+	return func(f http2.Frame) bool {
+		hf, ok := f.(*http2.MetaHeadersFrame)
+		return ok && hf.StreamID == id
+	}
+}
+
+func TestMalformedRequestsAreReset(t *testing.T) {
+	b := startBackend(t)
+	e := startRelay(t, &forwarder{ups: []*Upstream{NewUpstream(b.addr, UpstreamOptions{})}}, false)
+	r := dialRaw(t, e.addr)
+	cases := [][]string{
+		append(append([]string{}, grpcReq...), "X-Endpoint-API-UserInfo", "spoof"), // upper case smuggles past lower-case filters
+		append(append([]string{}, grpcReq...), "connection", "keep-alive"),
+		append(append([]string{}, grpcReq...), "te", "gzip"),
+		{":method", "POST", ":path", "/a/b", "content-type", "application/grpc"}, // no :scheme
+		append([]string{"x-first", "1"}, grpcReq...),                             // pseudo after regular
+		append(append([]string{}, grpcReq...), "x-bad", "a\r\nb"),
+	}
+	for i, fields := range cases {
+		id := uint32(2*i + 1)
+		r.headers(id, true, fields...)
+		f := r.next(func(f http2.Frame) bool { return rstOn(id)(f) || headersOn(id)(f) })
+		rf, ok := f.(*http2.RSTStreamFrame)
+		if !ok || rf.ErrCode != http2.ErrCodeProtocol {
+			t.Errorf("case %d %v: got %v, want RST_STREAM PROTOCOL_ERROR", i, fields, f)
+		}
+	}
+}
+
+func TestNonGRPCGets415(t *testing.T) {
+	e := startRelay(t, &forwarder{}, false)
+	r := dialRaw(t, e.addr)
+	r.headers(1, true, ":method", "GET", ":scheme", "http", ":path", "/", ":authority", "x", "content-type", "text/html")
+	hf := r.next(headersOn(1)).(*http2.MetaHeadersFrame)
+	if hf.PseudoValue("status") != "415" || !hf.StreamEnded() {
+		t.Fatalf("got %v", hf.Fields)
+	}
+}
+
+func TestRapidResetIsStopped(t *testing.T) {
+	b := startBackend(t)
+	e := startRelay(t, &forwarder{ups: []*Upstream{NewUpstream(b.addr, UpstreamOptions{})}}, false)
+	r := dialRaw(t, e.addr)
+	for i := range maxResetsPerSecond + 10 {
+		id := uint32(2*i + 1)
+		r.headers(id, false, grpcReq...)
+		if err := r.fr.WriteRSTStream(id, http2.ErrCodeCancel); err != nil {
+			break // the relay may close first
+		}
+	}
+	ga := r.next(isGoAway).(*http2.GoAwayFrame)
+	if ga.ErrCode != http2.ErrCodeEnhanceYourCalm {
+		t.Fatalf("GOAWAY %v, want ENHANCE_YOUR_CALM", ga.ErrCode)
+	}
+}
+
+func TestPingFloodIsStopped(t *testing.T) {
+	e := startRelay(t, &forwarder{}, false)
+	r := dialRaw(t, e.addr)
+	for range maxPingsPerSecond + 10 {
+		if err := r.fr.WritePing(false, [8]byte{}); err != nil {
+			break
+		}
+	}
+	ga := r.next(isGoAway).(*http2.GoAwayFrame)
+	if ga.ErrCode != http2.ErrCodeEnhanceYourCalm {
+		t.Fatalf("GOAWAY %v, want ENHANCE_YOUR_CALM", ga.ErrCode)
+	}
+}
+
+func TestFlowControlViolationEndsConnection(t *testing.T) {
+	// The handler never decides, so nothing the client sends is forwarded
+	// and no window is given back.
+	e := startRelay(t, stallHandler{}, false)
+	r := dialRaw(t, e.addr)
+	r.headers(1, false, grpcReq...)
+	chunk := make([]byte, 16384)
+	for range 600 { // 9.4 MiB: past the 1 MiB stream and 8 MiB connection windows
+		if err := r.fr.WriteData(1, false, chunk); err != nil {
+			break
+		}
+	}
+	f := r.next(func(f http2.Frame) bool { return isGoAway(f) || rstOn(1)(f) })
+	switch f := f.(type) {
+	case *http2.GoAwayFrame:
+		if f.ErrCode != http2.ErrCodeFlowControl {
+			t.Fatalf("GOAWAY %v", f.ErrCode)
+		}
+	case *http2.RSTStreamFrame:
+		if f.ErrCode != http2.ErrCodeFlowControl {
+			t.Fatalf("RST_STREAM %v", f.ErrCode)
+		}
+	}
+}
+
+type stallHandler struct{}
+
+func (stallHandler) ServeCall(*Call)              {}
+func (stallHandler) AttemptFailed(*Call, Failure) {}
+func (stallHandler) CallDone(*Call)               {}
+
+// A GOAWAY from the upstream below a stream's id means it was never
+// processed: the call is retried even though it was sent.
+func TestUpstreamGoAwayRefusesUnprocessedStreams(t *testing.T) {
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	defer ln.Close()
+	go func() {
+		nc, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer nc.Close()
+		fr := http2.NewFramer(nc, nc)
+		pre := make([]byte, len(http2.ClientPreface))
+		_, _ = nc.Read(pre)
+		_ = fr.WriteSettings()
+		for {
+			f, err := fr.ReadFrame()
+			if err != nil {
+				return
+			}
+			if _, ok := f.(*http2.HeadersFrame); ok {
+				_ = fr.WriteGoAway(0, http2.ErrCodeNo, nil)
+				time.Sleep(100 * time.Millisecond)
+				return
+			}
+		}
+	}()
+	b := startBackend(t)
+	fails := make(chan Failure, 4)
+	h := &forwarder{ups: []*Upstream{NewUpstream(ln.Addr().String(), UpstreamOptions{}), NewUpstream(b.addr, UpstreamOptions{})},
+		opts: ForwardOptions{RetryBuffer: 1 << 20, HoldHeaders: true}, failures: fails, retry: func(f Failure) bool { return !f.Reached }}
+	cl := startRelay(t, h, false).dial(t)
+	if _, err := cl.UnaryCall(ctxT(t), &testpb.SimpleRequest{}); err != nil {
+		t.Fatalf("call: %v", err)
+	}
+	if f := <-fails; f.Reached || f.Code != codes.Unavailable {
+		t.Errorf("failure = %+v, want not reached", f)
+	}
+}
