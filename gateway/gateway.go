@@ -25,6 +25,7 @@ import (
 	"github.com/meridian-gw/meridian/gateway/auth"
 	"github.com/meridian-gw/meridian/gateway/transcode"
 	"github.com/meridian-gw/meridian/internal/h2mux"
+	"github.com/meridian-gw/meridian/internal/h2relay"
 	"github.com/meridian-gw/meridian/internal/rawgrpc"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/genproto/googleapis/api/serviceconfig"
@@ -100,12 +101,14 @@ type Options struct {
 
 // Gateway is the running sidecar.
 type Gateway struct {
-	opts    Options
-	log     *slog.Logger
-	access  *slog.Logger
-	metrics *metrics
-	backend *grpc.ClientConn
-	grpc    *grpc.Server
+	opts     Options
+	log      *slog.Logger
+	access   *slog.Logger
+	metrics  *metrics
+	backend  *grpc.ClientConn  // reflection, REST transcoding, gRPC-Web
+	upstream *h2relay.Upstream // native gRPC, frames relayed
+	relay    *h2relay.Server
+	grpc     *grpc.Server // native gRPC that net/http got (see handleGRPC)
 
 	state    atomic.Pointer[state]
 	cert     atomic.Pointer[tls.Certificate]
@@ -137,24 +140,26 @@ func New(opts Options) (*Gateway, error) {
 	if opts.AccessLog != nil {
 		g.access = slog.New(slog.NewJSONHandler(opts.AccessLog, nil)).With("log", "access")
 	}
-	conn, err := dialBackend(opts.Backend, opts.BackendCA)
+	host, tlsCfg, err := backendTarget(opts.Backend, opts.BackendCA)
 	if err != nil {
 		return nil, err
+	}
+	conn, err := dialBackend(host, tlsCfg)
+	if err != nil {
+		return nil, fmt.Errorf("--backend %q: %w", opts.Backend, err)
 	}
 	g.backend = conn
 	if err := g.loadAll(true); err != nil {
 		conn.Close()
 		return nil, err
 	}
+	g.upstream = h2relay.NewUpstream(host, h2relay.UpstreamOptions{TLS: tlsCfg})
+	g.upstream.Connect()
+	g.relay = &h2relay.Server{Handler: relayHandler{g}, MaxRecvMsgSize: int(opts.ClientMaxBodySize), Log: g.log}
 	g.grpc = grpc.NewServer(
 		grpc.UnknownServiceHandler(g.handleGRPC),
 		grpc.ForceServerCodecV2(rawgrpc.Codec{}),
 		grpc.MaxRecvMsgSize(int(opts.ClientMaxBodySize)),
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
-		// Proxied calls block on the backend, so a few workers are always
-		// busy and grpc-go starts a goroutine per stream, growing its stack
-		// anew each time: keep enough workers for typical concurrency.
-		grpc.NumStreamWorkers(uint32(max(128, 2*runtimeNumCPU()))),
 	)
 	return g, nil
 }
@@ -230,36 +235,45 @@ func (o *Options) defaults() error {
 	return nil
 }
 
-func dialBackend(raw, caFile string) (*grpc.ClientConn, error) {
+// backendTarget parses --backend: the address to dial and, for grpcs and
+// https, the TLS configuration (nil for cleartext HTTP/2).
+func backendTarget(raw, caFile string) (string, *tls.Config, error) {
 	u, err := url.Parse(raw)
 	if err != nil || u.Host == "" {
-		return nil, fmt.Errorf("--backend = %q: want grpc://HOST:PORT (also http, grpcs, https)", raw)
+		return "", nil, fmt.Errorf("--backend = %q: want grpc://HOST:PORT (also http, grpcs, https)", raw)
 	}
-	var creds credentials.TransportCredentials
 	switch u.Scheme {
 	case "grpc", "http":
-		creds = insecure.NewCredentials()
+		return u.Host, nil, nil
 	case "grpcs", "https":
 		cfg := &tls.Config{MinVersion: tls.VersionTLS12}
 		if caFile != "" {
 			pem, err := os.ReadFile(caFile)
 			if err != nil {
-				return nil, fmt.Errorf("--backend_ca: %w", err)
+				return "", nil, fmt.Errorf("--backend_ca: %w", err)
 			}
 			cfg.RootCAs = x509.NewCertPool()
 			if !cfg.RootCAs.AppendCertsFromPEM(pem) {
-				return nil, fmt.Errorf("--backend_ca %s: no PEM certificates in it", caFile)
+				return "", nil, fmt.Errorf("--backend_ca %s: no PEM certificates in it", caFile)
 			}
 		}
-		creds = credentials.NewTLS(cfg)
-	default:
-		return nil, fmt.Errorf("--backend = %q: scheme %q; want grpc, http, grpcs or https", raw, u.Scheme)
+		return u.Host, cfg, nil
 	}
-	conn, err := grpc.NewClient(u.Host, grpc.WithTransportCredentials(creds),
+	return "", nil, fmt.Errorf("--backend = %q: scheme %q; want grpc, http, grpcs or https", raw, u.Scheme)
+}
+
+// dialBackend connects grpc-go to the backend, for what needs a decoded
+// call (reflection, transcoding, gRPC-Web).
+func dialBackend(host string, tlsCfg *tls.Config) (*grpc.ClientConn, error) {
+	creds := insecure.NewCredentials()
+	if tlsCfg != nil {
+		creds = credentials.NewTLS(tlsCfg)
+	}
+	conn, err := grpc.NewClient(host, grpc.WithTransportCredentials(creds),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}))
 	if err != nil {
-		return nil, fmt.Errorf("--backend %q: %w", raw, err)
+		return nil, err
 	}
 	conn.Connect()
 	return conn, nil
@@ -472,10 +486,11 @@ func (g *Gateway) Run(ctx context.Context) error {
 	}
 	close(g.ready)
 	defer g.backend.Close()
+	defer g.upstream.Close()
 
 	httpSrv := &http.Server{Handler: g, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 5 * time.Minute, MaxHeaderBytes: 1 << 20,
 		ErrorLog: slog.NewLogLogger(g.log.Handler(), slog.LevelDebug)}
-	mux := &h2mux.Server{GRPC: g.grpc, HTTP: httpSrv, TLS: g.tlsConfig()}
+	mux := &h2mux.Server{GRPC: g.relay, HTTP: httpSrv, TLS: g.tlsConfig()}
 	var wg sync.WaitGroup
 	for kind, ln := range g.listeners {
 		switch kind {

@@ -4,10 +4,13 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/meridian-gw/meridian/gateway/auth"
+	"github.com/meridian-gw/meridian/internal/h2relay"
 	"github.com/meridian-gw/meridian/internal/rawgrpc"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -16,8 +19,152 @@ import (
 	"google.golang.org/grpc/status"
 )
 
-// handleGRPC is the gRPC server's UnknownServiceHandler: it authenticates
-// the call by the service config and pipes it to the backend.
+// relayHandler serves native gRPC on the frame relay: the service
+// config decides each call on the connection's goroutine (a goroutine of
+// its own only when a JWT needs keys fetched), then the relay forwards
+// the call's frames to the backend as they come.
+type relayHandler struct{ g *Gateway }
+
+// relayCall is the gateway's state for one relayed call.
+type relayCall struct {
+	rec       callRecord
+	forwarded bool
+	// slow is 1 while a goroutine decides the call (a JWKS fetch), 2 if
+	// the call ended meanwhile: the goroutine then records it.
+	slow atomic.Int32
+}
+
+func (h relayHandler) ServeCall(c *h2relay.Call) {
+	g := h.g
+	st := g.state.Load()
+	rc := &relayCall{rec: callRecord{protocol: "grpc", method: c.Path(), start: c.Start()}}
+	c.UserData = rc
+	selector, ok := st.selectorForPath(c.Path())
+	if !ok {
+		c.Reject(codes.Unimplemented, msgNotDefined)
+		return
+	}
+	rc.rec.selector = selector
+	if selector == healthCheck && g.draining.Load() {
+		c.Respond(notServing)
+		return
+	}
+	pol := st.policy(selector)
+	src := callSource{c}
+	id, err := st.authenticate(auth.WithoutFetch(context.Background()), pol, src)
+	if errors.Is(err, auth.ErrWouldBlock) {
+		rc.slow.Store(1)
+		go func() {
+			id, err := st.authenticate(context.Background(), pol, src)
+			g.forwardCall(c, st, pol, rc, id, err)
+			if !rc.slow.CompareAndSwap(1, 0) {
+				g.callDone(c, rc)
+			}
+		}()
+		return
+	}
+	g.forwardCall(c, st, pol, rc, id, err)
+}
+
+// AttemptFailed: there is one backend and no retry; the relay ends the
+// call with the failure's status.
+func (relayHandler) AttemptFailed(*h2relay.Call, h2relay.Failure) {}
+
+func (h relayHandler) CallDone(c *h2relay.Call) {
+	rc := c.UserData.(*relayCall)
+	if rc.slow.CompareAndSwap(1, 2) {
+		return // the deciding goroutine records it
+	}
+	h.g.callDone(c, rc)
+}
+
+func (g *Gateway) forwardCall(c *h2relay.Call, st *state, pol *policy, rc *relayCall, id *identity, err error) {
+	wait, err := g.admit(st, pol, &rc.rec, id, err)
+	if err != nil {
+		s := status.Convert(err)
+		if wait != "" {
+			c.Reject(s.Code(), s.Message(), h2relay.HeaderField{Name: "retry-after", Value: wait})
+		} else {
+			c.Reject(s.Code(), s.Message())
+		}
+		return
+	}
+	rc.forwarded = true
+	c.Forward(g.upstream, backendFields(c, id), h2relay.ForwardOptions{})
+}
+
+func (g *Gateway) callDone(c *h2relay.Call, rc *relayCall) {
+	rec := &rc.rec
+	rec.code, _ = c.Result()
+	in, out := c.Bytes()
+	rec.bytesIn.Store(in)
+	rec.bytesOut.Store(out)
+	if rc.forwarded && rec.code == codes.Unavailable {
+		g.metrics.backendError(rec.selector)
+	}
+	g.finish(rec, c.Header("traceparent"))
+}
+
+// admit finishes what authenticate started: an authentication failure or
+// an exhausted quota becomes the status to answer with (and, for quota,
+// the Retry-After seconds).
+func (g *Gateway) admit(st *state, pol *policy, rec *callRecord, id *identity, err error) (retry string, _ error) {
+	if err != nil {
+		return "", g.authFailed(rec, err)
+	}
+	rec.consumer = id.quotaKey()
+	if ok, wait, limit := st.quotas.take(id.quotaKey(), pol.costs); !ok {
+		ra := retryAfter(wait)
+		return ra, status.Errorf(codes.ResourceExhausted, "Quota exceeded for quota metric %q: retry in %ss", limit, ra)
+	}
+	return "", nil
+}
+
+// backendFields are the request headers the backend receives: the
+// caller's, without any X-Endpoint-* header a client sent, plus the
+// verified identity and X-Forwarded-For.
+func backendFields(c *h2relay.Call, id *identity) []h2relay.HeaderField {
+	in := c.Headers()
+	out := make([]h2relay.HeaderField, 0, len(in)+2)
+	var prior []string
+	for _, f := range in {
+		switch {
+		case strings.HasPrefix(f.Name, "x-endpoint-"):
+		case f.Name == "x-forwarded-for":
+			prior = append(prior, f.Value)
+		default:
+			out = append(out, f)
+		}
+	}
+	if id.claims != nil {
+		out = append(out, h2relay.HeaderField{Name: userInfoKey, Value: id.claims.UserInfo})
+	}
+	return append(out, h2relay.HeaderField{Name: "x-forwarded-for", Value: forwardedFor(prior, c.RemoteAddr())})
+}
+
+// forwardedFor appends the client's address to the X-Forwarded-For values
+// it sent.
+func forwardedFor(prior []string, addr net.Addr) string {
+	host := addr.String()
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	if len(prior) > 0 {
+		return strings.Join(prior, ", ") + ", " + host
+	}
+	return host
+}
+
+// callSource reads credentials from a relayed call's headers.
+type callSource struct{ c *h2relay.Call }
+
+func (s callSource) header(name string) string { return s.c.Header(strings.ToLower(name)) }
+func (callSource) query(string) string         { return "" }
+
+// handleGRPC is the grpc-go server's UnknownServiceHandler. It serves
+// native gRPC only on HTTP/2 connections whose first request was not
+// gRPC (REST first, then gRPC on the same connection), which net/http
+// serves; the relay serves all the others.
 func (g *Gateway) handleGRPC(_ any, ss grpc.ServerStream) error {
 	start := time.Now()
 	ctx := ss.Context()
@@ -26,8 +173,16 @@ func (g *Gateway) handleGRPC(_ any, ss grpc.ServerStream) error {
 	rec := &callRecord{protocol: "grpc", method: method, start: start}
 	err := g.proxyGRPC(ctx, st, method, ss, rec)
 	rec.code = status.Code(err)
-	g.finish(ctx, rec)
+	md, _ := metadata.FromIncomingContext(ctx)
+	g.finish(rec, first(md.Get("traceparent")))
 	return err
+}
+
+func first(v []string) string {
+	if len(v) == 0 {
+		return ""
+	}
+	return v[0]
 }
 
 func (g *Gateway) proxyGRPC(ctx context.Context, st *state, method string, ss grpc.ServerStream, rec *callRecord) error {
@@ -42,13 +197,11 @@ func (g *Gateway) proxyGRPC(ctx context.Context, st *state, method string, ss gr
 	pol := st.policy(selector)
 	md, _ := metadata.FromIncomingContext(ctx)
 	id, err := st.authenticate(ctx, pol, mdSource(md))
-	if err != nil {
-		return g.authFailed(rec, err)
-	}
-	rec.consumer = id.quotaKey()
-	if ok, wait, limit := st.quotas.take(id.quotaKey(), pol.costs); !ok {
-		_ = ss.SetHeader(metadata.Pairs("retry-after", retryAfter(wait)))
-		return status.Errorf(codes.ResourceExhausted, "Quota exceeded for quota metric %q: retry in %s", limit, retryAfter(wait)+"s")
+	if wait, err := g.admit(st, pol, rec, id, err); err != nil {
+		if wait != "" {
+			_ = ss.SetHeader(metadata.Pairs("retry-after", wait))
+		}
+		return err
 	}
 	out := backendMetadata(ctx, md, id)
 	bctx, cancel := context.WithCancel(metadata.NewOutgoingContext(ctx, out))
@@ -58,24 +211,7 @@ func (g *Gateway) proxyGRPC(ctx context.Context, st *state, method string, ss gr
 		g.metrics.backendError(selector)
 		return backendErr(err)
 	}
-	if st.unary[method] {
-		// One request: relay it here, without the goroutine a stream needs.
-		f := &rawgrpc.Frame{}
-		switch err := ss.RecvMsg(f); {
-		case err == nil:
-			rec.bytesIn.Add(int64(f.Data.Len()))
-			if cs.SendMsg(f) == nil { // else the backend ended the call; RecvMsg below reports why
-				_ = cs.CloseSend()
-			}
-			f.Data.Free()
-		case errors.Is(err, io.EOF):
-			_ = cs.CloseSend()
-		default:
-			return err
-		}
-	} else {
-		go g.pumpToBackend(ss, cs, cancel, rec)
-	}
+	go g.pumpToBackend(ss, cs, cancel, rec)
 	return g.pumpToClient(ss, cs, rec, selector)
 }
 
@@ -172,14 +308,7 @@ func backendMetadata(ctx context.Context, md metadata.MD, id *identity) metadata
 		md[userInfoKey] = []string{id.claims.UserInfo}
 	}
 	if p, ok := peer.FromContext(ctx); ok {
-		host := p.Addr.String()
-		if i := strings.LastIndexByte(host, ':'); i > 0 {
-			host = strings.Trim(host[:i], "[]")
-		}
-		if len(prior) > 0 {
-			host = strings.Join(prior, ", ") + ", " + host
-		}
-		md["x-forwarded-for"] = []string{host}
+		md["x-forwarded-for"] = []string{forwardedFor(prior, p.Addr)}
 	}
 	return md
 }

@@ -20,12 +20,14 @@ func serving(resp proto.Message) bool {
 	return fd != nil && m.Get(fd).Enum() == protoreflect.EnumNumber(healthpb.HealthCheckResponse_SERVING)
 }
 
+// notServing is a serialized HealthCheckResponse{NOT_SERVING}.
+var notServing, _ = proto.Marshal(&healthpb.HealthCheckResponse{Status: healthpb.HealthCheckResponse_NOT_SERVING})
+
 // drainingHealth answers health checks itself while the gateway drains, so
 // load balancers take it out of rotation before it stops.
 func drainingHealth(ss grpc.ServerStream) error {
-	b, _ := proto.Marshal(&healthpb.HealthCheckResponse{Status: healthpb.HealthCheckResponse_NOT_SERVING})
 	if err := ss.RecvMsg(&rawgrpc.Frame{}); err != nil {
 		return err
 	}
-	return ss.SendMsg(rawgrpc.FrameOf(b))
+	return ss.SendMsg(rawgrpc.FrameOf(notServing))
 }

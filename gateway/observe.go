@@ -8,7 +8,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/metadata"
 )
 
 // callRecord collects what the access log and metrics say about one call.
@@ -78,7 +77,7 @@ func orNone(s string) string {
 }
 
 // finish records a call in metrics and the access log.
-func (g *Gateway) finish(ctx context.Context, rec *callRecord) {
+func (g *Gateway) finish(rec *callRecord, traceparent string) {
 	d := time.Since(rec.start)
 	sel := orNone(rec.selector)
 	g.metrics.requests.WithLabelValues(rec.protocol, sel, rec.code.String()).Inc()
@@ -100,10 +99,8 @@ func (g *Gateway) finish(ctx context.Context, rec *callRecord) {
 	if rec.authReason != "" {
 		attrs = append(attrs, slog.String("auth_failure", rec.authReason))
 	}
-	if md, ok := metadata.FromIncomingContext(ctx); ok {
-		if tp := md.Get("traceparent"); len(tp) > 0 {
-			attrs = append(attrs, slog.String("traceparent", tp[0]))
-		}
+	if traceparent != "" {
+		attrs = append(attrs, slog.String("traceparent", traceparent))
 	}
-	g.access.LogAttrs(ctx, slog.LevelInfo, "request", attrs...)
+	g.access.LogAttrs(context.Background(), slog.LevelInfo, "request", attrs...)
 }

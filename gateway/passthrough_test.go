@@ -35,7 +35,8 @@ type testService struct {
 
 func seen(ctx context.Context) metadata.MD {
 	md, _ := metadata.FromIncomingContext(ctx)
-	out := metadata.Pairs("seen-custom", strings.Join(md.Get("x-custom"), ","), "seen-userinfo", strings.Join(md.Get("x-endpoint-api-userinfo"), ","))
+	out := metadata.Pairs("seen-custom", strings.Join(md.Get("x-custom"), ","), "seen-userinfo", strings.Join(md.Get("x-endpoint-api-userinfo"), ","),
+		"seen-xff", strings.Join(md.Get("x-forwarded-for"), ","), "seen-other", strings.Join(md.Get("x-endpoint-other"), ","))
 	if dl, ok := ctx.Deadline(); ok {
 		out.Set("seen-deadline-ms", itoa(int(time.Until(dl).Milliseconds())))
 	}
@@ -133,8 +134,9 @@ http:
   - {selector: grpc.testing.TestService.StreamingOutputCall, post: "/v1/stream", body: "*"}
 `), 0o644)
 	dir, roots := certDir(t)
+	var access syncBuffer
 	g, err := New(Options{ServiceConfig: cfg, Backend: "grpc://" + ln.Addr().String(), Descriptor: descriptorSet(t),
-		SSLAddr: "127.0.0.1:0", CertDir: dir, Log: slog.New(slog.DiscardHandler)})
+		SSLAddr: "127.0.0.1:0", CertDir: dir, Log: slog.New(slog.DiscardHandler), AccessLog: &access})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -151,7 +153,8 @@ http:
 	tok := is.token(t, "alice", withAud("https://test.example.com"))
 	call := func(d time.Duration) (context.Context, context.CancelFunc) {
 		c, cancel := context.WithTimeout(context.Background(), d)
-		return metadata.AppendToOutgoingContext(c, "authorization", "Bearer "+tok, "x-custom", "v1"), cancel
+		return metadata.AppendToOutgoingContext(c, "authorization", "Bearer "+tok, "x-custom", "v1", "x-forwarded-for", "10.1.2.3",
+			"x-endpoint-other", "spoof", "traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"), cancel
 	}
 
 	// Unary: metadata, deadline, identity in; headers and trailers out.
@@ -175,6 +178,18 @@ http:
 	}
 	if hdr.Get("seen-custom")[0] != "v1" || hdr.Get("seen-userinfo")[0] == "" || tr.Get("trailer-x")[0] != "t" {
 		t.Fatalf("metadata not carried: header %v trailer %v", hdr, tr)
+	}
+	// The client's address is appended to X-Forwarded-For; X-Endpoint-*
+	// headers from the client never reach the backend.
+	if xff := hdr.Get("seen-xff")[0]; xff != "10.1.2.3, 127.0.0.1" || hdr.Get("seen-other")[0] != "" {
+		t.Fatalf("backend saw X-Forwarded-For %q, X-Endpoint-Other %q", xff, hdr.Get("seen-other")[0])
+	}
+	// The access log names the call, its status and its trace.
+	waitFor(t, func() bool {
+		return strings.Contains(access.String(), `"traceparent":"00-4bf92f3577b34da6a3ce929d0e0e4736`)
+	}, "access log line")
+	if line := access.String(); !strings.Contains(line, `"method":"/grpc.testing.TestService/UnaryCall"`) || !strings.Contains(line, `"code":"OK"`) {
+		t.Fatalf("access log: %s", line)
 	}
 	if ms, err := strconv.Atoi(hdr.Get("seen-deadline-ms")[0]); err != nil || ms <= 1000 || ms > 2000 {
 		t.Fatalf("backend saw a deadline of %v ms; want the client's 2 s, less transit", hdr.Get("seen-deadline-ms"))

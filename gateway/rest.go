@@ -56,7 +56,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 func (g *Gateway) serveREST(w http.ResponseWriter, r *http.Request) {
 	rec := &callRecord{protocol: "rest", method: r.Method + " " + r.URL.Path, start: time.Now()}
-	defer func() { g.finish(r.Context(), rec) }()
+	defer func() { g.finish(rec, r.Header.Get("Traceparent")) }()
 	st := g.state.Load()
 	path, err := transcode.NormalizePath(r.URL.EscapedPath(), g.opts.Path)
 	if err != nil {
@@ -335,7 +335,7 @@ func copyResponseHeaders(h http.Header, md metadata.MD) {
 // passing message bytes through: unary and server-streaming calls.
 func (g *Gateway) serveGRPCWeb(w http.ResponseWriter, r *http.Request, ct string) {
 	rec := &callRecord{protocol: "grpc-web", method: r.URL.Path, start: time.Now()}
-	defer func() { g.finish(r.Context(), rec) }()
+	defer func() { g.finish(rec, r.Header.Get("Traceparent")) }()
 	text := strings.HasPrefix(ct, "application/grpc-web-text")
 	respCT := "application/grpc-web+proto"
 	if text {
@@ -363,13 +363,8 @@ func (g *Gateway) serveGRPCWeb(w http.ResponseWriter, r *http.Request, ct string
 	rec.selector = selector
 	pol := st.policy(selector)
 	id, err := st.authenticate(r.Context(), pol, httpSource{r, r.URL.Query()})
-	if err != nil {
-		fail(g.authFailed(rec, err))
-		return
-	}
-	rec.consumer = id.quotaKey()
-	if ok, wait, limit := st.quotas.take(id.quotaKey(), pol.costs); !ok {
-		fail(status.Errorf(codes.ResourceExhausted, "Quota exceeded for quota metric %q: retry in %ss", limit, retryAfter(wait)))
+	if _, err := g.admit(st, pol, rec, id, err); err != nil {
+		fail(err)
 		return
 	}
 	var body io.Reader = r.Body

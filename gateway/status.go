@@ -6,13 +6,10 @@ import (
 	"errors"
 	"net"
 	"net/http"
-	"runtime"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
-
-func runtimeNumCPU() int { return runtime.NumCPU() }
 
 // serveStatus serves /metrics, /status (JSON) and /healthz.
 func (g *Gateway) serveStatus(ctx context.Context, ln net.Listener) {

@@ -6,6 +6,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -73,6 +74,14 @@ func TestTokenCacheAndRefetchRateLimit(t *testing.T) {
 		return tok
 	}
 	tok := mint("k1", now.Add(time.Hour))
+	// Without fetching, a verifier that has no keys yet says so instead of
+	// waiting for the issuer (and does not fetch).
+	if _, err := v.Verify(WithoutFetch(context.Background()), tok, []string{"p"}); !errors.Is(err, ErrWouldBlock) {
+		t.Fatalf("verify without fetch and no keys: %v, want ErrWouldBlock", err)
+	}
+	if n := fetches.Load(); n != 0 {
+		t.Fatalf("%d JWKS fetches under WithoutFetch, want 0", n)
+	}
 	for range 5 {
 		c, err := v.Verify(context.Background(), tok, []string{"p"})
 		if err != nil || c.Subject != "u" {
@@ -81,6 +90,10 @@ func TestTokenCacheAndRefetchRateLimit(t *testing.T) {
 	}
 	if n := fetches.Load(); n != 1 {
 		t.Fatalf("%d JWKS fetches for one token verified 5 times, want 1", n)
+	}
+	// With keys at hand, a new token verifies without the network.
+	if c, err := v.Verify(WithoutFetch(context.Background()), mint("k1", now.Add(30*time.Minute)), []string{"p"}); err != nil || c.Subject != "u" {
+		t.Fatalf("verify without fetch, keys cached: %v", err)
 	}
 	for range 5 {
 		if _, err := v.Verify(context.Background(), mint("unknown", now.Add(time.Hour)), []string{"p"}); err == nil {

@@ -16,6 +16,22 @@ import (
 	"github.com/go-jose/go-jose/v4"
 )
 
+// ErrWouldBlock is what Verify returns under WithoutFetch when the token
+// needs keys that must be fetched first.
+var ErrWouldBlock = errors.New("auth: verifying needs a JWKS fetch")
+
+type noFetchKey struct{}
+
+// WithoutFetch marks ctx so that Verify never waits for the network: it
+// verifies with the keys at hand or returns ErrWouldBlock. Callers on a
+// connection's goroutine try this first and verify in a goroutine of
+// their own only when it says so.
+func WithoutFetch(ctx context.Context) context.Context {
+	return context.WithValue(ctx, noFetchKey{}, true)
+}
+
+func noFetch(ctx context.Context) bool { return ctx.Value(noFetchKey{}) != nil }
+
 // keySet fetches and caches one provider's signing keys. It serves the
 // last good keys when the issuer is down, and refetches early (rate
 // limited) when a token names a key id it does not know.
@@ -52,6 +68,10 @@ func (k *keySet) get(ctx context.Context, refresh bool) ([]jose.JSONWebKey, erro
 				return nil, err
 			}
 			return keys, nil
+		}
+		if noFetch(ctx) {
+			k.mu.Unlock()
+			return nil, ErrWouldBlock
 		}
 		if wait := k.fetching; wait != nil {
 			k.mu.Unlock()

@@ -223,14 +223,20 @@ func (v *Verifier) verifyWith(ctx context.Context, p *Provider, tok *jwt.JSONWeb
 	kid := tok.Headers[0].KeyID
 	alg := tok.Headers[0].Algorithm
 	keys, err := p.keys.get(ctx, false)
+	if errors.Is(err, ErrWouldBlock) {
+		return nil, err
+	}
 	if err != nil {
 		return nil, &Error{HTTPStatus: http.StatusUnauthorized, Code: codes.Unauthenticated, Reason: "jwks_unavailable",
 			Message: fmt.Sprintf("Jwks remote fetch is failed: %v", err)}
 	}
 	cands := matchKeys(keys, kid, alg)
 	if len(cands) == 0 && kid != "" {
-		if keys, err = p.keys.get(ctx, true); err == nil {
+		switch keys, err = p.keys.get(ctx, true); {
+		case err == nil:
 			cands = matchKeys(keys, kid, alg)
+		case errors.Is(err, ErrWouldBlock):
+			return nil, err
 		}
 	}
 	if len(cands) == 0 {

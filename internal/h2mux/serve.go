@@ -9,13 +9,20 @@ import (
 	"time"
 
 	"golang.org/x/net/http2"
-	"google.golang.org/grpc"
 )
 
-// Server serves native gRPC on grpc-go's transport and everything else on
-// net/http, from the same ports.
+// GRPCServer serves the connections whose first request is native gRPC:
+// a *grpc.Server, or the gateway's and edge's frame relay.
+type GRPCServer interface {
+	Serve(net.Listener) error
+	GracefulStop()
+	Stop()
+}
+
+// Server serves native gRPC on GRPC and everything else on net/http, from
+// the same ports.
 type Server struct {
-	GRPC *grpc.Server
+	GRPC GRPCServer
 	HTTP *http.Server // its Handler serves REST, gRPC-Web, …
 	// H2 serves the HTTP/2 connections that are not gRPC. x/net's server is
 	// used (deprecated in favour of net/http's) because it alone serves a

@@ -62,32 +62,33 @@ type conn struct {
 	blockEnd   bool // the HEADERS carried END_STREAM
 	inBlock    bool
 	pingWindow time.Time
-	pings      int
+	pings      int // pings counted in pingWindow
 	resets     int
 	resetStart time.Time
 
-	mu           sync.Mutex
-	wbuf         []byte
-	enc          *hpack.Encoder
-	encBuf       bytes.Buffer
-	streams      map[uint32]*stream
-	pendList     []*stream // streams with data waiting for window
-	nextID       uint32    // client side: next stream id
-	lastPeerID   uint32    // server side: highest stream id the peer opened
-	sendWin      int64     // connection send window the peer granted
-	peerInitWin  int64
-	peerMaxFrame int
-	peerStreams  uint32
-	recvWin      int64 // how much more the peer may send on the connection
-	recvUnacked  int64
-	gotSettings  bool
-	goingAway    bool   // GOAWAY sent or received: no new streams
-	peerLastID   uint32 // from the peer's GOAWAY
-	closing      bool   // the writer closes the socket after its next write
-	closed       bool   // torn down
-	closeErr     error
-	lastActive   time.Time // last time the stream count went to zero, or a frame arrived
-	pingSent     time.Time // keepalive ping outstanding since (client side)
+	mu            sync.Mutex
+	wbuf          []byte
+	enc           *hpack.Encoder
+	encBuf        bytes.Buffer
+	streams       map[uint32]*stream
+	pendList      []*stream // streams with data waiting for window
+	nextID        uint32    // client side: next stream id
+	lastPeerID    uint32    // server side: highest stream id the peer opened
+	sendWin       int64     // connection send window the peer granted
+	peerInitWin   int64
+	peerMaxFrame  int
+	peerStreams   uint32
+	recvWin       int64 // how much more the peer may send on the connection
+	recvUnacked   int64
+	gotSettings   bool
+	goingAway     bool   // GOAWAY sent or received: no new streams
+	peerLastID    uint32 // from the peer's GOAWAY
+	closing       bool   // the writer closes the socket after its next write
+	closed        bool   // torn down
+	closeErr      error
+	lastActive    time.Time // last time the stream count went to zero, or a frame arrived
+	pingSent      time.Time // keepalive ping outstanding since (client side)
+	sentSincePing bool      // HEADERS or DATA written since the peer's last PING
 
 	// active counts streams open or reserved (client side), for the
 	// upstream's picker.
@@ -124,6 +125,8 @@ func (c *conn) emitField(f hpack.HeaderField) {
 	}
 }
 
+const settingNoRFC7540Priorities http2.SettingID = 0x9
+
 // start writes our SETTINGS (and the preface, client side) and the
 // connection window increase, then runs the writer.
 func (c *conn) start() {
@@ -138,7 +141,10 @@ func (c *conn) start() {
 	if c.client {
 		s = append(s, http2.Setting{ID: http2.SettingEnablePush, Val: 0})
 	} else {
-		s = append(s, http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: c.set.maxStreams})
+		// No priorities (RFC 9113 §5.3.2), as net/http's server says: a
+		// client sharing ports with it may refuse a later change.
+		s = append(s, http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: c.set.maxStreams},
+			http2.Setting{ID: settingNoRFC7540Priorities, Val: 1})
 	}
 	c.wbuf = appendSettings(c.wbuf, s...)
 	if c.set.connWindow > defaultWindow {
@@ -487,8 +493,15 @@ func (c *conn) onPing(h frameHeader, p []byte) error {
 		c.mu.Unlock()
 		return nil
 	}
+	// As grpc-go's server does, only pings while we send nothing count:
+	// grpc-go clients ping with every burst of data they receive (BDP
+	// estimation), which a busy connection must allow.
 	now := time.Now()
-	if now.Sub(c.pingWindow) > time.Second {
+	c.mu.Lock()
+	busy := c.sentSincePing
+	c.sentSincePing = false
+	c.mu.Unlock()
+	if busy || now.Sub(c.pingWindow) > time.Second {
 		c.pingWindow, c.pings = now, 0
 	}
 	if c.pings++; c.pings > maxPingsPerSecond {
@@ -653,6 +666,7 @@ func (c *conn) credit(s *stream, n int64) {
 
 // encodeHeadersLocked HPACK-encodes fields and frames them on stream id.
 func (c *conn) encodeHeadersLocked(id uint32, fields []hpack.HeaderField, end bool) {
+	c.sentSincePing = true
 	c.encBuf.Reset()
 	for _, f := range fields {
 		_ = c.enc.WriteField(f) // writes to a bytes.Buffer: no error
@@ -865,6 +879,7 @@ func (s *stream) sendDataLocked(p []byte, end bool) bool {
 		}
 		last := n == len(p)
 		c.wbuf = appendData(c.wbuf, s.id, p[:n], end && last)
+		c.sentSincePing = true
 		s.sendWin -= int64(n)
 		c.sendWin -= int64(n)
 		s.wired.Add(int64(n))
@@ -910,6 +925,7 @@ func (s *stream) flushLocked() bool {
 		}
 		endNow := n == len(s.pend) && s.pendEnd
 		c.wbuf = appendData(c.wbuf, s.id, s.pend[:n], endNow)
+		c.sentSincePing = true
 		s.sendWin -= int64(n)
 		c.sendWin -= int64(n)
 		s.wired.Add(int64(n))
