@@ -11,14 +11,13 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/meridian-gw/meridian/internal/h2mux"
-	"github.com/meridian-gw/meridian/internal/rawgrpc"
+	"github.com/meridian-gw/meridian/internal/h2relay"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -74,7 +73,7 @@ type Edge struct {
 	log         *slog.Logger
 	metrics     *metrics
 	upstreamTLS *tls.Config
-	grpc        *grpc.Server
+	grpcRelay   *h2relay.Server
 	transport   *http.Transport
 	budget      budget
 	idem        *idempotency
@@ -85,7 +84,7 @@ type Edge struct {
 	events *eventLog
 
 	mu       sync.Mutex
-	conns    map[string]*grpc.ClientConn
+	conns    map[string]*upstream
 	stamp    string
 	lastErr  error
 	ln, adm  net.Listener
@@ -132,7 +131,7 @@ func New(opts Options) (*Edge, error) {
 	if err != nil {
 		return nil, err
 	}
-	ed := &Edge{opts: opts, log: opts.Log.With("component", "edge", "region", opts.Region), conns: map[string]*grpc.ClientConn{},
+	ed := &Edge{opts: opts, log: opts.Log.With("component", "edge", "region", opts.Region), conns: map[string]*upstream{},
 		events: newEventLog(300), ready: make(chan struct{}), idem: idem}
 	ed.metrics = newMetrics(opts.Registry)
 	ed.upstreamTLS = &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: opts.UpstreamInsecure}
@@ -149,12 +148,7 @@ func New(opts Options) (*Edge, error) {
 	}
 	ed.transport = &http.Transport{TLSClientConfig: ed.upstreamTLS.Clone(), ForceAttemptHTTP2: true, MaxIdleConnsPerHost: 64,
 		IdleConnTimeout: 90 * time.Second, DialContext: (&net.Dialer{Timeout: 2 * time.Second}).DialContext}
-	ed.grpc = grpc.NewServer(grpc.UnknownServiceHandler(ed.handleGRPC), grpc.ForceServerCodecV2(rawgrpc.Codec{}),
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
-		// Proxied calls block on the backend: with few workers all are busy
-		// and grpc-go starts a goroutine per stream, growing its stack anew
-		// (as in the gateway).
-		grpc.NumStreamWorkers(uint32(max(128, 2*runtime.NumCPU()))))
+	ed.grpcRelay = &h2relay.Server{Handler: relayHandler{ed}, Log: ed.log}
 	cfg, err := Load(opts.Config)
 	if err != nil {
 		return nil, err
@@ -165,12 +159,24 @@ func New(opts Options) (*Edge, error) {
 	return ed, nil
 }
 
-// dial returns the shared connection to a gateway address.
-func (ed *Edge) dial(addr string) (*grpc.ClientConn, error) {
+// upstream is one gateway address's connections: the relay's pool for
+// calls, and a grpc-go connection for the health checks.
+type upstream struct {
+	relay *h2relay.Upstream
+	check *grpc.ClientConn
+}
+
+func (u *upstream) close() {
+	u.relay.Close()
+	u.check.Close()
+}
+
+// dial returns the shared connections to a gateway address.
+func (ed *Edge) dial(addr string) (*upstream, error) {
 	ed.mu.Lock()
 	defer ed.mu.Unlock()
-	if c, ok := ed.conns[addr]; ok {
-		return c, nil
+	if u, ok := ed.conns[addr]; ok {
+		return u, nil
 	}
 	t := ed.upstreamTLS.Clone()
 	if t.ServerName == "" {
@@ -183,8 +189,9 @@ func (ed *Edge) dial(addr string) (*grpc.ClientConn, error) {
 		return nil, err
 	}
 	c.Connect()
-	ed.conns[addr] = c
-	return c, nil
+	u := &upstream{check: c, relay: h2relay.NewUpstream(addr, h2relay.UpstreamOptions{TLS: t, KeepaliveTimeout: 5 * time.Second})}
+	ed.conns[addr] = u
+	return u, nil
 }
 
 // apply builds a generation from cfg and swaps it in; health state of
@@ -255,9 +262,12 @@ func (ed *Edge) apply(cfg *Config, first bool) error {
 					} else {
 						e.healthy.Store(true) // optimistic until the first check says otherwise
 					}
-					if e.conn, err = ed.dial(ce.Address); err != nil {
+					u, err := ed.dial(ce.Address)
+					if err != nil {
 						return fmt.Errorf("Cluster %s: endpoint %s: %w", cl.Metadata.Name, ce.Address, err)
 					}
+					e.conn, e.up = u.check, u.relay
+					u.relay.Connect() // warm, before the first call
 					r.eps = append(r.eps, e)
 					p.all = append(p.all, e)
 				}
@@ -383,7 +393,7 @@ func (ed *Edge) Run(ctx context.Context) error {
 	ed.restartCheckers()
 	httpSrv := &http.Server{Handler: http.HandlerFunc(ed.serveHTTP), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 5 * time.Minute,
 		ErrorLog: slog.NewLogLogger(ed.log.Handler(), slog.LevelDebug)}
-	mux := &h2mux.Server{GRPC: ed.grpc, HTTP: httpSrv, TLS: &tls.Config{MinVersion: tls.VersionTLS12, NextProtos: []string{"h2", "http/1.1"},
+	mux := &h2mux.Server{GRPC: ed.grpcRelay, HTTP: httpSrv, TLS: &tls.Config{MinVersion: tls.VersionTLS12, NextProtos: []string{"h2", "http/1.1"},
 		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return ed.cert.Load(), nil }}}
 	var wg sync.WaitGroup
 	wg.Go(func() { mux.ServeTLS(ctx, ln) })
@@ -400,8 +410,8 @@ func (ed *Edge) Run(ctx context.Context) error {
 	mux.Shutdown(10 * time.Second)
 	wg.Wait()
 	ed.mu.Lock()
-	for _, c := range ed.conns {
-		c.Close()
+	for _, u := range ed.conns {
+		u.close()
 	}
 	ed.mu.Unlock()
 	return nil

@@ -30,6 +30,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 )
 
@@ -162,6 +163,14 @@ func (g *gateway) handle(_ any, ss grpc.ServerStream) error {
 			ms = fmt.Sprint(time.Until(dl).Milliseconds())
 		}
 		return ss.SendMsg(rawgrpc.FrameOf([]byte(ms)))
+	}
+	if strings.HasSuffix(method, "/Metadata") { // answers what it saw of the forwarding headers
+		md, _ := metadata.FromIncomingContext(ss.Context())
+		var seen []string
+		for _, k := range []string{"authorization", "x-forwarded-for", "x-forwarded-proto", "x-custom"} {
+			seen = append(seen, k+"="+strings.Join(md.Get(k), ","))
+		}
+		return ss.SendMsg(rawgrpc.FrameOf([]byte(strings.Join(seen, ";"))))
 	}
 	if strings.HasSuffix(method, "/Unavailable") {
 		return status.Error(codes.Unavailable, "backend down in "+g.region)

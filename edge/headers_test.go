@@ -13,6 +13,7 @@ import (
 
 	"github.com/meridian-gw/meridian/internal/rawgrpc"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
 )
 
 func TestForwardsHeadersGRPCWebAndDeadlines(t *testing.T) {
@@ -30,6 +31,17 @@ func TestForwardsHeadersGRPCWebAndDeadlines(t *testing.T) {
 	if seen.Get("Authorization") != "Bearer abc" || seen.Get("X-Forwarded-Proto") != "https" ||
 		!strings.HasPrefix(seen.Get("X-Forwarded-For"), "203.0.113.9, 127.0.0.1") {
 		t.Fatalf("headers at the gateway: %v", seen)
+	}
+	// gRPC: the same forwarding headers; a client's X-Forwarded-Proto is
+	// replaced.
+	ctx := metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer abc",
+		"x-forwarded-for", "203.0.113.9", "x-forwarded-proto", "http")
+	md := &rawgrpc.Frame{}
+	if err := r.conn.Invoke(ctx, "/test.Echo/Metadata", rawgrpc.FrameOf([]byte("x")), md, grpc.ForceCodecV2(rawgrpc.Codec{})); err != nil {
+		t.Fatal(err)
+	}
+	if got := string(md.Data.Materialize()); got != "authorization=Bearer abc;x-forwarded-for=203.0.113.9, 127.0.0.1;x-forwarded-proto=https;x-custom=" {
+		t.Fatalf("gRPC metadata at the gateway: %s", got)
 	}
 	// gRPC-Web passes through as HTTP.
 	body := append([]byte{0, 0, 0, 0, 1}, 'x')

@@ -132,7 +132,9 @@ func (ed *Edge) newChecker(p *pool, e *endpoint) *checker {
 		if e.checkAddr(s.port) == e.addr {
 			c.grpc = e.conn
 		} else {
-			c.grpc, _ = ed.dial(e.checkAddr(s.port))
+			if u, err := ed.dial(e.checkAddr(s.port)); err == nil {
+				c.grpc = u.check
+			}
 		}
 	}
 	return c

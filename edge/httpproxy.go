@@ -28,8 +28,8 @@ func (ed *Edge) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, `{"code":404,"message":"no backend for this host and path"}`, http.StatusNotFound)
 		return
 	}
-	ed.budget.active.Add(1)
-	defer ed.budget.active.Add(-1)
+	ed.budget.begin()
+	defer ed.budget.end()
 	body, over, err := readUpTo(r.Body, ed.opts.RetryBufferLimit)
 	if err != nil {
 		http.Error(w, `{"code":400,"message":"reading the request body failed"}`, http.StatusBadRequest)
@@ -88,13 +88,12 @@ func (ed *Edge) serveHTTP(w http.ResponseWriter, r *http.Request) {
 				ed.metrics.ejections.WithLabelValues(e.cluster).Inc()
 				ed.event(Event{Kind: "ejected", Endpoint: e.id, Region: e.region, Detail: err.Error()})
 			}
-			if retryable && ed.budget.tryRetry() {
+			if retryable && (!reached || ed.budget.tryRetry()) { // what reached nothing is free
 				reason := "not_reached"
 				if reached {
 					reason = "unavailable"
 				}
 				ed.metrics.retries.WithLabelValues(p.name, reason).Inc()
-				ed.budget.doneRetry()
 				continue
 			}
 			ed.served(p.name, e.cluster, e.region, "Unavailable", time.Since(start))
