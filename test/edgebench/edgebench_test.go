@@ -129,7 +129,7 @@ func TestReportHelpers(t *testing.T) {
 	if m := median([]float64{4, 1, 2, 3}); m != 2.5 {
 		t.Errorf("median = %v", m)
 	}
-	tr := "File: x\n-----------+-------------------------------------------------------\n     10ms   runtime.mallocgc\n            edge.(*Edge).handleGRPC\n-----------+-------------------------------------------------------\n     20ms   syscall.Syscall6\n"
+	tr := "File: x\n-----------+-------------------------------------------------------\n     10ms   runtime.mallocgc\n            edge.relayHandler.ServeCall\n-----------+-------------------------------------------------------\n     20ms   syscall.Syscall6\n"
 	s := parseTraces(tr)
 	if len(s) != 2 || s[0].d != 10*time.Millisecond || len(s[0].frames) != 2 || s[1].frames[0] != "syscall.Syscall6" {
 		t.Fatalf("parseTraces = %+v", s)

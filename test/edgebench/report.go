@@ -231,14 +231,12 @@ var inclusive = []struct {
 	name string
 	re   *regexp.Regexp
 }{
-	{"edge.handleGRPC (the whole proxied call on the server stream's goroutine)", regexp.MustCompile(`edge\.\(\*Edge\)\.handleGRPC$`)},
-	{"edge: new backend stream (ClientConn.NewStream)", regexp.MustCompile(`grpc\.\(\*ClientConn\)\.NewStream$`)},
-	{"edge: clientReader.run + forward (extra goroutines per call)", regexp.MustCompile(`edge\.\(\*clientReader\)\.(run|forward)$`)},
-	{"edge: forwardMetadata, pick, route", regexp.MustCompile(`edge\.(forwardMetadata|\(\*pool\)\.pick|\(\*generation\)\.route)$`)},
+	{"h2relay: reading and handling frames (both sides)", regexp.MustCompile(`h2relay\.\(\*conn\)\.readFrames$`)},
+	{"h2relay: connection writers (both sides)", regexp.MustCompile(`h2relay\.\(\*conn\)\.writeLoop$`)},
+	{"edge: the handler (route, pick, forwarding headers, retries, metrics)", regexp.MustCompile(`edge\.relayHandler\.(ServeCall|AttemptFailed|CallDone)$`)},
+	{"edge: forwardFields, pick, route", regexp.MustCompile(`edge\.(forwardFields|\(\*pool\)\.pick|\(\*generation\)\.route)$`)},
 	{"edge: metrics (served)", regexp.MustCompile(`edge\.\(\*Edge\)\.served$`)},
-	{"grpc server transport: reading frames (client side of the edge)", regexp.MustCompile(`transport\.\(\*http2Server\)\.HandleStreams$`)},
-	{"grpc client transport: reading frames (backend side)", regexp.MustCompile(`transport\.\(\*http2Client\)\.reader$`)},
-	{"grpc loopy writers (both sides)", regexp.MustCompile(`transport\.\(\*loopyWriter\)\.run$`)},
+	{"HPACK (x/net/http2/hpack)", regexp.MustCompile(`/hpack\.`)},
 	{"TLS (crypto/tls)", regexp.MustCompile(`^crypto/tls\.`)},
 	{"garbage collection", regexp.MustCompile(`^runtime\.(gcBgMarkWorker|gcAssistAlloc)$`)},
 	{"memory allocation (mallocgc)", regexp.MustCompile(`^runtime\.mallocgc$`)},
