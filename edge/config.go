@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"sort"
@@ -159,6 +160,10 @@ type ClusterEndpoint struct {
 	// MaxInFlight caps concurrent requests to this endpoint; excess spills
 	// to other endpoints and regions. 0: no cap.
 	MaxInFlight int `json:"maxInFlight,omitempty"`
+	// MaxRatePerEndpoint caps requests per second to this endpoint (the
+	// load balancer's max-rate-per-endpoint); excess spills to other
+	// endpoints and regions. 0: no cap.
+	MaxRatePerEndpoint float64 `json:"maxRatePerEndpoint,omitempty"`
 }
 
 // Annotations the edge reads.
@@ -347,6 +352,9 @@ func (c *Config) validate() error {
 			}
 			if e.MaxInFlight < 0 {
 				bad("Cluster %s: spec.endpoints[%d].maxInFlight = %d: must be >= 0", n, i, e.MaxInFlight)
+			}
+			if e.MaxRatePerEndpoint < 0 || math.IsNaN(e.MaxRatePerEndpoint) || math.IsInf(e.MaxRatePerEndpoint, 0) {
+				bad("Cluster %s: spec.endpoints[%d].maxRatePerEndpoint = %v: want requests per second, >= 0 (0: no cap)", n, i, e.MaxRatePerEndpoint)
 			}
 		}
 	}

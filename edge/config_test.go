@@ -70,6 +70,7 @@ func TestConfigErrorsNameResourceAndField(t *testing.T) {
 		{strings.Replace(string(seedPlus(t, testClusters)), "requestPath: /v1/health", "requestPath: v1/health", 1), "spec.healthCheck.requestPath"},
 		{strings.Replace(string(seedPlus(t, testClusters)), `address: "127.0.0.1:9443"`, `address: "nowhere"`, 1), `Cluster us-1: spec.endpoints[0].address = "nowhere": want host:port`},
 		{strings.Replace(string(seedPlus(t, testClusters)), "region: us-central1", "region: \"\"", 1), "Cluster us-1: spec.region is empty"},
+		{strings.Replace(string(seedPlus(t, testClusters)), "maxInFlight: 10", "maxRatePerEndpoint: -5", 1), "Cluster eu-1: spec.endpoints[0].maxRatePerEndpoint = -5: want requests per second"},
 		{string(seedPlus(t, testClusters)) + "---\nkind: MultiClusterService\nmetadata: {name: x}\nspec:\n  template: {spec: {ports: [{name: a, port: 1}]}}\n  clusters: [{link: us-central1/ghost}]\n",
 			`MultiClusterService x: spec.clusters[0].link = "us-central1/ghost": no Cluster named ghost`},
 		{string(seedPlus(t, testClusters)) + "---\nmetadata: {name: x}\n", "no kind"},
@@ -153,6 +154,27 @@ func TestPickLocalFirstSpillsOnCapacityAndPanics(t *testing.T) {
 	}
 	if e, failover := p.pick(nil, ""); e.region != "eu" || !failover {
 		t.Fatalf("local region at capacity: picked %s", e.region)
+	}
+	// So does a local region at its rate cap (GCRA: after 100 ms worth of
+	// requests at once, no more until time passes).
+	for _, e := range us.eps {
+		e.maxInFlight = 0
+		e.inflight.Store(0)
+		e.setMaxRate(100)
+		for range 11 { // 100 ms at 100/s, and one more
+			e.started()
+		}
+	}
+	if e, failover := p.pick(nil, ""); e.region != "eu" || !failover {
+		t.Fatalf("local region at its rate cap: picked %s", e.region)
+	}
+	time.Sleep(150 * time.Millisecond)
+	if e, _ := p.pick(nil, ""); e.region != "us" {
+		t.Fatalf("local region under its rate cap again: picked %s", e.region)
+	}
+	for _, e := range us.eps {
+		e.maxInFlight = 1
+		e.inflight.Store(1)
 	}
 	// Tried endpoints are excluded.
 	if e, _ := p.pick(map[*endpoint]bool{eu.eps[0]: true}, ""); e.region != "asia" {

@@ -189,7 +189,9 @@ func (ed *Edge) dial(addr string) (*upstream, error) {
 		return nil, err
 	}
 	c.Connect()
-	u := &upstream{check: c, relay: h2relay.NewUpstream(addr, h2relay.UpstreamOptions{TLS: t, KeepaliveTimeout: 5 * time.Second})}
+	u := &upstream{check: c, relay: h2relay.NewUpstream(addr, h2relay.UpstreamOptions{TLS: t,
+		// Gateways allow frequent pings: find a dead one in 35 s, not 5 min.
+		KeepaliveTime: 30 * time.Second, KeepaliveTimeout: 5 * time.Second})}
 	ed.conns[addr] = u
 	return u, nil
 }
@@ -253,12 +255,14 @@ func (ed *Edge) apply(cfg *Config, first bool) error {
 					id := cl.Metadata.Name + "/" + ce.Address
 					e := &endpoint{id: id, cluster: cl.Metadata.Name, region: cl.Spec.Region, addr: ce.Address,
 						healthAddr: ce.HealthAddress, maxInFlight: int64(ce.MaxInFlight)}
+					e.setMaxRate(ce.MaxRatePerEndpoint)
 					if o, ok := prev[p.name+"|"+id]; ok {
 						e.healthy.Store(o.healthy.Load())
 						e.draining.Store(o.draining.Load())
 						e.ejected.Store(o.ejected.Load())
 						e.ejectedUntil.Store(o.ejectedUntil.Load())
 						e.rtt.Store(o.rtt.Load())
+						e.rateTAT.Store(o.rateTAT.Load())
 					} else {
 						e.healthy.Store(true) // optimistic until the first check says otherwise
 					}

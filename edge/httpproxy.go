@@ -137,8 +137,7 @@ func (ed *Edge) roundTrip(r *http.Request, e *endpoint, p *pool, body io.Reader)
 	for _, h := range p.settings.headers {
 		out.Header.Set(h[0], h[1])
 	}
-	e.inflight.Add(1)
-	e.requests.Add(1)
+	e.started()
 	resp, err := ed.transport.RoundTrip(out)
 	timer.Stop()
 	if err != nil {

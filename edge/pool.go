@@ -31,13 +31,16 @@ type endpoint struct {
 	addr        string
 	healthAddr  string
 	maxInFlight int64
+	rateEvery   int64             // ns between requests at maxRatePerEndpoint; 0: no cap
+	rateBurst   int64             // ns of requests early the rate tolerates
 	conn        *grpc.ClientConn  // health checks
 	up          *h2relay.Upstream // calls
 
 	inflight     atomic.Int64
-	healthy      atomic.Bool // active checks' verdict
-	draining     atomic.Bool // the gateway says NOT_SERVING: no new requests
-	ejected      atomic.Bool // passive outlier detection
+	rateTAT      atomic.Int64 // GCRA theoretical arrival time, ns
+	healthy      atomic.Bool  // active checks' verdict
+	draining     atomic.Bool  // the gateway says NOT_SERVING: no new requests
+	ejected      atomic.Bool  // passive outlier detection
 	ejectedUntil atomic.Int64
 	ejections    atomic.Int32
 	lastEject    atomic.Int64
@@ -56,8 +59,40 @@ func (e *endpoint) available() bool {
 	return e.healthy.Load() && !e.draining.Load() && !e.ejected.Load()
 }
 
+// hasCapacity reports whether the endpoint is below its caps: in flight,
+// and rate (GCRA, as a virtual scheduling of one request every rateEvery,
+// early by up to rateBurst).
 func (e *endpoint) hasCapacity() bool {
-	return e.maxInFlight == 0 || e.inflight.Load() < e.maxInFlight
+	if e.maxInFlight > 0 && e.inflight.Load() >= e.maxInFlight {
+		return false
+	}
+	return e.rateEvery == 0 || time.Now().UnixNano() >= e.rateTAT.Load()-e.rateBurst
+}
+
+// setMaxRate caps the endpoint at perSecond requests a second (0: none),
+// tolerating 100 ms worth of requests at once.
+func (e *endpoint) setMaxRate(perSecond float64) {
+	if perSecond <= 0 {
+		return
+	}
+	e.rateEvery = int64(float64(time.Second) / perSecond)
+	e.rateBurst = max(int64(100*time.Millisecond), e.rateEvery)
+}
+
+// started counts a request sent to the endpoint (in flight until done).
+func (e *endpoint) started() {
+	e.inflight.Add(1)
+	e.requests.Add(1)
+	if e.rateEvery == 0 {
+		return
+	}
+	for {
+		old := e.rateTAT.Load()
+		next := max(old, time.Now().UnixNano()) + e.rateEvery
+		if e.rateTAT.CompareAndSwap(old, next) {
+			return
+		}
+	}
 }
 
 // eject takes the endpoint out at once after a connection failure,

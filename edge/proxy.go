@@ -70,8 +70,7 @@ func (ed *Edge) tryNext(c *h2relay.Call, ec *edgeCall, last *h2relay.Failure) {
 	ec.tried[e] = true
 	ec.e, ec.failover, ec.active = e, failover, true
 	ec.attempts++
-	e.inflight.Add(1)
-	e.requests.Add(1)
+	e.started()
 	c.Forward(e.up, ec.out, h2relay.ForwardOptions{RetryBuffer: ed.opts.RetryBufferLimit, HoldHeaders: true})
 }
 

@@ -166,7 +166,7 @@ func (c *conn) kick() {
 
 func (c *conn) writeLoop() {
 	var out []byte
-	tick := time.NewTicker(tickInterval)
+	tick := time.NewTicker(c.tickEvery())
 	defer tick.Stop()
 	for {
 		select {
@@ -810,7 +810,7 @@ func (c *conn) housekeep(now time.Time) {
 		switch {
 		case !c.pingSent.IsZero():
 			dead = now.Sub(c.pingSent) > c.up.keepaliveTimeout()
-		case now.Sub(c.hkQuiet) >= c.up.keepaliveTime():
+		case len(c.streams) > 0 && now.Sub(c.hkQuiet) >= c.up.keepaliveTime():
 			c.pingSent = now
 			c.wbuf = appendPing(c.wbuf, false, [8]byte{'k', 'e', 'e', 'p', 'a', 'l', 'i', 'v'})
 		}
@@ -824,6 +824,16 @@ func (c *conn) housekeep(now time.Time) {
 	default:
 		c.kick()
 	}
+}
+
+// tickEvery is how often housekeeping runs: every tickInterval, or often
+// enough for short timeouts to be kept to within a quarter.
+func (c *conn) tickEvery() time.Duration {
+	d := min(tickInterval, c.idleTimeout()/4)
+	if c.client {
+		d = min(d, c.up.keepaliveTime()/4, c.up.keepaliveTimeout()/2)
+	}
+	return max(d, time.Millisecond)
 }
 
 func (c *conn) idleTimeout() time.Duration {

@@ -2,14 +2,19 @@ package h2relay
 
 import (
 	"bytes"
-	"google.golang.org/grpc/codes"
-	testpb "google.golang.org/grpc/interop/grpc_testing"
+	"context"
+	"io"
 	"net"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+	"google.golang.org/grpc/codes"
+	testpb "google.golang.org/grpc/interop/grpc_testing"
+	"google.golang.org/grpc/status"
 )
 
 // rawClient speaks HTTP/2 frame by frame, to send what well-behaved
@@ -182,8 +187,36 @@ func (stallHandler) CallDone(*Call)               {}
 // A GOAWAY from the upstream below a stream's id means it was never
 // processed: the call is retried even though it was sent.
 func TestUpstreamGoAwayRefusesUnprocessedStreams(t *testing.T) {
-	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	defer ln.Close()
+	addr := rawUpstream(t, func(fr *http2.Framer, f http2.Frame) bool {
+		if _, ok := f.(*http2.HeadersFrame); ok {
+			_ = fr.WriteGoAway(0, http2.ErrCodeNo, nil)
+			time.Sleep(100 * time.Millisecond)
+			return false
+		}
+		return true
+	})
+	b := startBackend(t)
+	fails := make(chan Failure, 4)
+	h := &forwarder{ups: []*Upstream{NewUpstream(addr, UpstreamOptions{}), NewUpstream(b.addr, UpstreamOptions{})},
+		opts: ForwardOptions{RetryBuffer: 1 << 20, HoldHeaders: true}, failures: fails, retry: func(f Failure) bool { return !f.Reached }}
+	cl := startRelay(t, h, false).dial(t)
+	if _, err := cl.UnaryCall(ctxT(t), &testpb.SimpleRequest{}); err != nil {
+		t.Fatalf("call: %v", err)
+	}
+	if f := <-fails; f.Reached || f.Code != codes.Unavailable {
+		t.Errorf("failure = %+v, want not reached", f)
+	}
+}
+
+// rawUpstream is an HTTP/2 server written frame by frame: it sends its
+// SETTINGS, then hands each frame it reads to handle until that returns
+// false. It serves one connection.
+func rawUpstream(t *testing.T, handle func(*http2.Framer, http2.Frame) bool) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
 	go func() {
 		nc, err := ln.Accept()
 		if err != nil {
@@ -192,29 +225,64 @@ func TestUpstreamGoAwayRefusesUnprocessedStreams(t *testing.T) {
 		defer nc.Close()
 		fr := http2.NewFramer(nc, nc)
 		pre := make([]byte, len(http2.ClientPreface))
-		_, _ = nc.Read(pre)
+		if _, err := io.ReadFull(nc, pre); err != nil {
+			return
+		}
 		_ = fr.WriteSettings()
 		for {
 			f, err := fr.ReadFrame()
-			if err != nil {
-				return
-			}
-			if _, ok := f.(*http2.HeadersFrame); ok {
-				_ = fr.WriteGoAway(0, http2.ErrCodeNo, nil)
-				time.Sleep(100 * time.Millisecond)
+			if err != nil || !handle(fr, f) {
 				return
 			}
 		}
 	}()
-	b := startBackend(t)
-	fails := make(chan Failure, 4)
-	h := &forwarder{ups: []*Upstream{NewUpstream(ln.Addr().String(), UpstreamOptions{}), NewUpstream(b.addr, UpstreamOptions{})},
-		opts: ForwardOptions{RetryBuffer: 1 << 20, HoldHeaders: true}, failures: fails, retry: func(f Failure) bool { return !f.Reached }}
-	cl := startRelay(t, h, false).dial(t)
-	if _, err := cl.UnaryCall(ctxT(t), &testpb.SimpleRequest{}); err != nil {
-		t.Fatalf("call: %v", err)
+	return ln.Addr().String()
+}
+
+// An upstream that stops answering (its host gone, the network cut) is
+// found by keepalive pings: calls in flight fail as UNAVAILABLE instead of
+// hanging until their deadline.
+func TestKeepaliveFindsDeadUpstream(t *testing.T) {
+	var pings atomic.Int32
+	addr := rawUpstream(t, func(_ *http2.Framer, f http2.Frame) bool {
+		if _, ok := f.(*http2.PingFrame); ok {
+			pings.Add(1) // never answered
+		}
+		return true
+	})
+	up := NewUpstream(addr, UpstreamOptions{KeepaliveTime: 200 * time.Millisecond, KeepaliveTimeout: 200 * time.Millisecond})
+	cl := startRelay(t, &forwarder{ups: []*Upstream{up}}, false).dial(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	start := time.Now()
+	_, err := cl.UnaryCall(ctx, &testpb.SimpleRequest{})
+	if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "keepalive") || pings.Load() == 0 {
+		t.Fatalf("call to an upstream that went silent: %v after %s (%d pings); want UNAVAILABLE naming the keepalive", err, time.Since(start), pings.Load())
 	}
-	if f := <-fails; f.Reached || f.Code != codes.Unavailable {
-		t.Errorf("failure = %+v, want not reached", f)
+}
+
+// A connection without calls is not pinged: grpc-go servers close
+// connections pinged without streams (GOAWAY too_many_pings).
+func TestIdleUpstreamIsNotPinged(t *testing.T) {
+	var pings atomic.Int32
+	addr := rawUpstream(t, func(_ *http2.Framer, f http2.Frame) bool {
+		if _, ok := f.(*http2.PingFrame); ok {
+			pings.Add(1)
+		}
+		return true
+	})
+	up := NewUpstream(addr, UpstreamOptions{KeepaliveTime: 50 * time.Millisecond})
+	defer up.Close()
+	up.Connect()
+	deadline := time.Now().Add(5 * time.Second)
+	for !up.Connected() && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if !up.Connected() {
+		t.Fatal("never connected")
+	}
+	time.Sleep(500 * time.Millisecond) // ten keepalive intervals
+	if n := pings.Load(); n != 0 {
+		t.Fatalf("%d pings on a connection without calls, want 0", n)
 	}
 }

@@ -27,8 +27,13 @@ type UpstreamOptions struct {
 	// StreamWindow and ConnWindow are our receive windows. Defaults 1 MiB
 	// and 8 MiB.
 	StreamWindow, ConnWindow uint32
-	// KeepaliveTime: an idle connection is pinged this often; one that
-	// does not answer within KeepaliveTimeout is closed. Defaults 30s, 10s.
+	// KeepaliveTime: a connection with calls in flight that has been
+	// quiet this long is pinged; one that does not answer within
+	// KeepaliveTimeout is closed (its calls fail as UNAVAILABLE).
+	// Defaults 5 minutes and 10s. Connections without calls are never
+	// pinged. As with grpc-go's client: a grpc-go server by default
+	// closes a connection pinged more often than every 5 minutes
+	// (GOAWAY too_many_pings), or pinged at all without streams.
 	KeepaliveTime, KeepaliveTimeout time.Duration
 	// IdleTimeout closes a connection without streams. Default 5 minutes.
 	IdleTimeout time.Duration
@@ -70,7 +75,7 @@ func NewUpstream(addr string, o UpstreamOptions) *Upstream {
 		o.ConnWindow = 8 << 20
 	}
 	if o.KeepaliveTime <= 0 {
-		o.KeepaliveTime = 30 * time.Second
+		o.KeepaliveTime = 5 * time.Minute
 	}
 	if o.KeepaliveTimeout <= 0 {
 		o.KeepaliveTimeout = 10 * time.Second

@@ -255,11 +255,13 @@ var inclusive = []category{
 	{"goroutine scheduling", regexp.MustCompile(`^runtime\.(schedule|findRunnable|wakep|goready|ready)$`)},
 	{"JWT (Verifier.Verify: parse, cache)", regexp.MustCompile(`auth\.\(\*Verifier\)\.Verify$`)},
 	{"metrics + access log (Gateway.finish)", regexp.MustCompile(`gateway\.\(\*Gateway\)\.finish$`)},
-	{"backend metadata (backendMetadata/httpMetadata)", regexp.MustCompile(`gateway\.(backendMetadata|httpMetadata)$`)},
-	{"backend stream setup (ClientConn.NewStream/newClientStream)", regexp.MustCompile(`grpc\.(\(\*ClientConn\)\.NewStream|newClientStream)$`)},
+	{"the relay: frames read and handled, both sides (h2relay conn.readFrames)", regexp.MustCompile(`h2relay\.\(\*conn\)\.readFrames$`)},
+	{"the relay: connection writers (h2relay conn.writeLoop)", regexp.MustCompile(`h2relay\.\(\*conn\)\.writeLoop$`)},
+	{"the gateway's decision: route, auth, quota, headers (relayHandler.ServeCall)", regexp.MustCompile(`gateway\.relayHandler\.ServeCall$`)},
+	{"backend headers (backendFields/httpMetadata)", regexp.MustCompile(`gateway\.(backendFields|backendMetadata|httpMetadata)$`)},
 	{"REST transcoding (transcode, protojson, dynamicpb)", regexp.MustCompile(`(gateway/transcode\.|protojson\.|dynamicpb\.)`)},
 	{"net/http's HTTP/2 server (x/net/http2 serverConn; REST path)", regexp.MustCompile(`^(net/http\.|golang\.org/x/net/http2\.\(\*(serverConn|Server|responseWriter|responseWriterState|requestBody|bufferedWriter)\))`)},
-	{"demultiplexer (classify, replayConn, ackFilter)", regexp.MustCompile(`gateway\.(classify|\(\*replayConn\)|\(\*ackFilter\))`)},
+	{"demultiplexer: classify, and every read after (replayConn, ackFilter; includes the TLS reads)", regexp.MustCompile(`h2mux\.(classify|\(\*replayConn\)|\(\*ackFilter\))`)},
 }
 
 // Exclusive: each sample goes to the first of these that matches any frame.
