@@ -141,13 +141,7 @@ func (s *Server) connGone(c *conn) {
 // GracefulStop sends GOAWAY on every connection, lets their calls
 // finish, and returns when all connections have closed.
 func (s *Server) GracefulStop() {
-	s.mu.Lock()
-	s.stopping = true
-	conns := make([]*conn, 0, len(s.conns))
-	for c := range s.conns {
-		conns = append(conns, c)
-	}
-	s.mu.Unlock()
+	conns := s.stopAccepting()
 	for _, c := range conns {
 		c.goAway(http2.ErrCodeNo, "server shutting down")
 	}
@@ -159,17 +153,22 @@ func (s *Server) GracefulStop() {
 
 // Stop closes every connection at once.
 func (s *Server) Stop() {
+	for _, c := range s.stopAccepting() {
+		c.nc.Close()
+	}
+	s.wg.Wait()
+}
+
+// stopAccepting refuses new connections and returns the open ones.
+func (s *Server) stopAccepting() []*conn {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	s.stopping = true
 	conns := make([]*conn, 0, len(s.conns))
 	for c := range s.conns {
 		conns = append(conns, c)
 	}
-	s.mu.Unlock()
-	for _, c := range conns {
-		c.nc.Close()
-	}
-	s.wg.Wait()
+	return conns
 }
 
 // onRequestHeaders opens a call for a new stream, or ends a request
