@@ -1,5 +1,3 @@
-// Package benchkit holds what the proxy benchmarks (test/proxybench,
-// test/edgebench) share: reading processes' and cores' CPU use from /proc.
 package benchkit
 
 import (

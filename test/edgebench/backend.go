@@ -4,76 +4,32 @@ import (
 	"context"
 	"crypto/tls"
 	"flag"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
-	"os"
-	"os/signal"
 	"path/filepath"
-	"syscall"
 	"time"
 
 	"github.com/meridian-gw/meridian/internal/h2mux"
+	"github.com/meridian-gw/meridian/test/benchkit"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/encoding"
-	"google.golang.org/grpc/mem"
 )
 
-// bytesCodec moves message bytes as they are: the backend echoes the
-// request without decoding it, and the load generator sends a pre-encoded
-// request and compares the bytes it gets back.
-type bytesCodec struct{}
-
-var _ encoding.CodecV2 = bytesCodec{}
-
-func (bytesCodec) Name() string { return "proto" }
-
-func (bytesCodec) Marshal(v any) (mem.BufferSlice, error) {
-	b, ok := v.(*[]byte)
-	if !ok {
-		return nil, fmt.Errorf("bytesCodec: %T is not *[]byte", v)
-	}
-	return mem.BufferSlice{mem.SliceBuffer(*b)}, nil
-}
-
-func (bytesCodec) Unmarshal(data mem.BufferSlice, v any) error {
-	b, ok := v.(*[]byte)
-	if !ok {
-		return fmt.Errorf("bytesCodec: %T is not *[]byte", v)
-	}
-	*b = data.Materialize()
-	return nil
-}
-
-// echoDesc is bench.Echo with its one unary method.
-var echoDesc = grpc.ServiceDesc{
-	ServiceName: "bench.Echo",
-	HandlerType: (*any)(nil),
-	Methods: []grpc.MethodDesc{{
-		MethodName: "Echo",
-		Handler: func(_ any, _ context.Context, dec func(any) error, _ grpc.UnaryServerInterceptor) (any, error) {
-			var b []byte
-			if err := dec(&b); err != nil {
-				return nil, err
-			}
-			return &b, nil
-		},
-	}},
-}
-
 // backend stands in for a cluster's gateway: TLS, ALPN h2 (and
-// http/1.1), native gRPC on grpc-go's transport with its defaults, and
-// GET /v1/health answering 200 over HTTPS — what the seed's BackendConfig
-// health check (type HTTPS, requestPath /v1/health) asks for. It is the
-// same demultiplexer (internal/h2mux) the real gateway and the edge use.
+// http/1.1), native gRPC on grpc-go's transport with its defaults
+// (benchkit.NewEchoServer), and GET /v1/health answering 200 over HTTPS —
+// what the seed's BackendConfig health check (type HTTPS, requestPath
+// /v1/health) asks for. It is the same demultiplexer (internal/h2mux) the
+// real gateway and the edge use.
 type backend struct {
 	mux *h2mux.Server
 	ln  net.Listener
 }
 
 func startBackend(addr, certDir string) (*backend, error) {
-	cert, err := tls.LoadX509KeyPair(filepath.Join(certDir, "tls.crt"), filepath.Join(certDir, "tls.key"))
+	hm := http.NewServeMux()
+	hm.HandleFunc("GET /v1/health", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, `{"status":"SERVING"}`) })
+	m, err := newTLSMux(certDir, benchkit.NewEchoServer(), hm)
 	if err != nil {
 		return nil, err
 	}
@@ -81,14 +37,19 @@ func startBackend(addr, certDir string) (*backend, error) {
 	if err != nil {
 		return nil, err
 	}
-	gs := grpc.NewServer(grpc.ForceServerCodecV2(bytesCodec{}))
-	gs.RegisterService(&echoDesc, struct{}{})
-	hm := http.NewServeMux()
-	hm.HandleFunc("GET /v1/health", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, `{"status":"SERVING"}`) })
-	m := &h2mux.Server{GRPC: gs, HTTP: &http.Server{Handler: hm, ReadHeaderTimeout: 5 * time.Second},
-		TLS: &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2", "http/1.1"}, MinVersion: tls.VersionTLS12}}
 	go m.ServeTLS(context.Background(), ln)
 	return &backend{mux: m, ln: ln}, nil
+}
+
+// newTLSMux serves gRPC with gs and the rest with h behind internal/h2mux:
+// TLS (certDir's tls.crt and tls.key) with ALPN h2 and http/1.1.
+func newTLSMux(certDir string, gs *grpc.Server, h http.Handler) (*h2mux.Server, error) {
+	cert, err := tls.LoadX509KeyPair(filepath.Join(certDir, "tls.crt"), filepath.Join(certDir, "tls.key"))
+	if err != nil {
+		return nil, err
+	}
+	return &h2mux.Server{GRPC: gs, HTTP: &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second},
+		TLS: &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2", "http/1.1"}, MinVersion: tls.VersionTLS12}}, nil
 }
 
 func (b *backend) addr() string { return b.ln.Addr().String() }
@@ -109,12 +70,7 @@ func backendCmd(args []string) error {
 	if err != nil {
 		return err
 	}
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
-	select {
-	case <-sig:
-	case <-time.After(*life):
-	}
+	_ = benchkit.AwaitStop(*life, nil)
 	b.stop()
 	return nil
 }

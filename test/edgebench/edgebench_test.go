@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"crypto/x509"
-	"github.com/meridian-gw/meridian/test/benchkit"
 	"log/slog"
 	"net"
 	"os/exec"
@@ -13,6 +12,7 @@ import (
 	"time"
 
 	"github.com/meridian-gw/meridian/edge"
+	"github.com/meridian-gw/meridian/test/benchkit"
 )
 
 // smokeSize stays under grpc-go's 1 KiB buffer-pooling threshold, so that
@@ -61,13 +61,13 @@ func (h *harness) startEdge(t testing.TB) string {
 	return addr
 }
 
-func (h *harness) client(t testing.TB, addr string) *echoClient {
-	c, err := newEchoClient(addr, h.roots, h.fx.payload)
+func (h *harness) client(t testing.TB, addr string) *benchkit.EchoClient {
+	c, err := benchkit.NewEchoClient(addr, h.roots, "", h.fx.payload)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(c.close)
-	if err := c.waitReady(5 * time.Second); err != nil {
+	t.Cleanup(c.Close)
+	if err := benchkit.WaitReady(c, 5*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	return c
@@ -80,7 +80,7 @@ func TestHarness(t *testing.T) {
 	h := newHarness(t)
 	targets := map[string]string{"direct": h.be.addr(), "edge": h.startEdge(t)}
 	if _, err := exec.LookPath("haproxy"); err == nil {
-		addr := freeAddr()
+		addr := benchkit.FreeAddr()
 		_, port, _ := net.SplitHostPort(addr)
 		p, _ := strconv.Atoi(port)
 		conf, err := h.fx.haproxyConfig(p, h.be.addr())
@@ -99,26 +99,13 @@ func TestHarness(t *testing.T) {
 	for name, addr := range targets {
 		c := h.client(t, addr)
 		var marks int
-		res := runLoad(c.call, 4, 50*time.Millisecond, 300*time.Millisecond, func(bool) { marks++ })
-		if res.calls == 0 || res.errors > 0 || marks != 2 {
-			t.Errorf("%s: %d calls, %d errors (%v), %d marks", name, res.calls, res.errors, res.firstErr, marks)
+		res := benchkit.Load{Conc: 4, Warm: 50 * time.Millisecond, Measure: 300 * time.Millisecond, ErrorPause: errorPause}.Run(c, func(bool) { marks++ })
+		if res.Calls == 0 || res.Errors > 0 || marks != 2 {
+			t.Errorf("%s: %d calls, %d errors (%v), %d marks", name, res.Calls, res.Errors, res.FirstErr, marks)
 		}
-		if res.pct(0.5) <= 0 || res.pct(0.99) < res.pct(0.5) {
-			t.Errorf("%s: percentiles p50 %s p99 %s", name, res.pct(0.5), res.pct(0.99))
+		if res.Pct(0.5) <= 0 || res.Pct(0.99) < res.Pct(0.5) {
+			t.Errorf("%s: percentiles p50 %s p99 %s", name, res.Pct(0.5), res.Pct(0.99))
 		}
-	}
-}
-
-func TestProcStat(t *testing.T) {
-	a := benchkit.SelfOnCPU()
-	for i := 0; time.Duration(benchkit.SelfOnCPU()-a) < 5*time.Millisecond && i < 1e8; i++ {
-	}
-	if d := benchkit.SelfOnCPU() - a; d <= 0 {
-		t.Fatalf("on-CPU time did not grow: %d", d)
-	}
-	k := benchkit.ReadCoreTicks()
-	if len(k) == 0 {
-		t.Fatal("no per-CPU ticks in /proc/stat")
 	}
 }
 
@@ -129,15 +116,13 @@ func TestReportHelpers(t *testing.T) {
 	if m := median([]float64{4, 1, 2, 3}); m != 2.5 {
 		t.Errorf("median = %v", m)
 	}
-	tr := "File: x\n-----------+-------------------------------------------------------\n     10ms   runtime.mallocgc\n            edge.relayHandler.ServeCall\n-----------+-------------------------------------------------------\n     20ms   syscall.Syscall6\n"
-	s := parseTraces(tr)
-	if len(s) != 2 || s[0].d != 10*time.Millisecond || len(s[0].frames) != 2 || s[1].frames[0] != "syscall.Syscall6" {
-		t.Fatalf("parseTraces = %+v", s)
+	cs := func(calls int, proxyCPU float64) benchkit.CallStats {
+		return benchkit.CallStats{Calls: calls, ProxyCPU: proxyCPU}
 	}
-	rows := []row{{Config: "edge", Conc: 50, Calls: 10, ProxyCPU: 30}, {Config: "edge", Conc: 50, Calls: 10, ProxyCPU: 20},
-		{Config: "edge", Conc: 50, Calls: 10, ProxyCPU: 40}}
-	pair := []row{{Config: "edge", Conc: 50, Round: 1, Calls: 1, ProxyCPU: 60}, {Config: "haproxy", Conc: 50, Round: 1, Calls: 1, ProxyCPU: 20},
-		{Config: "edge", Conc: 50, Round: 2, Calls: 1, ProxyCPU: 80}, {Config: "haproxy", Conc: 50, Round: 2, Calls: 1, ProxyCPU: 20}}
+	rows := []row{{Config: "edge", Conc: 50, CallStats: cs(10, 30)}, {Config: "edge", Conc: 50, CallStats: cs(10, 20)},
+		{Config: "edge", Conc: 50, CallStats: cs(10, 40)}}
+	pair := []row{{Config: "edge", Conc: 50, Round: 1, CallStats: cs(1, 60)}, {Config: "haproxy", Conc: 50, Round: 1, CallStats: cs(1, 20)},
+		{Config: "edge", Conc: 50, Round: 2, CallStats: cs(1, 80)}, {Config: "haproxy", Conc: 50, Round: 2, CallStats: cs(1, 20)}}
 	if r := perRound(pair, "edge", "haproxy", 50, func(r row) float64 { return r.ProxyCPU }); r != 3.5 {
 		t.Errorf("perRound = %v, want 3.5", r)
 	}
@@ -157,12 +142,12 @@ func TestReportHelpers(t *testing.T) {
 // ./test/edgebench/ (the numbers include the client and the backend).
 func BenchmarkEdgeInProcess(b *testing.B) {
 	h := newHarness(b)
-	c := h.client(b, h.startEdge(b))
+	call := h.client(b, h.startEdge(b)).NewCaller()
 	b.SetParallelism(50)
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			if err := c.call(context.Background()); err != nil {
+			if err := call(context.Background()); err != nil {
 				b.Error(err)
 				return
 			}

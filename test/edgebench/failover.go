@@ -21,6 +21,7 @@ import (
 
 	schedulerv1 "github.com/meridian-gw/meridian/api/meridian/scheduler/v1"
 	"github.com/meridian-gw/meridian/dev"
+	"github.com/meridian-gw/meridian/test/benchkit"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
@@ -126,8 +127,8 @@ func (r *runner) runFailover(o failoverOpts, res *failoverResult) error {
 		return err
 	}
 	res.base = base
-	state := filepath.Join(r.out, "dev-state")
-	logf, err := os.Create(filepath.Join(r.out, "dev.log"))
+	state := filepath.Join(r.Out, "dev-state")
+	logf, err := os.Create(filepath.Join(r.Out, "dev.log"))
 	if err != nil {
 		return err
 	}
@@ -167,7 +168,7 @@ func (r *runner) runFailover(o failoverOpts, res *failoverResult) error {
 		}
 	}
 	res.startup = time.Since(t0)
-	r.logf("failover: meridian dev up in %s (port base %d, edge %s, admin %s)", res.startup.Round(10*time.Millisecond), base, info.Edge, info.Admin)
+	r.Logf("failover: meridian dev up in %s (port base %d, edge %s, admin %s)", res.startup.Round(10*time.Millisecond), base, info.Edge, info.Admin)
 	tok, err := exec.Command(r.meridian, "dev", "token", "--user", "u", "--state_dir", state).Output()
 	if err != nil {
 		return fmt.Errorf("meridian dev token: %w", err)
@@ -346,12 +347,12 @@ func (r *runner) runFailover(o failoverOpts, res *failoverResult) error {
 			if s.err != nil {
 				c.Failed++
 				if c.FirstErr == "" {
-					c.FirstErr = oneLine(s.err.Error())
+					c.FirstErr = benchkit.OneLine(s.err.Error())
 				}
 			}
 		}
 		mu.Unlock()
-		r.logf("failover kill %d: ejected +%s, unhealthy +%s; %d requests, %d failed, worst %s (%s within 3 s of the kill); back %s after the gateway's health answered (readmitted %s after it) %s",
+		r.Logf("failover kill %d: ejected +%s, unhealthy +%s; %d requests, %d failed, worst %s (%s within 3 s of the kill); back %s after the gateway's health answered (readmitted %s after it) %s",
 			n, ms(c.Ejected), ms(c.Unhealthy), c.Requests, c.Failed, ms(c.Worst), ms(c.WorstAtKill), ms(c.Back), ms(c.Readmit), c.TimedOut)
 		res.cycles = append(res.cycles, c)
 	}
@@ -373,7 +374,7 @@ func (r *runner) runFailover(o failoverOpts, res *failoverResult) error {
 		res.rate = float64(len(lat)) / time.Since(start).Seconds()
 	}
 	b, _ := json.MarshalIndent(res.cycles, "", "  ")
-	_ = os.WriteFile(filepath.Join(r.out, "failover.json"), b, 0o644)
+	_ = os.WriteFile(filepath.Join(r.Out, "failover.json"), b, 0o644)
 	return ctx.Err()
 }
 

@@ -10,12 +10,9 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/signal"
-	"path/filepath"
-	"syscall"
 	"time"
 
-	"github.com/meridian-gw/meridian/internal/h2mux"
+	"github.com/meridian-gw/meridian/test/benchkit"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/encoding"
@@ -69,10 +66,6 @@ func floorCmd(args []string) error {
 	caPath := fs.String("ca", "", "PEM CA for the backend")
 	life := fs.Duration("max_lifetime", 10*time.Minute, "stop by itself after this long")
 	_ = fs.Parse(args)
-	cert, err := tls.LoadX509KeyPair(filepath.Join(*certs, "tls.crt"), filepath.Join(*certs, "tls.key"))
-	if err != nil {
-		return err
-	}
 	pem, err := os.ReadFile(*caPath)
 	if err != nil {
 		return err
@@ -130,19 +123,16 @@ func floorCmd(args []string) error {
 		return err
 	}
 	gs := grpc.NewServer(grpc.UnknownServiceHandler(handler), grpc.ForceServerCodecV2(frameCodec{}))
+	m, err := newTLSMux(*certs, gs, http.NotFoundHandler())
+	if err != nil {
+		return err
+	}
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
 		return err
 	}
-	m := &h2mux.Server{GRPC: gs, HTTP: &http.Server{Handler: http.NotFoundHandler(), ReadHeaderTimeout: 5 * time.Second},
-		TLS: &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2", "http/1.1"}, MinVersion: tls.VersionTLS12}}
 	go m.ServeTLS(context.Background(), ln)
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
-	select {
-	case <-sig:
-	case <-time.After(*life):
-	}
+	_ = benchkit.AwaitStop(*life, nil)
 	ln.Close()
 	m.Shutdown(time.Second)
 	return nil

@@ -4,35 +4,19 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
+
+	"github.com/meridian-gw/meridian/test/benchkit"
 )
 
 func main() {
-	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: edgebench run|backend|edge|floor [flags]  (see the package doc)")
-		os.Exit(2)
-	}
-	var err error
-	switch os.Args[1] {
-	case "run":
-		err = runCmd(os.Args[2:])
-	case "backend":
-		err = backendCmd(os.Args[2:])
-	case "edge":
-		err = edgeCmd(os.Args[2:])
-	case "floor":
-		err = floorCmd(os.Args[2:])
-	default:
-		err = fmt.Errorf("unknown subcommand %q: want run, backend, edge or floor", os.Args[1])
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "edgebench:", err)
-		os.Exit(1)
-	}
+	benchkit.Main("edgebench",
+		benchkit.Command{Name: "run", Run: runCmd},
+		benchkit.Command{Name: "backend", Run: backendCmd},
+		benchkit.Command{Name: "edge", Run: edgeCmd},
+		benchkit.Command{Name: "floor", Run: floorCmd})
 }
 
 func runCmd(args []string) error {
@@ -57,7 +41,7 @@ func runCmd(args []string) error {
 	between := fs.Duration("between", 3*time.Second, "failover: steady traffic before each kill")
 	deadline := fs.Duration("failover_deadline", 6*time.Minute, "failover: stop the drill after this long")
 	_ = fs.Parse(args)
-	cs, err := parseConcs(*concs)
+	cs, err := benchkit.ParseConcs(*concs)
 	if err != nil {
 		return err
 	}
@@ -69,14 +53,8 @@ func runCmd(args []string) error {
 		return err
 	}
 	r.edgeEnv = strings.Fields(*edgeEnv)
-	defer r.stopAll()
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
-	go func() {
-		<-sig
-		r.stopAll()
-		os.Exit(130)
-	}()
+	defer r.StopAll()
+	r.StopOnSignal()
 	var report strings.Builder
 	fmt.Fprintf(&report, "Machine:\n\n%s\n", machine(*meridian))
 	want := map[string]bool{}
@@ -97,15 +75,15 @@ func runCmd(args []string) error {
 		if err != nil {
 			return fmt.Errorf("overhead: %w", err)
 		}
-		r.stopAll()
+		r.StopAll()
 		report.WriteString(res.report(*meridian) + "\n")
 	}
 	if want["failover"] {
 		res := r.failover(failoverOpts{kills: *kills, rate: *rate, down: *down, between: *between, deadline: *deadline})
 		report.WriteString(res.report())
 	}
-	_ = os.WriteFile(filepath.Join(r.out, "report.md"), []byte(report.String()), 0o644)
+	_ = os.WriteFile(filepath.Join(r.Out, "report.md"), []byte(report.String()), 0o644)
 	fmt.Print(report.String())
-	r.logf("report in %s", filepath.Join(r.out, "report.md"))
+	r.Logf("report in %s", filepath.Join(r.Out, "report.md"))
 	return nil
 }

@@ -1,28 +1,22 @@
 package main
 
 import (
+	"cmp"
 	"fmt"
-	"os"
 	"os/exec"
 	"regexp"
 	"runtime"
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/meridian-gw/meridian/test/benchkit"
 )
 
 // machine describes where the numbers come from.
 func machine(meridian string) string {
 	var b strings.Builder
-	model := "unknown"
-	if c, err := os.ReadFile("/proc/cpuinfo"); err == nil {
-		for _, l := range strings.Split(string(c), "\n") {
-			if k, v, ok := strings.Cut(l, ":"); ok && strings.TrimSpace(k) == "model name" {
-				model = strings.TrimSpace(v)
-				break
-			}
-		}
-	}
+	model := cmp.Or(benchkit.CPUModel(), "unknown")
 	kernel, _ := exec.Command("uname", "-r").Output()
 	gov := runtime.Version()
 	if out, err := exec.Command("go", "version", meridian).Output(); err == nil {
@@ -180,7 +174,7 @@ func (res *overheadResult) report(meridian string) string {
 	b.WriteString("\n")
 	if res.prof != nil {
 		fmt.Fprintf(&b, "\n#### CPU profile of the edge (in-process, concurrency %d, %.0f calls/s, %.1f µs/call with profiling on)\n\n", res.prof.row.Conc, res.prof.row.Rate, res.prof.row.ProxyCPU)
-		b.WriteString(summarizeProfile(res.prof.exe, res.prof.path))
+		b.WriteString(edgeProfile.Summarize(res.prof.exe, res.prof.path))
 	}
 	return b.String()
 }
@@ -213,119 +207,38 @@ func perRound(rows []row, a, b string, conc int, col func(row) float64) float64 
 
 // Profile buckets. Exclusive: each sample goes to the first that matches
 // any frame of its stack (so the order matters); inclusive: overlapping.
-var exclusive = []struct {
-	name string
-	re   *regexp.Regexp
-}{
-	{"garbage collection (background marking, sweeping, assists)", regexp.MustCompile(`^runtime\.(gcBgMarkWorker|bgsweep|bgscavenge|gcAssistAlloc|gcDrain|markroot|sweepone|gcStart)`)},
-	{"syscalls (read/write on sockets, futex, epoll)", regexp.MustCompile(`^(syscall\.|internal/runtime/syscall|runtime\.(futex|netpoll|epollwait))`)},
-	{"TLS crypto (AES-GCM, record layer)", regexp.MustCompile(`^crypto/`)},
-	{"HPACK", regexp.MustCompile(`/hpack\.`)},
-	{"edge: metrics (prometheus)", regexp.MustCompile(`(prometheus|edge\.\(\*Edge\)\.served$)`)},
-	{"memory allocation", regexp.MustCompile(`^runtime\.(mallocgc|newobject|makeslice|makemap|growslice|newproc|malg|convT|makechan)`)},
-	{"goroutine scheduling", regexp.MustCompile(`^runtime\.(schedule|findRunnable|wakep|goready|ready|mcall|park_m|gopark|goexit0|newproc1)$`)},
-	{"other", regexp.MustCompile(``)},
+var exclusive = []benchkit.Category{
+	{Name: "garbage collection (background marking, sweeping, assists)", Re: regexp.MustCompile(`^runtime\.(gcBgMarkWorker|bgsweep|bgscavenge|gcAssistAlloc|gcDrain|markroot|sweepone|gcStart)`)},
+	{Name: "syscalls (read/write on sockets, futex, epoll)", Re: regexp.MustCompile(`^(syscall\.|internal/runtime/syscall|runtime\.(futex|netpoll|epollwait))`)},
+	{Name: "TLS crypto (AES-GCM, record layer)", Re: regexp.MustCompile(`^crypto/`)},
+	{Name: "HPACK", Re: regexp.MustCompile(`/hpack\.`)},
+	{Name: "edge: metrics (prometheus)", Re: regexp.MustCompile(`(prometheus|edge\.\(\*Edge\)\.served$)`)},
+	{Name: "memory allocation", Re: regexp.MustCompile(`^runtime\.(mallocgc|newobject|makeslice|makemap|growslice|newproc|malg|convT|makechan)`)},
+	{Name: "goroutine scheduling", Re: regexp.MustCompile(`^runtime\.(schedule|findRunnable|wakep|goready|ready|mcall|park_m|gopark|goexit0|newproc1)$`)},
+	{Name: "other", Re: regexp.MustCompile(``)},
 }
 
-var inclusive = []struct {
-	name string
-	re   *regexp.Regexp
-}{
-	{"h2relay: reading and handling frames (both sides)", regexp.MustCompile(`h2relay\.\(\*conn\)\.readFrames$`)},
-	{"h2relay: connection writers (both sides)", regexp.MustCompile(`h2relay\.\(\*conn\)\.writeLoop$`)},
-	{"edge: the handler (route, pick, forwarding headers, retries, metrics)", regexp.MustCompile(`edge\.relayHandler\.(ServeCall|AttemptFailed|CallDone)$`)},
-	{"edge: forwardFields, pick, route", regexp.MustCompile(`edge\.(forwardFields|\(\*pool\)\.pick|\(\*generation\)\.route)$`)},
-	{"edge: metrics (served)", regexp.MustCompile(`edge\.\(\*Edge\)\.served$`)},
-	{"HPACK (x/net/http2/hpack)", regexp.MustCompile(`/hpack\.`)},
-	{"TLS (crypto/tls)", regexp.MustCompile(`^crypto/tls\.`)},
-	{"garbage collection", regexp.MustCompile(`^runtime\.(gcBgMarkWorker|gcAssistAlloc)$`)},
-	{"memory allocation (mallocgc)", regexp.MustCompile(`^runtime\.mallocgc$`)},
-	{"syscalls", regexp.MustCompile(`^(syscall\.Syscall|syscall\.RawSyscall|internal/runtime/syscall\.Syscall6|syscall\.syscall)`)},
+var inclusive = []benchkit.Category{
+	{Name: "h2relay: reading and handling frames (both sides)", Re: regexp.MustCompile(`h2relay\.\(\*conn\)\.readFrames$`)},
+	{Name: "h2relay: connection writers (both sides)", Re: regexp.MustCompile(`h2relay\.\(\*conn\)\.writeLoop$`)},
+	{Name: "edge: the handler (route, pick, forwarding headers, retries, metrics)", Re: regexp.MustCompile(`edge\.relayHandler\.(ServeCall|AttemptFailed|CallDone)$`)},
+	{Name: "edge: forwardFields, pick, route", Re: regexp.MustCompile(`edge\.(forwardFields|\(\*pool\)\.pick|\(\*generation\)\.route)$`)},
+	{Name: "edge: metrics (served)", Re: regexp.MustCompile(`edge\.\(\*Edge\)\.served$`)},
+	{Name: "HPACK (x/net/http2/hpack)", Re: regexp.MustCompile(`/hpack\.`)},
+	{Name: "TLS (crypto/tls)", Re: regexp.MustCompile(`^crypto/tls\.`)},
+	{Name: "garbage collection", Re: regexp.MustCompile(`^runtime\.(gcBgMarkWorker|gcAssistAlloc)$`)},
+	{Name: "memory allocation (mallocgc)", Re: regexp.MustCompile(`^runtime\.mallocgc$`)},
+	{Name: "syscalls", Re: regexp.MustCompile(`^(syscall\.Syscall|syscall\.RawSyscall|internal/runtime/syscall\.Syscall6|syscall\.syscall)`)},
 }
 
-// summarizeProfile reads a profile with `go tool pprof` and groups it.
-func summarizeProfile(exe, path string) string {
-	traces, err := exec.Command("go", "tool", "pprof", "-traces", exe, path).Output()
-	if err != nil {
-		return fmt.Sprintf("(go tool pprof: %v)\n", err)
-	}
-	samples := parseTraces(string(traces))
-	var total time.Duration
-	for _, s := range samples {
-		total += s.d
-	}
-	if total == 0 {
-		return "(empty profile)\n"
-	}
-	var b strings.Builder
-	b.WriteString("Exclusive (each sample counted once, first match in this order):\n\n| share | kind of work |\n|---|---|\n")
-	ex := make([]time.Duration, len(exclusive))
-	for _, s := range samples {
-		for i, c := range exclusive {
-			if slices.ContainsFunc(s.frames, c.re.MatchString) {
-				ex[i] += s.d
-				break
-			}
-		}
-	}
-	for i, c := range exclusive {
-		fmt.Fprintf(&b, "| %.1f%% | %s |\n", 100*float64(ex[i])/float64(total), c.name)
-	}
-	b.WriteString("\nInclusive (a sample counts in every part on its stack; shares overlap):\n\n| share | part |\n|---|---|\n")
-	for _, c := range inclusive {
-		var d time.Duration
-		for _, s := range samples {
-			if slices.ContainsFunc(s.frames, c.re.MatchString) {
-				d += s.d
-			}
-		}
-		fmt.Fprintf(&b, "| %.1f%% | %s |\n", 100*float64(d)/float64(total), c.name)
-	}
-	top, err := exec.Command("go", "tool", "pprof", "-top", "-nodecount=25", exe, path).Output()
-	if err == nil {
-		b.WriteString("\n`go tool pprof -top` (flat):\n\n```\n")
-		for _, l := range strings.Split(strings.TrimSpace(string(top)), "\n") {
-			if strings.HasPrefix(l, "File:") || strings.HasPrefix(l, "Build ID:") || strings.HasPrefix(l, "Time:") || strings.HasPrefix(l, "Type:") {
-				continue
-			}
-			b.WriteString(l + "\n")
-		}
-		b.WriteString("```\n")
-	}
-	return b.String()
-}
-
-type traceSample struct {
-	d      time.Duration
-	frames []string
-}
-
-// parseTraces reads `go tool pprof -traces`: blocks separated by dashed
-// lines, each a value and the leaf frame, then one caller per line.
-func parseTraces(s string) []traceSample {
-	var out []traceSample
-	var cur *traceSample
-	for _, line := range strings.Split(s, "\n") {
-		if strings.HasPrefix(line, "-----------+") {
-			cur = nil
-			continue
-		}
-		f := strings.Fields(line)
-		if len(f) == 0 || strings.HasSuffix(f[0], ":") {
-			continue
-		}
-		if cur == nil {
-			d, err := time.ParseDuration(f[0])
-			if err != nil || len(f) < 2 {
-				continue
-			}
-			out = append(out, traceSample{d: d, frames: []string{f[1]}})
-			cur = &out[len(out)-1]
-			continue
-		}
-		cur.frames = append(cur.frames, f[0])
-	}
-	return out
+// edgeProfile groups the edge's CPU profile.
+var edgeProfile = benchkit.ProfileSummary{
+	ExclusiveTitle: "Exclusive",
+	Exclusive:      exclusive,
+	Inclusive:      inclusive,
+	Top:            []string{"-top", "-nodecount=25"},
+	TopTitle:       "`go tool pprof -top` (flat):",
+	TopOmit:        []string{"File:", "Build ID:", "Time:", "Type:"},
 }
 
 // failoverReport: per kill, then the distribution.

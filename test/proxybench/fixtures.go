@@ -2,34 +2,26 @@ package main
 
 import (
 	"crypto"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"math/big"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"time"
 
+	"github.com/meridian-gw/meridian/test/benchkit"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/descriptorpb"
 )
 
-// The benchmark's API: one unary method whose request and response are
-// bench.EchoMessage{bytes data = 1}, served at /bench.Echo/Echo and, over
-// REST, at POST /v1/echo with the message as the JSON body.
+// The benchmark's API: benchkit's bench.Echo, served at /bench.Echo/Echo
+// and, over REST, at POST /v1/echo with the message as the JSON body.
 const (
-	echoService = "bench.Echo"
-	echoMethod  = "/bench.Echo/Echo"
 	echoPath    = "/v1/echo"
 	serviceName = "bench.example.com"
 	issuerName  = "https://issuer.bench.example.com"
@@ -68,47 +60,27 @@ func newFixtures(dir string, size int) (*fixtures, error) {
 	if err := os.WriteFile(f.descriptor, descriptorSet(), 0o644); err != nil {
 		return nil, err
 	}
-	data := make([]byte, size)
-	for i := range data {
-		data[i] = byte('a' + i%26)
-	}
-	f.payload = encodeEcho(data)
+	data := benchkit.EchoData(size)
+	f.payload = benchkit.EncodeEcho(data)
 	f.restBody, _ = json.Marshal(map[string][]byte{"data": data})
 	return f, nil
 }
 
 // writeCert writes a self-signed ECDSA P-256 certificate for 127.0.0.1.
 func (f *fixtures) writeCert() error {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := benchkit.LoopbackServer(big.NewInt(time.Now().UnixNano()), "proxybench", 24*time.Hour)
+	tmpl.IsCA, tmpl.BasicConstraintsValid = true, true
+	kp, err := benchkit.NewKeyPair(tmpl, nil)
 	if err != nil {
 		return err
 	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: "proxybench"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, DNSNames: []string{"localhost"},
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		IsCA: true, BasicConstraintsValid: true}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return err
-	}
-	kb, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		return err
-	}
-	f.certPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
-	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb})
+	f.certPEM = kp.CertPEM
 	f.combined = filepath.Join(f.dir, "combined.pem")
-	for path, b := range map[string][]byte{
-		filepath.Join(f.certDir, "server.crt"): f.certPEM,
-		filepath.Join(f.certDir, "server.key"): keyPEM,
-		f.combined:                             append(append([]byte{}, f.certPEM...), keyPEM...),
-	} {
-		if err := os.WriteFile(path, b, 0o644); err != nil {
-			return err
-		}
-	}
-	return nil
+	return benchkit.WriteFiles(map[string][]byte{
+		filepath.Join(f.certDir, "server.crt"): kp.CertPEM,
+		filepath.Join(f.certDir, "server.key"): kp.KeyPEM,
+		f.combined:                             kp.Combined(),
+	}, 0o644)
 }
 
 // signJWT mints the RS256 token every call presents (real clients reuse a
@@ -170,18 +142,6 @@ func descriptorSet() []byte {
 	return b
 }
 
-// encodeEcho is EchoMessage{data: data} in the protobuf wire format.
-func encodeEcho(data []byte) []byte {
-	b := []byte{0x0a}
-	n := uint64(len(data))
-	for n >= 0x80 {
-		b = append(b, byte(n)|0x80)
-		n >>= 7
-	}
-	b = append(b, byte(n))
-	return append(b, data...)
-}
-
 // serviceConfig writes the google.api.Service the gateway reads. With jwt,
 // every bench.Echo method requires a token from the bench issuer (as the
 // seed's config does for the scheduler); without, calls pass unchecked.
@@ -196,7 +156,7 @@ http:
   - selector: bench.Echo.Echo
     post: %s
     body: "*"
-`, serviceName, echoService, echoPath)
+`, serviceName, benchkit.EchoService, echoPath)
 	name := "service-open.yaml"
 	if jwt {
 		name = "service-jwt.yaml"
@@ -270,20 +230,6 @@ http {
 // haproxyConfig: TLS with ALPN h2 in front, HTTP/2 to the backend (which
 // HAProxy multiplexes), one thread.
 func (f *fixtures) haproxyConfig(port int, backend string) (string, error) {
-	s := fmt.Sprintf(`global
-  nbthread 1
-  maxconn 4000
-defaults
-  mode http
-  timeout connect 5s
-  timeout client 60s
-  timeout server 60s
-frontend fe
-  bind 127.0.0.1:%d ssl crt %s alpn h2
-  default_backend be
-backend be
-  server s1 %s proto h2
-`, port, f.combined, backend)
 	path := filepath.Join(f.dir, "haproxy.cfg")
-	return path, os.WriteFile(path, []byte(s), 0o644)
+	return path, benchkit.WriteHAProxyConfig(path, port, f.combined, backend, "proto h2")
 }

@@ -1,19 +1,12 @@
 package main
 
 import (
-	"context"
 	"flag"
-	"fmt"
 	"log/slog"
-	"os"
-	"os/signal"
-	"runtime/pprof"
-	"strings"
-	"syscall"
-	"time"
 
 	"github.com/meridian-gw/meridian/gateway"
 	"github.com/meridian-gw/meridian/internal/serving"
+	"github.com/meridian-gw/meridian/test/benchkit"
 )
 
 // gatewayCmd runs the gateway in this process, with the options
@@ -27,8 +20,8 @@ func gatewayCmd(args []string) error {
 	svc := fs.String("service_config", "", "service config")
 	desc := fs.String("descriptor", "", "FileDescriptorSet")
 	certs := fs.String("certs", "", "directory with server.crt/server.key")
-	prof := fs.String("cpuprofile", "", "write the CPU profile taken between SIGUSR1 and SIGUSR2 here")
-	life := fs.Duration("max_lifetime", 5*time.Minute, "stop by itself after this long")
+	var prof benchkit.Profiled
+	prof.RegisterFlags(fs)
 	_ = fs.Parse(args)
 
 	g, err := gateway.New(gateway.Options{
@@ -38,47 +31,5 @@ func gatewayCmd(args []string) error {
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), *life)
-	defer cancel()
-	sig := make(chan os.Signal, 4)
-	signal.Notify(sig, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGTERM, syscall.SIGINT)
-	go func() {
-		var out *os.File
-		for s := range sig {
-			switch s {
-			case syscall.SIGUSR1:
-				if *prof == "" || out != nil {
-					continue
-				}
-				f, err := os.Create(*prof)
-				if err != nil {
-					fmt.Fprintln(os.Stderr, "cpuprofile:", err)
-					continue
-				}
-				if err := pprof.StartCPUProfile(f); err != nil {
-					fmt.Fprintln(os.Stderr, "cpuprofile:", err)
-					f.Close()
-					continue
-				}
-				out = f
-			case syscall.SIGUSR2:
-				if out != nil {
-					pprof.StopCPUProfile()
-					out.Close()
-					out = nil
-					// Allocations since the start, for `go tool pprof -sample_index=alloc_space`.
-					if f, err := os.Create(strings.TrimSuffix(*prof, ".cpu.pprof") + ".allocs.pprof"); err == nil {
-						_ = pprof.Lookup("allocs").WriteTo(f, 0)
-						f.Close()
-					}
-					// Tell the orchestrator the file is complete.
-					_ = os.WriteFile(*prof+".done", nil, 0o644)
-				}
-			default:
-				cancel()
-				return
-			}
-		}
-	}()
-	return g.Run(ctx)
+	return prof.Run(g.Run)
 }

@@ -4,17 +4,16 @@ import (
 	"context"
 	"crypto/x509"
 	"errors"
-	"github.com/meridian-gw/meridian/test/benchkit"
 	"log/slog"
 	"net"
 	"net/http/httptest"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/meridian-gw/meridian/gateway"
+	"github.com/meridian-gw/meridian/test/benchkit"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -34,7 +33,7 @@ func TestHarnessAgainstInProcessGateway(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	be := newBackend()
+	be := benchkit.NewEchoServer()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -60,57 +59,40 @@ func TestHarnessAgainstInProcessGateway(t *testing.T) {
 	roots := x509.NewCertPool()
 	roots.AppendCertsFromPEM(fx.certPEM)
 
-	direct, err := newGRPCClient(ln.Addr().String(), nil, "", fx.payload)
+	direct, err := benchkit.NewEchoClient(ln.Addr().String(), nil, "", fx.payload)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer direct.close()
-	withJWT, err := newGRPCClient(addr, roots, fx.token, fx.payload)
+	defer direct.Close()
+	withJWT, err := benchkit.NewEchoClient(addr, roots, fx.token, fx.payload)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer withJWT.close()
+	defer withJWT.Close()
 	rest := newRESTClient(addr, roots, fx.token, fx.restBody)
-	defer rest.close()
-	for name, c := range map[string]client{"direct": direct, "gateway gRPC": withJWT, "gateway REST": rest} {
-		if err := waitReady(c, 10*time.Second); err != nil {
+	defer rest.Close()
+	for name, c := range map[string]benchkit.Client{"direct": direct, "gateway gRPC": withJWT, "gateway REST": rest} {
+		if err := benchkit.WaitReady(c, 10*time.Second); err != nil {
 			t.Fatalf("%s: %v", name, err)
 		}
-		res := runLoad(c, 4, 50*time.Millisecond, 300*time.Millisecond, func(bool) {})
-		if res.calls == 0 || res.errors > 0 {
-			t.Errorf("%s: %d calls, %d errors (%v)", name, res.calls, res.errors, res.firstErr)
+		res := benchkit.Load{Conc: 4, Warm: 50 * time.Millisecond, Measure: 300 * time.Millisecond}.Run(c, func(bool) {})
+		if res.Calls == 0 || res.Errors > 0 {
+			t.Errorf("%s: %d calls, %d errors (%v)", name, res.Calls, res.Errors, res.FirstErr)
 		}
-		if res.pct(0.99) < res.pct(0.5) {
-			t.Errorf("%s: p99 %v < p50 %v", name, res.pct(0.99), res.pct(0.5))
+		if res.Pct(0.99) < res.Pct(0.5) {
+			t.Errorf("%s: p99 %v < p50 %v", name, res.Pct(0.99), res.Pct(0.5))
 		}
 	}
 
-	noToken, err := newGRPCClient(addr, roots, "", fx.payload)
+	noToken, err := benchkit.NewEchoClient(addr, roots, "", fx.payload)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer noToken.close()
+	defer noToken.Close()
 	cctx, ccancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer ccancel()
-	if err := noToken.newCaller()(cctx); status.Code(err) != codes.Unauthenticated {
+	if err := noToken.NewCaller()(cctx); status.Code(err) != codes.Unauthenticated {
 		t.Errorf("call without a token: %v; want Unauthenticated (is the JWT rule in force?)", err)
-	}
-}
-
-func TestProcessSampling(t *testing.T) {
-	deadline := time.Now().Add(20 * time.Millisecond)
-	for time.Now().Before(deadline) {
-	}
-	s := benchkit.SamplePIDs([]int{os.Getpid()})
-	if s.OnCPU < int64(10*time.Millisecond) || s.Processes != 1 {
-		t.Errorf("sample of this process: %+v; want ≥ 10 ms on CPU", s)
-	}
-	if pids := benchkit.TreePIDs(os.Getpid()); len(pids) == 0 || pids[0] != os.Getpid() {
-		t.Errorf("benchkit.TreePIDs(self) = %v", pids)
-	}
-	a := benchkit.ReadCoreTicks()
-	if len(a) == 0 {
-		t.Error("no CPUs in /proc/stat")
 	}
 }
 
@@ -143,24 +125,5 @@ func TestPeerConfigs(t *testing.T) {
 			}
 			t.Errorf("haproxy -c: %v\n%s", err, out)
 		}
-	}
-}
-
-func TestParseTraces(t *testing.T) {
-	in := `File: proxybench
-Type: cpu
-Duration: 10s, Total samples = 30ms ( 0.3%)
------------+-------------------------------------------------------
-      20ms   runtime.memmove
-             crypto/tls.(*Conn).Write
-             main.main
------------+-------------------------------------------------------
-      10ms   syscall.Syscall6
-             internal/poll.(*FD).Write
------------+-------------------------------------------------------
-`
-	got := parseTraces(in)
-	if len(got) != 2 || got[0].d != 20*time.Millisecond || len(got[0].frames) != 3 || got[1].frames[0] != "syscall.Syscall6" {
-		t.Fatalf("parseTraces = %+v", got)
 	}
 }

@@ -1,14 +1,16 @@
 package main
 
 import (
+	"cmp"
 	"fmt"
-	"os"
 	"os/exec"
 	"regexp"
 	"runtime"
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/meridian-gw/meridian/test/benchkit"
 )
 
 // stat is the median of a metric over rounds, with its range.
@@ -131,7 +133,7 @@ func (r *runner) report(cfgs []config, concs []int, rows []row, census map[strin
 		"master and worker) over the window divided by the calls completed in it. \"other\" is the rest of the core's busy time "+
 		"(/proc/stat): softirq work for our own packets plus anything else running on the machine; each window waits "+
 		"(10 s at most) for both cores to be nearly idle first.\n\n",
-		len(r.fx.payload), len(r.fx.restBody), r.serverCPU, rounds, warm, measure)
+		len(r.fx.payload), len(r.fx.restBody), r.ServerCPU, rounds, warm, measure)
 	p("| configuration | c | calls/s | vs direct | p50 µs | p99 µs | proxy CPU µs/call | backend µs/call | client µs/call | server core: ours + other | client core: ours + other | proxy kernel share | errors |\n")
 	p("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, conc := range concs {
@@ -209,21 +211,13 @@ func (r *runner) report(cfgs []config, concs []int, rows []row, census map[strin
 	for _, pr := range profs {
 		p("\n### CPU profile: %s, c=%d (in-process, 10 s)\n\n", pr.config.name, pr.row.Conc)
 		p("%.0f calls/s, %.1f µs of gateway CPU per call while profiling. Profile: `%s`.\n\n", pr.row.Rate, pr.row.ProxyCPU, pr.path)
-		p("%s\n", summarizeProfile(r.self, pr.path))
+		p("%s\n", gatewayProfile.Summarize(r.Self, pr.path))
 	}
 	return b.String()
 }
 
 func machineFacts() string {
-	model := "?"
-	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
-		for _, line := range strings.Split(string(b), "\n") {
-			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
-				model = strings.TrimSpace(v)
-				break
-			}
-		}
-	}
+	model := cmp.Or(benchkit.CPUModel(), "?")
 	nproc := strings.TrimSpace(cmdOut("nproc", "--all"))
 	kernel := strings.TrimSpace(cmdOut("uname", "-r"))
 	nginx := strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(cmdOut("nginx", "-v")), "nginx version: "))
@@ -239,127 +233,45 @@ func cmdOut(name string, args ...string) string {
 	return string(b)
 }
 
-// A profile category: samples whose stack has a frame matching re.
-type category struct {
-	name string
-	re   *regexp.Regexp
-}
-
 // Inclusive: what each part of the call costs, overlapping.
-var inclusive = []category{
-	{"TLS (crypto/tls records, AES-GCM)", regexp.MustCompile(`^crypto/tls\.`)},
-	{"HPACK (header encode/decode)", regexp.MustCompile(`/hpack\.`)},
-	{"syscalls (read, write, epoll, futex)", regexp.MustCompile(`^(syscall\.|internal/runtime/syscall\.|runtime\.(futex|epollwait|usleep)$)`)},
-	{"allocation (mallocgc, incl. assists)", regexp.MustCompile(`^runtime\.mallocgc`)},
-	{"GC background work", regexp.MustCompile(`^runtime\.(gcBgMarkWorker|bgsweep|bgscavenge)$`)},
-	{"goroutine scheduling", regexp.MustCompile(`^runtime\.(schedule|findRunnable|wakep|goready|ready)$`)},
-	{"JWT (Verifier.Verify: parse, cache)", regexp.MustCompile(`auth\.\(\*Verifier\)\.Verify$`)},
-	{"metrics + access log (Gateway.finish)", regexp.MustCompile(`gateway\.\(\*Gateway\)\.finish$`)},
-	{"the relay: frames read and handled, both sides (h2relay conn.readFrames)", regexp.MustCompile(`h2relay\.\(\*conn\)\.readFrames$`)},
-	{"the relay: connection writers (h2relay conn.writeLoop)", regexp.MustCompile(`h2relay\.\(\*conn\)\.writeLoop$`)},
-	{"the gateway's decision: route, auth, quota, headers (relayHandler.ServeCall)", regexp.MustCompile(`gateway\.relayHandler\.ServeCall$`)},
-	{"backend headers (backendFields/httpMetadata)", regexp.MustCompile(`gateway\.(backendFields|backendMetadata|httpMetadata)$`)},
-	{"REST transcoding (transcode, protojson, dynamicpb)", regexp.MustCompile(`(gateway/transcode\.|protojson\.|dynamicpb\.)`)},
-	{"net/http's HTTP/2 server (x/net/http2 serverConn; REST path)", regexp.MustCompile(`^(net/http\.|golang\.org/x/net/http2\.\(\*(serverConn|Server|responseWriter|responseWriterState|requestBody|bufferedWriter)\))`)},
-	{"demultiplexer: classify, and every read after (replayConn, ackFilter; includes the TLS reads)", regexp.MustCompile(`h2mux\.(classify|\(\*replayConn\)|\(\*ackFilter\))`)},
+var inclusive = []benchkit.Category{
+	{Name: "TLS (crypto/tls records, AES-GCM)", Re: regexp.MustCompile(`^crypto/tls\.`)},
+	{Name: "HPACK (header encode/decode)", Re: regexp.MustCompile(`/hpack\.`)},
+	{Name: "syscalls (read, write, epoll, futex)", Re: regexp.MustCompile(`^(syscall\.|internal/runtime/syscall\.|runtime\.(futex|epollwait|usleep)$)`)},
+	{Name: "allocation (mallocgc, incl. assists)", Re: regexp.MustCompile(`^runtime\.mallocgc`)},
+	{Name: "GC background work", Re: regexp.MustCompile(`^runtime\.(gcBgMarkWorker|bgsweep|bgscavenge)$`)},
+	{Name: "goroutine scheduling", Re: regexp.MustCompile(`^runtime\.(schedule|findRunnable|wakep|goready|ready)$`)},
+	{Name: "JWT (Verifier.Verify: parse, cache)", Re: regexp.MustCompile(`auth\.\(\*Verifier\)\.Verify$`)},
+	{Name: "metrics + access log (Gateway.finish)", Re: regexp.MustCompile(`gateway\.\(\*Gateway\)\.finish$`)},
+	{Name: "the relay: frames read and handled, both sides (h2relay conn.readFrames)", Re: regexp.MustCompile(`h2relay\.\(\*conn\)\.readFrames$`)},
+	{Name: "the relay: connection writers (h2relay conn.writeLoop)", Re: regexp.MustCompile(`h2relay\.\(\*conn\)\.writeLoop$`)},
+	{Name: "the gateway's decision: route, auth, quota, headers (relayHandler.ServeCall)", Re: regexp.MustCompile(`gateway\.relayHandler\.ServeCall$`)},
+	{Name: "backend headers (backendFields/httpMetadata)", Re: regexp.MustCompile(`gateway\.(backendFields|backendMetadata|httpMetadata)$`)},
+	{Name: "REST transcoding (transcode, protojson, dynamicpb)", Re: regexp.MustCompile(`(gateway/transcode\.|protojson\.|dynamicpb\.)`)},
+	{Name: "net/http's HTTP/2 server (x/net/http2 serverConn; REST path)", Re: regexp.MustCompile(`^(net/http\.|golang\.org/x/net/http2\.\(\*(serverConn|Server|responseWriter|responseWriterState|requestBody|bufferedWriter)\))`)},
+	{Name: "demultiplexer: classify, and every read after (replayConn, ackFilter; includes the TLS reads)", Re: regexp.MustCompile(`h2mux\.(classify|\(\*replayConn\)|\(\*ackFilter\))`)},
 }
 
 // Exclusive: each sample goes to the first of these that matches any frame.
-var exclusive = []category{
-	{"GC background work", regexp.MustCompile(`^runtime\.(gcBgMarkWorker|bgsweep|bgscavenge)$`)},
-	{"kernel: syscalls (read, write, epoll, futex)", regexp.MustCompile(`^(syscall\.|internal/runtime/syscall\.|runtime\.(futex|epollwait|usleep)$)`)},
-	{"allocation + GC assist", regexp.MustCompile(`^runtime\.(mallocgc|gcAssistAlloc|newobject|makeslice|growslice)`)},
-	{"TLS crypto (AES-GCM, record layer)", regexp.MustCompile(`^crypto/`)},
-	{"HPACK", regexp.MustCompile(`/hpack\.`)},
-	{"JWT", regexp.MustCompile(`auth\.\(\*Verifier\)\.Verify$`)},
-	{"REST transcoding", regexp.MustCompile(`(gateway/transcode\.|protojson\.|dynamicpb\.)`)},
-	{"metrics + access log", regexp.MustCompile(`gateway\.\(\*Gateway\)\.finish$`)},
-	{"goroutine scheduling", regexp.MustCompile(`^runtime\.(schedule|findRunnable|wakep|goready|ready|mcall|park_m)$`)},
-	{"other", regexp.MustCompile(``)},
+var exclusive = []benchkit.Category{
+	{Name: "GC background work", Re: regexp.MustCompile(`^runtime\.(gcBgMarkWorker|bgsweep|bgscavenge)$`)},
+	{Name: "kernel: syscalls (read, write, epoll, futex)", Re: regexp.MustCompile(`^(syscall\.|internal/runtime/syscall\.|runtime\.(futex|epollwait|usleep)$)`)},
+	{Name: "allocation + GC assist", Re: regexp.MustCompile(`^runtime\.(mallocgc|gcAssistAlloc|newobject|makeslice|growslice)`)},
+	{Name: "TLS crypto (AES-GCM, record layer)", Re: regexp.MustCompile(`^crypto/`)},
+	{Name: "HPACK", Re: regexp.MustCompile(`/hpack\.`)},
+	{Name: "JWT", Re: regexp.MustCompile(`auth\.\(\*Verifier\)\.Verify$`)},
+	{Name: "REST transcoding", Re: regexp.MustCompile(`(gateway/transcode\.|protojson\.|dynamicpb\.)`)},
+	{Name: "metrics + access log", Re: regexp.MustCompile(`gateway\.\(\*Gateway\)\.finish$`)},
+	{Name: "goroutine scheduling", Re: regexp.MustCompile(`^runtime\.(schedule|findRunnable|wakep|goready|ready|mcall|park_m)$`)},
+	{Name: "other", Re: regexp.MustCompile(``)},
 }
 
-// summarizeProfile reads a profile with `go tool pprof` and groups it.
-func summarizeProfile(exe, path string) string {
-	traces, err := exec.Command("go", "tool", "pprof", "-traces", exe, path).Output()
-	if err != nil {
-		return fmt.Sprintf("(go tool pprof: %v)\n", err)
-	}
-	samples := parseTraces(string(traces))
-	var total time.Duration
-	for _, s := range samples {
-		total += s.d
-	}
-	if total == 0 {
-		return "(empty profile)\n"
-	}
-	var b strings.Builder
-	b.WriteString("Where the time goes, exclusive (each sample counted once, first match in this order):\n\n| share | kind of work |\n|---|---|\n")
-	ex := make([]time.Duration, len(exclusive))
-	for _, s := range samples {
-		for i, c := range exclusive {
-			if slices.ContainsFunc(s.frames, c.re.MatchString) {
-				ex[i] += s.d
-				break
-			}
-		}
-	}
-	for i, c := range exclusive {
-		fmt.Fprintf(&b, "| %.1f%% | %s |\n", 100*float64(ex[i])/float64(total), c.name)
-	}
-	b.WriteString("\nInclusive (a sample counts in every part on its stack; shares overlap):\n\n| share | part |\n|---|---|\n")
-	for _, c := range inclusive {
-		var d time.Duration
-		for _, s := range samples {
-			if slices.ContainsFunc(s.frames, c.re.MatchString) {
-				d += s.d
-			}
-		}
-		fmt.Fprintf(&b, "| %.1f%% | %s |\n", 100*float64(d)/float64(total), c.name)
-	}
-	top, err := exec.Command("go", "tool", "pprof", "-top", "-cum", "-nodecount=30", exe, path).Output()
-	if err == nil {
-		b.WriteString("\n`go tool pprof -top -cum`:\n\n```\n")
-		lines := strings.Split(strings.TrimSpace(string(top)), "\n")
-		for _, l := range lines {
-			if strings.HasPrefix(l, "File:") || strings.HasPrefix(l, "Build ID:") || strings.HasPrefix(l, "Time:") {
-				continue
-			}
-			b.WriteString(l + "\n")
-		}
-		b.WriteString("```\n")
-	}
-	return b.String()
-}
-
-type sample struct {
-	d      time.Duration
-	frames []string
-}
-
-// parseTraces reads `go tool pprof -traces`: blocks separated by dashed
-// lines, each a value and the leaf frame, then one caller per line.
-func parseTraces(s string) []sample {
-	var out []sample
-	var cur *sample
-	for _, line := range strings.Split(s, "\n") {
-		if strings.HasPrefix(line, "-----------+") {
-			cur = nil
-			continue
-		}
-		f := strings.Fields(line)
-		if len(f) == 0 || strings.HasSuffix(f[0], ":") {
-			continue
-		}
-		if cur == nil {
-			d, err := time.ParseDuration(f[0])
-			if err != nil || len(f) < 2 {
-				continue
-			}
-			out = append(out, sample{d: d, frames: []string{f[1]}})
-			cur = &out[len(out)-1]
-			continue
-		}
-		cur.frames = append(cur.frames, f[0])
-	}
-	return out
+// gatewayProfile groups the gateway's CPU profile.
+var gatewayProfile = benchkit.ProfileSummary{
+	ExclusiveTitle: "Where the time goes, exclusive",
+	Exclusive:      exclusive,
+	Inclusive:      inclusive,
+	Top:            []string{"-top", "-cum", "-nodecount=30"},
+	TopTitle:       "`go tool pprof -top -cum`:",
+	TopOmit:        []string{"File:", "Build ID:", "Time:"},
 }
