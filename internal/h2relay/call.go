@@ -345,7 +345,11 @@ func (c *Call) afterFlush(s *stream) {
 	if t != nil {
 		c.creditResponse(t)
 	}
-	if s.closed {
+	x := s.c
+	x.mu.Lock()
+	closed := s.closed // the trailers went out
+	x.mu.Unlock()
+	if closed {
 		c.finish()
 	}
 }
@@ -456,9 +460,21 @@ func (c *Call) onResponseData(t *stream, p []byte, end bool) {
 	if !c.front.closed {
 		c.front.sendDataLocked(p, false)
 	}
+	over := x.pendBytes > maxConnPending && len(c.front.pend) > 0
 	x.mu.Unlock()
 	x.kick()
 	c.mu.Unlock()
+	if over {
+		// The client does not take what it asked for: end this call
+		// rather than hold ever more for it.
+		x.mu.Lock()
+		c.front.resetLocked(http2.ErrCodeEnhanceYourCalm)
+		x.mu.Unlock()
+		x.kick()
+		c.abort(codes.ResourceExhausted, "the client does not read its responses: more than "+
+			strconv.Itoa(maxConnPending>>20)+" MiB wait for its flow-control window on its connection")
+		return
+	}
 	c.creditResponse(t)
 	if end {
 		// gRPC responses end with trailers; a bare END_STREAM is an error.
@@ -533,6 +549,10 @@ func (c *Call) onUpstreamReset(t *stream, code http2.ErrCode) {
 		f = Failure{Code: codes.Unavailable, Message: "upstream refused the stream", Reached: false, Reset: true}
 	case http2.ErrCodeCancel:
 		f.Code = codes.Canceled
+	case http2.ErrCodeEnhanceYourCalm: // as grpc-go maps them
+		f.Code = codes.ResourceExhausted
+	case http2.ErrCodeInadequateSecurity:
+		f.Code = codes.PermissionDenied
 	}
 	c.upstreamFailed(t, f, false)
 }

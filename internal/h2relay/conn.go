@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
+	"math"
 	"net"
 	"runtime"
 	"sync"
@@ -31,6 +32,25 @@ const (
 	// Streams assumed allowed before the peer's SETTINGS arrive.
 	initialPeerStreams = 100
 	maxStreamID        = 1<<31 - 1
+	// maxWriteQueue bounds the DATA a connection queues for its writer:
+	// the rest waits in its streams, uncredited, so that a peer that stops
+	// reading its socket holds back its sources instead of filling memory.
+	maxWriteQueue = 1 << 20
+	// maxQueuedControl bounds the frames a peer makes us queue (SETTINGS
+	// and PING acknowledgements) while it does not read: beyond it is a
+	// flood (CVE-2019-9512, -9515), and the connection ends.
+	maxQueuedControl = 10000
+	// writeStallTimeout: a write that makes no progress this long means
+	// the peer stopped reading (or the network is gone).
+	writeStallTimeout = 30 * time.Second
+	// writeChunk is how much one write may take before its deadline is
+	// renewed, so that a slow but live peer is not cut off.
+	writeChunk = 64 << 10
+	// maxConnPending bounds the response DATA a client connection's
+	// streams hold waiting for the client's flow-control windows (each is
+	// bounded by the upstream stream's window, but a client has many
+	// streams): past it, the call that adds more is ended.
+	maxConnPending = 32 << 20
 )
 
 // settings are what one side of the relay advertises.
@@ -89,14 +109,16 @@ type conn struct {
 	lastActive    time.Time // last time the stream count went to zero, or a frame arrived
 	pingSent      time.Time // keepalive ping outstanding since (client side)
 	sentSincePing bool      // HEADERS or DATA written since the peer's last PING
+	control       int       // acknowledgements queued since the writer last took wbuf
+	pendBytes     int64     // DATA waiting in the streams' pend
+	hk            *time.Timer
+	hkCount       uint64 // frames read at the last housekeeping
+	hkQuiet       time.Time
 
 	// active counts streams open or reserved (client side), for the
 	// upstream's picker.
 	active    atomic.Int32
 	readCount atomic.Uint64 // frames read, for keepalive
-	// Writer goroutine only (housekeeping).
-	hkCount uint64
-	hkQuiet time.Time
 
 	wake chan struct{}
 	done chan struct{}
@@ -151,6 +173,7 @@ func (c *conn) start() {
 		c.wbuf = appendWindowUpdate(c.wbuf, 0, c.set.connWindow-defaultWindow)
 		c.recvWin = int64(c.set.connWindow)
 	}
+	c.hk = time.AfterFunc(c.tickEvery(), c.housekeepTick)
 	c.mu.Unlock()
 	go c.writeLoop()
 	c.kick()
@@ -166,14 +189,9 @@ func (c *conn) kick() {
 
 func (c *conn) writeLoop() {
 	var out []byte
-	tick := time.NewTicker(c.tickEvery())
-	defer tick.Stop()
 	for {
 		select {
 		case <-c.wake:
-		case <-tick.C:
-			c.housekeep(time.Now())
-			continue
 		case <-c.done:
 			return
 		}
@@ -184,10 +202,11 @@ func (c *conn) writeLoop() {
 			c.mu.Lock()
 		}
 		out, c.wbuf = c.wbuf, out[:0]
+		c.control = 0
 		closing := c.closing
 		c.mu.Unlock()
 		if len(out) > 0 {
-			if _, err := c.nc.Write(out); err != nil {
+			if err := c.write(out); err != nil {
 				c.fail(err)
 				return
 			}
@@ -198,10 +217,46 @@ func (c *conn) writeLoop() {
 			c.nc.Close()
 			return
 		}
-		if cap(out) > 1<<20 {
+		if cap(out) > 2*maxWriteQueue {
 			out = nil // do not keep a burst's buffer for good
 		}
+		// Data that waited for room in the write queue can go now.
+		c.mu.Lock()
+		var flushed []*stream
+		if len(c.pendList) > 0 {
+			flushed = c.flushPendingLocked(nil)
+		}
+		c.mu.Unlock()
+		if len(flushed) > 0 {
+			c.kick()
+			c.afterFlush(flushed)
+		}
 	}
+}
+
+// write writes b, renewing the deadline for each chunk: a peer that
+// takes nothing for writeStallTimeout fails the connection.
+func (c *conn) write(b []byte) error {
+	for len(b) > 0 {
+		n := min(len(b), writeChunk)
+		_ = c.nc.SetWriteDeadline(time.Now().Add(writeStallTimeout))
+		if _, err := c.nc.Write(b[:n]); err != nil {
+			return err
+		}
+		b = b[n:]
+	}
+	return nil
+}
+
+// roomLocked is how much DATA the write queue still takes.
+func (c *conn) roomLocked() int64 { return int64(maxWriteQueue - len(c.wbuf)) }
+
+// controlLocked counts an acknowledgement queued for the peer.
+func (c *conn) controlLocked() error {
+	if c.control++; c.control > maxQueuedControl {
+		return connError{http2.ErrCodeEnhanceYourCalm, "too many control frames queued: the peer does not read"}
+	}
+	return nil
 }
 
 // readLoop handles frames until the connection fails.
@@ -354,6 +409,9 @@ func (c *conn) onData(h frameHeader, p []byte) error {
 		return connError{http2.ErrCodeFlowControl, "DATA beyond the connection window"}
 	}
 	c.recvWin -= n
+	if c.client && c.creditConnLocked(n) { // see creditLocked
+		defer c.kick()
+	}
 	s := c.streams[h.stream]
 	if s == nil || s.recvEnd {
 		idle := !c.client && h.stream > c.lastPeerID
@@ -367,8 +425,7 @@ func (c *conn) onData(h frameHeader, p []byte) error {
 	if s.recvWin < n {
 		c.creditLocked(nil, n)
 		c.mu.Unlock()
-		s.call.resetStream(s, http2.ErrCodeFlowControl)
-		return nil
+		return c.streamError(s, http2.ErrCodeFlowControl)
 	}
 	s.recvWin -= n
 	if pad > 0 {
@@ -411,9 +468,20 @@ func (c *conn) onRSTStream(h frameHeader, p []byte) error {
 	return nil
 }
 
-// countReset bounds how many streams a client may reset a second: a
-// flood of HEADERS+RST_STREAM makes upstreams work for nothing (the
-// "rapid reset" attack, CVE-2023-44487).
+// streamError resets s for a stream-level error of the peer's. A client's
+// errors count as resets: making the relay reset streams is as cheap a
+// way to open and cancel upstream calls as RST_STREAM is.
+func (c *conn) streamError(s *stream, code http2.ErrCode) error {
+	s.call.resetStream(s, code)
+	if c.client {
+		return nil
+	}
+	return c.countReset()
+}
+
+// countReset bounds how many streams a client may reset a second, or
+// make the relay reset: a flood of HEADERS+RST_STREAM makes upstreams
+// work for nothing (the "rapid reset" attack, CVE-2023-44487).
 func (c *conn) countReset() error {
 	now := time.Now()
 	if now.Sub(c.resetStart) > time.Second {
@@ -440,6 +508,7 @@ func (c *conn) onSettings(h frameHeader, p []byte) error {
 		return connError{http2.ErrCodeFrameSize, "SETTINGS of the wrong size"}
 	}
 	var flushed []*stream
+	sawMaxStreams := false
 	c.mu.Lock()
 	for i := 0; i < len(p); i += 6 {
 		id, v := http2.SettingID(binary.BigEndian.Uint16(p[i:])), binary.BigEndian.Uint32(p[i+2:])
@@ -452,7 +521,10 @@ func (c *conn) onSettings(h frameHeader, p []byte) error {
 			delta := int64(v) - c.peerInitWin
 			c.peerInitWin = int64(v)
 			for _, s := range c.streams {
-				s.sendWin += delta
+				if s.sendWin += delta; s.sendWin > maxStreamID {
+					c.mu.Unlock()
+					return connError{http2.ErrCodeFlowControl, "SETTINGS_INITIAL_WINDOW_SIZE takes a stream window above 2^31-1"}
+				}
 			}
 		case http2.SettingMaxFrameSize:
 			if v < defaultMaxFrame || v > 1<<24-1 {
@@ -461,7 +533,7 @@ func (c *conn) onSettings(h frameHeader, p []byte) error {
 			}
 			c.peerMaxFrame = int(v)
 		case http2.SettingMaxConcurrentStreams:
-			c.peerStreams = v
+			c.peerStreams, sawMaxStreams = v, true
 		case http2.SettingHeaderTableSize:
 			c.enc.SetMaxDynamicTableSizeLimit(v)
 		case http2.SettingEnablePush:
@@ -471,7 +543,16 @@ func (c *conn) onSettings(h frameHeader, p []byte) error {
 			}
 		}
 	}
+	if !c.gotSettings && !sawMaxStreams {
+		// No limit (RFC 9113 §6.5.2), as grpc-go servers say by saying
+		// nothing: the guess made before SETTINGS no longer holds.
+		c.peerStreams = math.MaxUint32
+	}
 	c.gotSettings = true
+	if err := c.controlLocked(); err != nil {
+		c.mu.Unlock()
+		return err
+	}
 	c.wbuf = appendSettingsAck(c.wbuf)
 	flushed = c.flushPendingLocked(flushed)
 	c.mu.Unlock()
@@ -510,6 +591,10 @@ func (c *conn) onPing(h frameHeader, p []byte) error {
 	var data [8]byte
 	copy(data[:], p)
 	c.mu.Lock()
+	if err := c.controlLocked(); err != nil {
+		c.mu.Unlock()
+		return err
+	}
 	c.wbuf = appendPing(c.wbuf, true, data)
 	c.mu.Unlock()
 	c.kick()
@@ -559,7 +644,7 @@ func (c *conn) onWindowUpdate(h frameHeader, p []byte) error {
 		s := c.streams[h.stream]
 		c.mu.Unlock()
 		if s != nil {
-			s.call.resetStream(s, http2.ErrCodeProtocol)
+			return c.streamError(s, http2.ErrCodeProtocol)
 		}
 		return nil
 	}
@@ -575,8 +660,7 @@ func (c *conn) onWindowUpdate(h frameHeader, p []byte) error {
 		s.sendWin += incr
 		if s.sendWin > maxStreamID {
 			c.mu.Unlock()
-			s.call.resetStream(s, http2.ErrCodeFlowControl)
-			return nil
+			return c.streamError(s, http2.ErrCodeFlowControl)
 		}
 	}
 	flushed = c.flushPendingLocked(flushed)
@@ -626,17 +710,18 @@ func (c *conn) afterFlush(flushed []*stream) {
 }
 
 // creditLocked returns n consumed bytes to the peer's windows: the
-// connection's, and the stream's if it is still receiving. Updates go out
-// once a quarter of a window is owed, so a busy connection sends few.
+// stream's, if it is still receiving, and on a client's connection the
+// connection's. (An upstream connection's window is returned as bytes
+// arrive, in onData: it is shared by many clients' calls, and one client
+// that does not read must not stall the others; what waits for a slow
+// client stays bounded by its streams' windows.) Updates go out once a
+// quarter of a window is owed, so a busy connection sends few.
 func (c *conn) creditLocked(s *stream, n int64) {
 	if n <= 0 || c.closed {
 		return
 	}
-	c.recvUnacked += n
-	if c.recvUnacked >= int64(c.set.connWindow)/4 {
-		c.wbuf = appendWindowUpdate(c.wbuf, 0, uint32(c.recvUnacked))
-		c.recvWin += c.recvUnacked
-		c.recvUnacked = 0
+	if !c.client {
+		c.creditConnLocked(n)
 	}
 	if s == nil || s.closed || s.recvEnd {
 		return
@@ -647,6 +732,19 @@ func (c *conn) creditLocked(s *stream, n int64) {
 		s.recvWin += s.recvUnacked
 		s.recvUnacked = 0
 	}
+}
+
+// creditConnLocked returns n bytes to the peer's connection window. It
+// reports whether a WINDOW_UPDATE was queued (the writer needs a kick).
+func (c *conn) creditConnLocked(n int64) bool {
+	c.recvUnacked += n
+	if c.recvUnacked < int64(c.set.connWindow)/4 {
+		return false
+	}
+	c.wbuf = appendWindowUpdate(c.wbuf, 0, uint32(c.recvUnacked))
+	c.recvWin += c.recvUnacked
+	c.recvUnacked = 0
+	return true
 }
 
 // credit is creditLocked for callers that do not hold c.mu.
@@ -680,6 +778,8 @@ func (c *conn) removeLocked(s *stream) {
 		return
 	}
 	s.closed = true
+	c.pendBytes -= int64(len(s.pend))
+	s.pend = nil
 	delete(c.streams, s.id)
 	if c.client {
 		c.active.Add(-1)
@@ -717,6 +817,9 @@ func (c *conn) fail(err error) {
 		_, _ = c.nc.Write(b)
 	}
 	c.closed, c.closeErr = true, err
+	if c.hk != nil {
+		c.hk.Stop()
+	}
 	reached := c.gotSettings
 	streams := make([]*stream, 0, len(c.streams))
 	for _, s := range c.streams {
@@ -790,7 +893,7 @@ func (c *conn) goAway(code http2.ErrCode, debug string) {
 	c.maybeCloseIdle()
 }
 
-// Housekeeping, once per tickInterval on the writer goroutine: idle
+// Housekeeping, once per tickInterval on a timer: idle
 // connections close, and an upstream that stops answering keepalive
 // pings is given up on.
 const (
@@ -800,10 +903,10 @@ const (
 )
 
 func (c *conn) housekeep(now time.Time) {
+	c.mu.Lock()
 	if n := c.readCount.Load(); n != c.hkCount || c.hkQuiet.IsZero() {
 		c.hkCount, c.hkQuiet = n, now
 	}
-	c.mu.Lock()
 	idle := len(c.streams) == 0 && !c.closed && now.Sub(c.lastActive) > c.idleTimeout()
 	var dead bool
 	if c.client && !c.closed {
@@ -824,6 +927,17 @@ func (c *conn) housekeep(now time.Time) {
 	default:
 		c.kick()
 	}
+}
+
+// housekeepTick runs housekeeping on a timer of its own, not on the
+// writer, which a peer that stops reading can block.
+func (c *conn) housekeepTick() {
+	c.housekeep(time.Now())
+	c.mu.Lock()
+	if !c.closed {
+		c.hk.Reset(c.tickEvery())
+	}
+	c.mu.Unlock()
 }
 
 // tickEvery is how often housekeeping runs: every tickInterval, or often
@@ -877,13 +991,14 @@ func (s *stream) sendDataLocked(p []byte, end bool) bool {
 	}
 	if s.hasPending() {
 		s.pend = append(s.pend, p...)
+		s.c.pendBytes += int64(len(p))
 		s.pendEnd = s.pendEnd || end
 		return false
 	}
 	c := s.c
 	wrote := false
 	for len(p) > 0 {
-		n := int(min(int64(len(p)), s.sendWin, c.sendWin, int64(c.peerMaxFrame)))
+		n := int(min(int64(len(p)), s.sendWin, c.sendWin, int64(c.peerMaxFrame), c.roomLocked()))
 		if n <= 0 {
 			break
 		}
@@ -907,6 +1022,7 @@ func (s *stream) sendDataLocked(p []byte, end bool) bool {
 	}
 	if len(p) > 0 {
 		s.pend = append(s.pend[:0], p...)
+		c.pendBytes += int64(len(p))
 		s.pendEnd = end
 		s.queueLocked()
 	}
@@ -929,7 +1045,7 @@ func (s *stream) flushLocked() bool {
 	c := s.c
 	wrote := false
 	for len(s.pend) > 0 {
-		n := int(min(int64(len(s.pend)), s.sendWin, c.sendWin, int64(c.peerMaxFrame)))
+		n := int(min(int64(len(s.pend)), s.sendWin, c.sendWin, int64(c.peerMaxFrame), c.roomLocked()))
 		if n <= 0 {
 			return wrote
 		}
@@ -940,6 +1056,7 @@ func (s *stream) flushLocked() bool {
 		c.sendWin -= int64(n)
 		s.wired.Add(int64(n))
 		s.pend = s.pend[n:]
+		c.pendBytes -= int64(n)
 		wrote = true
 		if endNow {
 			s.pendEnd, s.sentEnd = false, true
@@ -996,6 +1113,6 @@ func (s *stream) resetLocked(code http2.ErrCode) {
 		c.wbuf = appendRSTStream(c.wbuf, s.id, code)
 	}
 	s.sentEnd, s.recvEnd = true, true
-	s.pend, s.pendEnd, s.trailers, s.hasTrailers = nil, false, nil, false
+	s.pendEnd, s.trailers, s.hasTrailers = false, nil, false
 	c.removeLocked(s)
 }

@@ -48,13 +48,19 @@ func dialRaw(t *testing.T, addr string) *rawClient {
 }
 
 func (r *rawClient) headers(id uint32, end bool, fields ...string) {
+	if err := r.tryHeaders(id, end, fields...); err != nil {
+		r.t.Fatal(err)
+	}
+}
+
+// tryHeaders sends HEADERS, reporting a write error (the relay may have
+// closed the connection).
+func (r *rawClient) tryHeaders(id uint32, end bool, fields ...string) error {
 	r.buf.Reset()
 	for i := 0; i+1 < len(fields); i += 2 {
 		_ = r.enc.WriteField(hpack.HeaderField{Name: fields[i], Value: fields[i+1]})
 	}
-	if err := r.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: r.buf.Bytes(), EndHeaders: true, EndStream: end}); err != nil {
-		r.t.Fatal(err)
-	}
+	return r.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: r.buf.Bytes(), EndHeaders: true, EndStream: end})
 }
 
 var grpcReq = []string{":method", "POST", ":scheme", "http", ":path", "/grpc.testing.TestService/UnaryCall", ":authority", "x", "content-type", "application/grpc", "te", "trailers"}

@@ -14,10 +14,15 @@
 // other's write buffer.
 //
 // The relay speaks HTTP/2 (RFC 9113) with flow control on both sides
-// (data waits for window, and the sender is credited only when its bytes
-// have moved on, so memory per stream is bounded by the windows), HPACK
-// via golang.org/x/net/http2/hpack, GOAWAY and graceful drain, keepalive
-// pings to upstreams, and limits on pings, resets and header sizes. It
+// (data waits for window, and a stream's sender is credited only when its
+// bytes have moved on, so memory per stream is bounded by the windows; an
+// upstream connection's window is returned at once, so that one client
+// that does not read cannot stall others sharing it), HPACK via
+// golang.org/x/net/http2/hpack, GOAWAY and graceful drain, keepalive pings
+// to upstreams (on a timer of their own), and limits: pings, resets
+// (the client's and those it provokes), queued control frames, header
+// sizes, a bounded write queue per connection with a stall timeout, and
+// a bound on what a client's streams may hold for it. It
 // knows enough gRPC to answer with a status (trailers-only), to read the
 // status an upstream returns, to hold response headers so a failed
 // attempt can be retried elsewhere, and to enforce a message size limit.
@@ -113,10 +118,11 @@ func (s *Server) Serve(ln net.Listener) error {
 func (s *Server) ServeConn(nc net.Conn) {
 	c := newConn(nc, false, s.settings())
 	c.srv = s
+	c.start() // our SETTINGS first, before a GracefulStop's GOAWAY
 	s.mu.Lock()
 	if s.stopping {
 		s.mu.Unlock()
-		nc.Close()
+		c.fail(errors.New("h2relay: server stopped"))
 		return
 	}
 	if s.conns == nil {
@@ -124,7 +130,6 @@ func (s *Server) ServeConn(nc net.Conn) {
 	}
 	s.conns[c] = struct{}{}
 	s.mu.Unlock()
-	c.start()
 	err := c.readFrames()
 	if !errors.Is(err, net.ErrClosed) && !errors.Is(err, io.EOF) {
 		s.log().Debug("client connection ended", "remote", nc.RemoteAddr().String(), "err", err)
@@ -185,8 +190,7 @@ func (c *conn) onRequestHeaders(id uint32, fields []hpack.HeaderField, end, tooL
 			return nil // a stream we reset; its frames are still arriving
 		}
 		if !end {
-			s.call.resetStream(s, http2.ErrCodeProtocol)
-			return nil
+			return c.streamError(s, http2.ErrCodeProtocol)
 		}
 		c.mu.Lock()
 		s.recvEnd = true
@@ -212,7 +216,7 @@ func (c *conn) onRequestHeaders(id uint32, fields []hpack.HeaderField, end, tooL
 		c.wbuf = appendRSTStream(c.wbuf, id, http2.ErrCodeProtocol)
 		c.mu.Unlock()
 		c.kick()
-		return nil
+		return c.countReset()
 	}
 	if status != 0 {
 		c.mu.Lock()

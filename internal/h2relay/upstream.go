@@ -185,30 +185,30 @@ func (u *Upstream) reserveLocked() *conn {
 	return nil
 }
 
-// slotFreed starts waiting calls after a stream ended.
+// slotFreed starts waiting calls after a stream ended, or when a
+// connection's SETTINGS raised its stream limit: each gets the slot
+// reserved for it here, as many as there are free slots.
 func (u *Upstream) slotFreed() {
-	u.mu.Lock()
-	if len(u.waiters) == 0 {
-		u.mu.Unlock()
-		return
+	type start struct {
+		c *Call
+		y *conn
 	}
-	var ready []*Call
+	u.mu.Lock()
+	var ready []start
 	for len(u.waiters) > 0 {
 		y := u.reserveLocked()
 		if y == nil {
 			break
 		}
-		y.active.Add(-1) // submit reserves again
-		ready = append(ready, u.waiters[0])
+		ready = append(ready, start{u.waiters[0], y})
 		u.waiters[0] = nil
 		u.waiters = u.waiters[1:]
-		if len(ready) >= 16 {
-			break
-		}
 	}
 	u.mu.Unlock()
-	for _, c := range ready {
-		u.submit(c)
+	for _, r := range ready {
+		if !r.c.attach(r.y) { // the connection went away meanwhile
+			u.submit(r.c)
+		}
 	}
 }
 
@@ -262,11 +262,13 @@ func (u *Upstream) dial() {
 	u.backoff, u.lastErr = 0, nil
 	y := newConn(nc, true, u.set)
 	y.up = u
+	// The preface and SETTINGS go first in its write buffer, before any
+	// call can be attached to it.
+	y.start()
 	u.conns = append(u.conns, y)
 	waiters := u.waiters
 	u.waiters = nil
 	u.mu.Unlock()
-	y.start()
 	go y.readLoop()
 	for _, c := range waiters {
 		u.submit(c)

@@ -1,0 +1,391 @@
+package h2relay
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+	"google.golang.org/grpc/codes"
+	testpb "google.golang.org/grpc/interop/grpc_testing"
+	"google.golang.org/grpc/status"
+)
+
+func grpcFrame(b []byte) []byte {
+	out := make([]byte, 5+len(b))
+	out[1], out[2], out[3], out[4] = byte(len(b)>>24), byte(len(b)>>16), byte(len(b)>>8), byte(len(b))
+	copy(out[5:], b)
+	return out
+}
+
+// One client that does not read its streams (it never sends
+// WINDOW_UPDATE) must not stall other clients' calls on the upstream
+// connection they share: the upstream connection's window is returned as
+// bytes arrive, and what waits for the slow client is bounded by its
+// streams' windows.
+func TestSlowClientDoesNotStallSharedUpstream(t *testing.T) {
+	b := startBackend(t)
+	up := NewUpstream(b.addr, UpstreamOptions{})
+	e := startRelay(t, &forwarder{ups: []*Upstream{up}}, false)
+
+	// The slow client: 9 server-streaming calls of 4 MiB each, never read.
+	r := dialRaw(t, e.addr)
+	_ = r.nc.SetDeadline(time.Now().Add(60 * time.Second))
+	req, _ := protoMarshal(&testpb.StreamingOutputCallRequest{ResponseParameters: []*testpb.ResponseParameters{{Size: 4 << 20}}})
+	path := []string{":method", "POST", ":scheme", "http", ":path", "/grpc.testing.TestService/StreamingOutputCall", ":authority", "x", "content-type", "application/grpc", "te", "trailers"}
+	for i := range 9 {
+		id := uint32(2*i + 1)
+		r.headers(id, false, path...)
+		if err := r.fr.WriteData(id, true, grpcFrame(req)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(time.Second) // let the backend fill the windows
+
+	// An unrelated, well-behaved client.
+	cl := e.dial(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	_, err := cl.UnaryCall(ctx, &testpb.SimpleRequest{Payload: &testpb.Payload{Body: []byte("hi")}})
+	if err != nil {
+		up.mu.Lock()
+		y := up.conns[0]
+		up.mu.Unlock()
+		y.mu.Lock()
+		t.Logf("upstream conn: recvWin=%d recvUnacked=%d streams=%d", y.recvWin, y.recvUnacked, len(y.streams))
+		y.mu.Unlock()
+		t.Fatalf("unrelated unary call through the relay: %v", err)
+	}
+}
+
+// A SETTINGS flood from a client that never reads: every SETTINGS
+// queues an acknowledgement; past maxQueuedControl the relay ends the
+// connection instead of buffering them without bound.
+func TestSettingsFloodEndsConnection(t *testing.T) {
+	e := startRelay(t, &forwarder{}, false)
+	r := dialRaw(t, e.addr)
+	_ = r.nc.SetDeadline(time.Now().Add(60 * time.Second))
+	frame := []byte{0, 0, 0, byte(http2.FrameSettings), 0, 0, 0, 0, 0}
+	batch := bytes.Repeat(frame, 100000)
+	var werr error
+	for range 40 { // up to 4M frames, 36 MB, nothing read
+		if _, werr = r.nc.Write(batch); werr != nil {
+			break
+		}
+	}
+	if werr == nil {
+		// Everything was taken in: the relay must have closed it since.
+		_ = r.nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+		_, werr = io.Copy(io.Discard, r.nc)
+		if werr == nil {
+			werr = io.EOF
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		e.srv.mu.Lock()
+		n := len(e.srv.conns)
+		var queued int
+		for c := range e.srv.conns {
+			c.mu.Lock()
+			queued = len(c.wbuf)
+			c.mu.Unlock()
+		}
+		e.srv.mu.Unlock()
+		if n == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the flooding connection is still open, %d bytes queued for it", queued)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Logf("the relay closed the connection (client saw: %v)", werr)
+}
+
+// The client connection's reader flushes a stream's last queued DATA on a
+// WINDOW_UPDATE while the upstream's reader writes the trailers and closes
+// the stream: Call.afterFlush must read stream.closed under the lock (a
+// white-box test; -race catches a regression).
+func TestAfterFlushRacesNotWithTrailers(t *testing.T) {
+	xa, xb := net.Pipe()
+	ya, yb := net.Pipe()
+	defer xa.Close()
+	defer xb.Close()
+	defer ya.Close()
+	defer yb.Close()
+	go io.Copy(io.Discard, xb)
+	go io.Copy(io.Discard, yb)
+	srv := &Server{Handler: stallHandler{}}
+	x := newConn(xa, false, srv.settings())
+	x.srv = srv
+	u := NewUpstream("unused:1", UpstreamOptions{})
+	y := newConn(ya, true, u.set)
+	y.up = u
+	call := &Call{srv: srv, up: u}
+	front := &stream{id: 1, c: x, call: call, front: true, recvEnd: true, recvWin: 1 << 20}
+	call.front = front
+	x.streams[1] = front
+	back := &stream{id: 1, c: y, call: call, sendWin: 65535, recvWin: 1 << 20, sentEnd: true, gotHeaders: true}
+	y.streams[1] = back
+	y.nextID = 3
+	y.active.Store(1)
+	call.back, call.lastBack, call.committed = back, back, true
+	// The client's stream window is 0: response DATA waits in front.pend.
+	x.mu.Lock()
+	front.sendWin = 0
+	front.sendDataLocked(make([]byte, 100), false)
+	x.mu.Unlock()
+
+	start := make(chan struct{})
+	done := make(chan struct{})
+	go func() { // the upstream connection's reader
+		<-start
+		time.Sleep(50 * time.Millisecond)
+		call.onResponseHeaders(back, []hpack.HeaderField{{Name: "grpc-status", Value: "0"}}, true)
+		close(done)
+	}()
+	close(start)
+	// The client connection's reader: WINDOW_UPDATE(stream 1, 1000).
+	x.onWindowUpdate(frameHeader{length: 4, typ: http2.FrameWindowUpdate, stream: 1}, []byte{0, 0, 3, 232})
+	<-done
+}
+
+// A client that makes the relay reset each stream it opens (here with a
+// WINDOW_UPDATE of 0, a stream error) is a rapid reset too: each such
+// stream costs the upstream a HEADERS and a RST_STREAM, so these count
+// against the same limit as the client's own RST_STREAMs.
+func TestRapidResetByStreamErrorsIsStopped(t *testing.T) {
+	var heads atomic.Int32
+	addr := rawUpstream(t, func(_ *http2.Framer, f http2.Frame) bool {
+		if _, ok := f.(*http2.HeadersFrame); ok {
+			heads.Add(1)
+		}
+		return true
+	})
+	e := startRelay(t, &forwarder{ups: []*Upstream{NewUpstream(addr, UpstreamOptions{})}}, false)
+	r := dialRaw(t, e.addr)
+	goaway := make(chan http2.ErrCode, 1)
+	go func() {
+		for {
+			f, err := r.fr.ReadFrame()
+			if err != nil {
+				close(goaway)
+				return
+			}
+			if g, ok := f.(*http2.GoAwayFrame); ok {
+				goaway <- g.ErrCode
+				return
+			}
+		}
+	}()
+	const n = 5000
+	for i := range n {
+		id := uint32(2*i + 1)
+		if r.tryHeaders(id, false, grpcReq...) != nil || r.fr.WriteRawFrame(http2.FrameWindowUpdate, 0, id, []byte{0, 0, 0, 0}) != nil {
+			break // closed by the relay
+		}
+	}
+	select {
+	case code, ok := <-goaway:
+		if ok && code != http2.ErrCodeEnhanceYourCalm {
+			t.Fatalf("GOAWAY %v, want ENHANCE_YOUR_CALM", code)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("%d streams opened and reset with no GOAWAY; the upstream saw %d HEADERS", n, heads.Load())
+	}
+	if h := heads.Load(); h > maxResetsPerSecond+100 {
+		t.Fatalf("the upstream saw %d HEADERS before the relay stopped the client, want about %d at most", h, maxResetsPerSecond)
+	}
+}
+
+// A client that grants huge windows and then stops reading its socket:
+// the relay queues at most maxWriteQueue for it and holds the rest back in
+// the upstream (uncredited), instead of buffering the whole response.
+func TestNonReadingClientHoldsBackUpstream(t *testing.T) {
+	b := startBackend(t)
+	e := startRelay(t, &forwarder{ups: []*Upstream{NewUpstream(b.addr, UpstreamOptions{})}}, false)
+	nc, err := net.Dial("tcp", e.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	fr := http2.NewFramer(nc, nc)
+	_, _ = nc.Write([]byte(http2.ClientPreface))
+	_ = fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1<<31 - 1})
+	_ = fr.WriteWindowUpdate(0, 1<<31-1-65535)
+	var hb bytes.Buffer
+	enc := hpack.NewEncoder(&hb)
+	for _, f := range [][2]string{{":method", "POST"}, {":scheme", "http"}, {":path", "/grpc.testing.TestService/StreamingOutputCall"}, {":authority", "x"}, {"content-type", "application/grpc"}, {"te", "trailers"}} {
+		_ = enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+	}
+	_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: hb.Bytes(), EndHeaders: true})
+	var params []*testpb.ResponseParameters
+	for range 32 {
+		params = append(params, &testpb.ResponseParameters{Size: 2 << 20})
+	}
+	req, _ := protoMarshal(&testpb.StreamingOutputCallRequest{ResponseParameters: params})
+	_ = fr.WriteData(1, true, grpcFrame(req))
+	time.Sleep(3 * time.Second) // never read
+	e.srv.mu.Lock()
+	var c *conn
+	for x := range e.srv.conns {
+		c = x
+	}
+	e.srv.mu.Unlock()
+	c.mu.Lock()
+	n := len(c.wbuf)
+	c.mu.Unlock()
+	t.Logf("unwritten bytes queued in the relay for this client: %d MB", n>>20)
+	if n > 16<<20 {
+		t.Fatalf("relay holds %d MB for one stream of a client that does not read (stream window 1 MiB, conn window 8 MiB)", n>>20)
+	}
+}
+
+// grpc-go servers send no SETTINGS_MAX_CONCURRENT_STREAMS, which means
+// no limit (RFC 9113 §6.5.2): the relay's guess of 100 made before
+// SETTINGS must not stay, or call 101 on one connection would wait.
+func TestUpstreamWithoutStreamLimit(t *testing.T) {
+	b := startBackend(t)
+	up := NewUpstream(b.addr, UpstreamOptions{MaxConns: 1})
+	cl := startRelay(t, &forwarder{ups: []*Upstream{up}}, false).dial(t)
+	for range 100 {
+		go func() {
+			_, _ = cl.UnaryCall(ctxT(t), &testpb.SimpleRequest{Payload: &testpb.Payload{Body: []byte("block")}})
+		}()
+	}
+	time.Sleep(time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_, err := cl.UnaryCall(ctx, &testpb.SimpleRequest{Payload: &testpb.Payload{Body: []byte("x")}})
+	close(b.svc.block)
+	if err != nil {
+		t.Fatalf("call 101 on a backend without a stream limit: %v", err)
+	}
+}
+
+// An upstream that stops reading (host gone, network cut) after granting
+// large windows blocks the connection's writer; keepalive runs on its own
+// timer, so it still finds the upstream dead and the call fails fast.
+func TestKeepaliveFindsUpstreamThatStoppedReading(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		nc, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer nc.Close()
+		fr := http2.NewFramer(nc, nc)
+		pre := make([]byte, len(http2.ClientPreface))
+		if _, err := io.ReadFull(nc, pre); err != nil {
+			return
+		}
+		_ = fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1<<31 - 1})
+		_ = fr.WriteWindowUpdate(0, 1<<31-1-65535)
+		for {
+			f, err := fr.ReadFrame()
+			if err != nil {
+				return
+			}
+			if _, ok := f.(*http2.DataFrame); ok {
+				<-stop // the host is gone: nothing read, nothing answered
+				return
+			}
+		}
+	}()
+	up := NewUpstream(ln.Addr().String(), UpstreamOptions{KeepaliveTime: 200 * time.Millisecond, KeepaliveTimeout: 200 * time.Millisecond})
+	cl := startRelay(t, &forwarder{ups: []*Upstream{up}}, false).dial(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Second)
+	defer cancel()
+	start := time.Now()
+	cs, err := cl.StreamingInputCall(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for range 256 {
+			if cs.Send(&testpb.StreamingInputCallRequest{Payload: &testpb.Payload{Body: make([]byte, 1<<20)}}) != nil {
+				return
+			}
+		}
+		_ = cs.CloseSend()
+	}()
+	err = cs.RecvMsg(new(testpb.StreamingInputCallResponse))
+	up.mu.Lock()
+	var wb int
+	if len(up.conns) > 0 {
+		y := up.conns[0]
+		y.mu.Lock()
+		wb = len(y.wbuf)
+		y.mu.Unlock()
+	}
+	up.mu.Unlock()
+	t.Logf("after %v: %v (upstream wbuf %d MB)", time.Since(start).Round(time.Millisecond), err, wb>>20)
+	if status.Code(err) != codes.Unavailable {
+		t.Fatalf("keepalive (200ms/200ms) did not find the upstream that stopped reading")
+	}
+}
+
+// A client that opens many streaming calls and never opens their
+// flow-control windows: each stream may hold up to the upstream stream's
+// window in the relay, so past maxConnPending on the connection the relay
+// ends the calls that add more (RST_STREAM ENHANCE_YOUR_CALM) instead of
+// holding up to a GiB for one client.
+func TestClientPendingIsBounded(t *testing.T) {
+	b := startBackend(t)
+	done := make(chan *Call, 64)
+	e := startRelay(t, &forwarder{ups: []*Upstream{NewUpstream(b.addr, UpstreamOptions{})}, done: done}, false)
+	r := dialRaw(t, e.addr)
+	_ = r.nc.SetDeadline(time.Now().Add(60 * time.Second))
+	req, _ := protoMarshal(&testpb.StreamingOutputCallRequest{ResponseParameters: []*testpb.ResponseParameters{{Size: 2 << 20}}})
+	path := []string{":method", "POST", ":scheme", "http", ":path", "/grpc.testing.TestService/StreamingOutputCall", ":authority", "x", "content-type", "application/grpc", "te", "trailers"}
+	const calls = 48 // × up to 1 MiB each held for the client: past 32 MiB
+	for i := range calls {
+		id := uint32(2*i + 1)
+		r.headers(id, false, path...)
+		if err := r.fr.WriteData(id, true, grpcFrame(req)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	resets := 0
+	deadline := time.After(20 * time.Second)
+	for resets == 0 {
+		select {
+		case c := <-done:
+			if code, msg := c.Result(); code == codes.ResourceExhausted && strings.Contains(msg, "does not read") {
+				resets++
+			}
+		case <-deadline:
+			t.Fatal("no call was ended although the client held back more than maxConnPending")
+		}
+	}
+	e.srv.mu.Lock()
+	var pending int64
+	for c := range e.srv.conns {
+		c.mu.Lock()
+		pending = c.pendBytes
+		c.mu.Unlock()
+	}
+	e.srv.mu.Unlock()
+	if pending > maxConnPending+1<<20 {
+		t.Fatalf("%d MiB held for the client, want at most about %d", pending>>20, maxConnPending>>20)
+	}
+	// The client sees the reset.
+	f := r.next(func(f http2.Frame) bool {
+		rst, ok := f.(*http2.RSTStreamFrame)
+		return ok && rst.ErrCode == http2.ErrCodeEnhanceYourCalm
+	})
+	t.Logf("RST_STREAM %v on stream %d; %d MiB held for the client", f.(*http2.RSTStreamFrame).ErrCode, f.Header().StreamID, pending>>20)
+}
