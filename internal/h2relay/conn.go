@@ -413,14 +413,19 @@ func (c *conn) onData(h frameHeader, p []byte) error {
 		defer c.kick()
 	}
 	s := c.streams[h.stream]
-	if s == nil || s.recvEnd {
-		idle := !c.client && h.stream > c.lastPeerID
+	if s == nil {
+		idle := c.idleLocked(h.stream)
 		c.creditLocked(nil, n)
 		c.mu.Unlock()
 		if idle {
 			return connError{http2.ErrCodeProtocol, "DATA on an idle stream"}
 		}
 		return nil // a stream we already closed: frames in flight
+	}
+	if s.recvEnd { // half-closed (remote): RFC 9113 §5.1
+		c.creditLocked(nil, n)
+		c.mu.Unlock()
+		return c.streamError(s, http2.ErrCodeStreamClosed)
 	}
 	if s.recvWin < n {
 		c.creditLocked(nil, n)
@@ -453,7 +458,11 @@ func (c *conn) onRSTStream(h frameHeader, p []byte) error {
 	code := http2.ErrCode(binary.BigEndian.Uint32(p))
 	c.mu.Lock()
 	s := c.streams[h.stream]
+	idle := s == nil && c.idleLocked(h.stream)
 	c.mu.Unlock()
+	if idle {
+		return connError{http2.ErrCodeProtocol, "RST_STREAM on an idle stream"}
+	}
 	if s == nil {
 		return nil
 	}
@@ -466,6 +475,15 @@ func (c *conn) onRSTStream(h frameHeader, p []byte) error {
 		s.call.onUpstreamReset(s, code)
 	}
 	return nil
+}
+
+// idleLocked reports whether stream id was never opened (RFC 9113 §5.1):
+// any frame but HEADERS and PRIORITY on it is a connection error.
+func (c *conn) idleLocked(id uint32) bool {
+	if c.client {
+		return id >= c.nextID || id%2 == 0
+	}
+	return id > c.lastPeerID || id%2 == 0
 }
 
 // streamError resets s for a stream-level error of the peer's. A client's
@@ -662,6 +680,9 @@ func (c *conn) onWindowUpdate(h frameHeader, p []byte) error {
 			c.mu.Unlock()
 			return c.streamError(s, http2.ErrCodeFlowControl)
 		}
+	} else if c.idleLocked(h.stream) {
+		c.mu.Unlock()
+		return connError{http2.ErrCodeProtocol, "WINDOW_UPDATE on an idle stream"}
 	}
 	flushed = c.flushPendingLocked(flushed)
 	c.mu.Unlock()

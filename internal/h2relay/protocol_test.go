@@ -292,3 +292,34 @@ func TestIdleUpstreamIsNotPinged(t *testing.T) {
 		t.Fatalf("%d pings on a connection without calls, want 0", n)
 	}
 }
+
+// Frames on streams never opened are connection errors (RFC 9113 §5.1).
+func TestFramesOnIdleStreamsEndConnection(t *testing.T) {
+	for _, send := range []func(r *rawClient) error{
+		func(r *rawClient) error { return r.fr.WriteRSTStream(99, http2.ErrCodeCancel) },
+		func(r *rawClient) error { return r.fr.WriteWindowUpdate(99, 10) },
+		func(r *rawClient) error { return r.fr.WriteData(99, true, []byte{0, 0, 0, 0, 0}) },
+	} {
+		e := startRelay(t, stallHandler{}, false)
+		r := dialRaw(t, e.addr)
+		if err := send(r); err != nil {
+			t.Fatal(err)
+		}
+		if ga := r.next(isGoAway).(*http2.GoAwayFrame); ga.ErrCode != http2.ErrCodeProtocol {
+			t.Fatalf("GOAWAY %v, want PROTOCOL_ERROR", ga.ErrCode)
+		}
+	}
+}
+
+// DATA after the client's END_STREAM is a stream error STREAM_CLOSED.
+func TestDataAfterEndStreamIsStreamClosed(t *testing.T) {
+	e := startRelay(t, stallHandler{}, false)
+	r := dialRaw(t, e.addr)
+	r.headers(1, true, grpcReq...)
+	if err := r.fr.WriteData(1, false, []byte{0, 0, 0, 0, 0}); err != nil {
+		t.Fatal(err)
+	}
+	if rst := r.next(rstOn(1)).(*http2.RSTStreamFrame); rst.ErrCode != http2.ErrCodeStreamClosed {
+		t.Fatalf("RST_STREAM %v, want STREAM_CLOSED", rst.ErrCode)
+	}
+}
