@@ -17,6 +17,24 @@ import (
 	"google.golang.org/grpc/status"
 )
 
+// unreadStreams opens n server-streaming calls of size bytes each on a
+// raw connection that never sends WINDOW_UPDATE.
+func unreadStreams(t *testing.T, addr string, n int, size int32) *rawClient {
+	r := dialRaw(t, addr)
+	_ = r.nc.SetDeadline(time.Now().Add(60 * time.Second))
+	req, _ := protoMarshal(&testpb.StreamingOutputCallRequest{ResponseParameters: []*testpb.ResponseParameters{{Size: size}}})
+	for i := range n {
+		id := uint32(2*i + 1)
+		r.headers(id, false, streamingReq...)
+		if err := r.fr.WriteData(id, true, grpcFrame(req)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return r
+}
+
+var streamingReq = []string{":method", "POST", ":scheme", "http", ":path", "/grpc.testing.TestService/StreamingOutputCall", ":authority", "x", "content-type", "application/grpc", "te", "trailers"}
+
 func grpcFrame(b []byte) []byte {
 	out := make([]byte, 5+len(b))
 	out[1], out[2], out[3], out[4] = byte(len(b)>>24), byte(len(b)>>16), byte(len(b)>>8), byte(len(b))
@@ -35,17 +53,7 @@ func TestSlowClientDoesNotStallSharedUpstream(t *testing.T) {
 	e := startRelay(t, &forwarder{ups: []*Upstream{up}}, false)
 
 	// The slow client: 9 server-streaming calls of 4 MiB each, never read.
-	r := dialRaw(t, e.addr)
-	_ = r.nc.SetDeadline(time.Now().Add(60 * time.Second))
-	req, _ := protoMarshal(&testpb.StreamingOutputCallRequest{ResponseParameters: []*testpb.ResponseParameters{{Size: 4 << 20}}})
-	path := []string{":method", "POST", ":scheme", "http", ":path", "/grpc.testing.TestService/StreamingOutputCall", ":authority", "x", "content-type", "application/grpc", "te", "trailers"}
-	for i := range 9 {
-		id := uint32(2*i + 1)
-		r.headers(id, false, path...)
-		if err := r.fr.WriteData(id, true, grpcFrame(req)); err != nil {
-			t.Fatal(err)
-		}
-	}
+	unreadStreams(t, e.addr, 9, 4<<20)
 	time.Sleep(time.Second) // let the backend fill the windows
 
 	// An unrelated, well-behaved client.
@@ -347,18 +355,7 @@ func TestClientPendingIsBounded(t *testing.T) {
 	b := startBackend(t)
 	done := make(chan *Call, 64)
 	e := startRelay(t, &forwarder{ups: []*Upstream{NewUpstream(b.addr, UpstreamOptions{})}, done: done}, false)
-	r := dialRaw(t, e.addr)
-	_ = r.nc.SetDeadline(time.Now().Add(60 * time.Second))
-	req, _ := protoMarshal(&testpb.StreamingOutputCallRequest{ResponseParameters: []*testpb.ResponseParameters{{Size: 2 << 20}}})
-	path := []string{":method", "POST", ":scheme", "http", ":path", "/grpc.testing.TestService/StreamingOutputCall", ":authority", "x", "content-type", "application/grpc", "te", "trailers"}
-	const calls = 48 // × up to 1 MiB each held for the client: past 32 MiB
-	for i := range calls {
-		id := uint32(2*i + 1)
-		r.headers(id, false, path...)
-		if err := r.fr.WriteData(id, true, grpcFrame(req)); err != nil {
-			t.Fatal(err)
-		}
-	}
+	r := unreadStreams(t, e.addr, 48, 2<<20) // × up to 1 MiB each held for the client: past 32 MiB
 	resets := 0
 	deadline := time.After(20 * time.Second)
 	for resets == 0 {
