@@ -149,6 +149,7 @@ func New(opts Options) (*Edge, error) {
 	ed.transport = &http.Transport{TLSClientConfig: ed.upstreamTLS.Clone(), ForceAttemptHTTP2: true, MaxIdleConnsPerHost: 64,
 		IdleConnTimeout: 90 * time.Second, DialContext: (&net.Dialer{Timeout: 2 * time.Second}).DialContext}
 	ed.grpcRelay = &h2relay.Server{Handler: relayHandler{ed}, Log: ed.log}
+	opts.Registry.MustRegister(ed.grpcRelay.Collector("meridian_edge"))
 	cfg, err := Load(opts.Config)
 	if err != nil {
 		return nil, err

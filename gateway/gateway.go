@@ -156,6 +156,7 @@ func New(opts Options) (*Gateway, error) {
 	g.upstream = h2relay.NewUpstream(host, h2relay.UpstreamOptions{TLS: tlsCfg})
 	g.upstream.Connect()
 	g.relay = &h2relay.Server{Handler: relayHandler{g}, MaxRecvMsgSize: int(opts.ClientMaxBodySize), Log: g.log}
+	opts.Registry.MustRegister(g.relay.Collector("meridian_gateway"))
 	g.grpc = grpc.NewServer(
 		grpc.UnknownServiceHandler(g.handleGRPC),
 		grpc.ForceServerCodecV2(rawgrpc.Codec{}),

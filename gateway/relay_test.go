@@ -127,3 +127,48 @@ func TestGRPCAfterRESTOnOneConnection(t *testing.T) {
 		t.Fatalf("gRPC after REST: grpc-status %q, body %x", resp.Trailer.Get("Grpc-Status"), body)
 	}
 }
+
+// The metrics a production dashboard reads, scraped from the status port:
+// requests by protocol, selector and code; auth failures by reason; JWKS
+// fetches; the relay's connections.
+func TestMetricsCountWhatHappened(t *testing.T) {
+	h := newGW(t)
+	gc := h.grpcClient()
+	tok := h.is.token(t, "alice")
+	for range 2 {
+		if _, err := gc.ListSessions(bearer(tok), &schedulerv1.ListSessionsRequest{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := gc.ListSessions(bearer(""), &schedulerv1.ListSessionsRequest{}); status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("anonymous call: %v", err)
+	}
+	if r := h.do(h.h1, "GET", h.tls("/v1/sessions"), tok, ""); r.code != 200 {
+		t.Fatalf("REST: %d", r.code)
+	}
+	var body string
+	waitFor(t, func() bool {
+		resp, err := http.Get("http://" + h.g.Addr("status") + "/metrics")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		body = string(b)
+		return strings.Contains(body, `meridian_gateway_requests_total{code="Unauthenticated"`)
+	}, "metrics of the calls")
+	for _, want := range []string{
+		`meridian_gateway_requests_total{code="OK",protocol="grpc",selector="meridian.scheduler.v1.SessionScheduler.ListSessions"} 2`,
+		`meridian_gateway_requests_total{code="OK",protocol="rest",selector="meridian.scheduler.v1.SessionScheduler.ListSessions"} 1`,
+		`meridian_gateway_requests_total{code="Unauthenticated",protocol="grpc",selector="meridian.scheduler.v1.SessionScheduler.ListSessions"} 1`,
+		`meridian_gateway_auth_failures_total{reason="missing"} 1`,
+		`meridian_gateway_jwks_fetches_total{provider=`,
+		`meridian_gateway_request_duration_seconds_count{protocol="grpc",selector="meridian.scheduler.v1.SessionScheduler.ListSessions"} 3`,
+		`meridian_gateway_h2_connections 1`,
+		`meridian_gateway_h2_connections_total 1`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+}

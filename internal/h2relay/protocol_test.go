@@ -143,6 +143,17 @@ func TestRapidResetIsStopped(t *testing.T) {
 	if ga.ErrCode != http2.ErrCodeEnhanceYourCalm {
 		t.Fatalf("GOAWAY %v, want ENHANCE_YOUR_CALM", ga.ErrCode)
 	}
+	// The server counts it, for its metrics.
+	deadline := time.Now().Add(5 * time.Second)
+	for e.srv.Stats().Errors[http2.ErrCodeEnhanceYourCalm] != 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("stats after the GOAWAY: %+v", e.srv.Stats())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if st := e.srv.Stats(); st.Accepted != 1 {
+		t.Fatalf("accepted %d connections, want 1", st.Accepted)
+	}
 }
 
 func TestPingFloodIsStopped(t *testing.T) {
@@ -156,6 +167,17 @@ func TestPingFloodIsStopped(t *testing.T) {
 	ga := r.next(isGoAway).(*http2.GoAwayFrame)
 	if ga.ErrCode != http2.ErrCodeEnhanceYourCalm {
 		t.Fatalf("GOAWAY %v, want ENHANCE_YOUR_CALM", ga.ErrCode)
+	}
+	// The server counts it, for its metrics.
+	deadline := time.Now().Add(5 * time.Second)
+	for e.srv.Stats().Errors[http2.ErrCodeEnhanceYourCalm] != 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("stats after the GOAWAY: %+v", e.srv.Stats())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if st := e.srv.Stats(); st.Accepted != 1 {
+		t.Fatalf("accepted %d connections, want 1", st.Accepted)
 	}
 }
 

@@ -35,6 +35,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/http/httpguts"
@@ -66,6 +67,30 @@ type Server struct {
 	conns    map[*conn]struct{}
 	stopping bool
 	wg       sync.WaitGroup
+
+	accepted atomic.Uint64
+	open     atomic.Int64
+	errs     [http2.ErrCodeHTTP11Required + 1]atomic.Uint64 // connections ended for a client's error, by code
+}
+
+// Stats are a server's connection counts.
+type Stats struct {
+	Open     int64  // client connections open now
+	Accepted uint64 // client connections served in all
+	// Errors counts connections ended for an error of the client's
+	// (the code of the GOAWAY sent: PROTOCOL_ERROR, ENHANCE_YOUR_CALM, …).
+	Errors map[http2.ErrCode]uint64
+}
+
+// Stats returns the server's connection counts.
+func (s *Server) Stats() Stats {
+	st := Stats{Open: s.open.Load(), Accepted: s.accepted.Load(), Errors: map[http2.ErrCode]uint64{}}
+	for code := range s.errs {
+		if n := s.errs[code].Load(); n > 0 {
+			st.Errors[http2.ErrCode(code)] = n
+		}
+	}
+	return st
 }
 
 func (s *Server) settings() settings {
@@ -130,9 +155,16 @@ func (s *Server) ServeConn(nc net.Conn) {
 	}
 	s.conns[c] = struct{}{}
 	s.mu.Unlock()
+	s.accepted.Add(1)
+	s.open.Add(1)
+	defer s.open.Add(-1)
 	err := c.readFrames()
 	if !errors.Is(err, net.ErrClosed) && !errors.Is(err, io.EOF) {
 		s.log().Debug("client connection ended", "remote", nc.RemoteAddr().String(), "err", err)
+	}
+	var ce connError
+	if errors.As(err, &ce) && int(ce.code) < len(s.errs) {
+		s.errs[ce.code].Add(1)
 	}
 	c.fail(err)
 }
