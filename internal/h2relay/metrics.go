@@ -12,7 +12,7 @@ import (
 // client's protocol error or abuse: rapid reset, floods, …).
 func (s *Server) Collector(prefix string) prometheus.Collector {
 	return &collector{s: s,
-		open: prometheus.NewDesc(prefix+"_h2_connections", "Native gRPC (HTTP/2) client connections open.", nil, nil),
+		open:     prometheus.NewDesc(prefix+"_h2_connections", "Native gRPC (HTTP/2) client connections open.", nil, nil),
 		accepted: prometheus.NewDesc(prefix+"_h2_connections_total", "Native gRPC (HTTP/2) client connections served.", nil, nil),
 		errors: prometheus.NewDesc(prefix+"_h2_connection_errors_total",
 			"Client connections ended for a protocol error or abuse, by the GOAWAY code sent (ENHANCE_YOUR_CALM: rapid reset, ping or SETTINGS floods).",
