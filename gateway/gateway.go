@@ -101,14 +101,15 @@ type Options struct {
 
 // Gateway is the running sidecar.
 type Gateway struct {
-	opts     Options
-	log      *slog.Logger
-	access   *slog.Logger
-	metrics  *metrics
-	backend  *grpc.ClientConn  // reflection, REST transcoding, gRPC-Web
-	upstream *h2relay.Upstream // native gRPC, frames relayed
-	relay    *h2relay.Server
-	grpc     *grpc.Server // native gRPC that net/http got (see handleGRPC)
+	opts      Options
+	log       *slog.Logger
+	access    *slog.Logger
+	accessLog *asyncLog // behind access; nil when off
+	metrics   *metrics
+	backend   *grpc.ClientConn  // reflection, REST transcoding, gRPC-Web
+	upstream  *h2relay.Upstream // native gRPC, frames relayed
+	relay     *h2relay.Server
+	grpc      *grpc.Server // native gRPC that net/http got (see handleGRPC)
 
 	state    atomic.Pointer[state]
 	cert     atomic.Pointer[tls.Certificate]
@@ -138,7 +139,8 @@ func New(opts Options) (*Gateway, error) {
 		listeners: map[string]net.Listener{}, ready: make(chan struct{})}
 	g.metrics = newMetrics(opts.Registry)
 	if opts.AccessLog != nil {
-		g.access = slog.New(slog.NewJSONHandler(opts.AccessLog, nil)).With("log", "access")
+		g.accessLog = newAsyncLog(opts.AccessLog)
+		g.access = slog.New(slog.NewJSONHandler(g.accessLog, nil)).With("log", "access")
 	}
 	host, tlsCfg, err := backendTarget(opts.Backend, opts.BackendCA)
 	if err != nil {
@@ -157,6 +159,13 @@ func New(opts Options) (*Gateway, error) {
 	g.upstream.Connect()
 	g.relay = &h2relay.Server{Handler: relayHandler{g}, MaxRecvMsgSize: int(opts.ClientMaxBodySize), Log: g.log}
 	opts.Registry.MustRegister(g.relay.Collector("meridian_gateway"))
+	opts.Registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "meridian_gateway_access_log_dropped_total",
+		Help: "Access log lines dropped because the log could not keep up (it never holds up calls)."}, func() float64 {
+		if g.accessLog == nil {
+			return 0
+		}
+		return float64(g.accessLog.dropped.Load())
+	}))
 	g.grpc = grpc.NewServer(
 		grpc.UnknownServiceHandler(g.handleGRPC),
 		grpc.ForceServerCodecV2(rawgrpc.Codec{}),
@@ -518,6 +527,9 @@ func (g *Gateway) Run(ctx context.Context) error {
 	g.closeListeners()
 	mux.Shutdown(10 * time.Second)
 	wg.Wait()
+	if g.accessLog != nil {
+		g.accessLog.Close()
+	}
 	return nil
 }
 
