@@ -28,9 +28,6 @@ type state struct {
 	routerErr error
 	types     *dynamicpb.Types
 	policies  sync.Map // selector → *policy
-	// unary holds the gRPC paths ("/pkg.Service/Method") the descriptors
-	// say take one request and give one response.
-	unary map[string]bool
 }
 
 // buildState assembles a generation from the service config and descriptors.
@@ -41,33 +38,11 @@ func buildState(svc *serviceconfig.Service, files *protoregistry.Files, descErr 
 		s.apis[a.GetName()] = true
 	}
 	s.types = dynamicpb.NewTypes(files)
-	s.unary = unaryMethods(s.apis, files)
 	s.router, s.routerErr = buildRouter(svc, files)
 	if s.routerErr != nil && descErr != nil {
 		s.routerErr = fmt.Errorf("%w (descriptors: %v)", s.routerErr, descErr)
 	}
 	return s
-}
-
-// unaryMethods lists the exposed services' unary methods by gRPC path.
-func unaryMethods(apis map[string]bool, files *protoregistry.Files) map[string]bool {
-	out := map[string]bool{}
-	for name := range apis {
-		d, err := files.FindDescriptorByName(protoreflect.FullName(name))
-		if err != nil {
-			continue
-		}
-		sd, ok := d.(protoreflect.ServiceDescriptor)
-		if !ok {
-			continue
-		}
-		for i := 0; i < sd.Methods().Len(); i++ {
-			if m := sd.Methods().Get(i); !m.IsStreamingClient() && !m.IsStreamingServer() {
-				out["/"+name+"/"+string(m.Name())] = true
-			}
-		}
-	}
-	return out
 }
 
 // buildRouter adds the config's http.rules, then google.api.http
