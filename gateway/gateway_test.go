@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
@@ -366,5 +367,19 @@ func TestCurlHTTP2RegressionSettingsMismatch(t *testing.T) {
 		if err != nil || !strings.Contains(string(out), " 200") || !strings.Contains(string(out), `"owner":"alice"`) {
 			t.Fatalf("curl %s: %v\n%s", proto, err, out)
 		}
+	}
+	// Native gRPC from another HTTP/2 implementation (curl's nghttp2)
+	// through the relay: a health check, the status in the trailers.
+	req, body, hdrs := filepath.Join(dir, "req"), filepath.Join(dir, "body"), filepath.Join(dir, "headers")
+	_ = os.WriteFile(req, []byte{0, 0, 0, 0, 0}, 0o644)
+	out, err := exec.Command("curl", "-sS", "--http2", "--cacert", ca, "-H", "Content-Type: application/grpc", "-H", "TE: trailers",
+		"--data-binary", "@"+req, "-o", body, "-D", hdrs, h.tls("/grpc.health.v1.Health/Check")).CombinedOutput()
+	if err != nil {
+		t.Fatalf("curl gRPC: %v\n%s", err, out)
+	}
+	got, _ := os.ReadFile(body)
+	head, _ := os.ReadFile(hdrs)
+	if !bytes.Equal(got, []byte{0, 0, 0, 0, 2, 8, 1}) || !strings.Contains(strings.ToLower(string(head)), "grpc-status: 0") {
+		t.Fatalf("curl gRPC health check: body %x, headers and trailers:\n%s", got, head)
 	}
 }
