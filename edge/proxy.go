@@ -1,7 +1,6 @@
 package edge
 
 import (
-	"net"
 	"strings"
 	"time"
 
@@ -49,7 +48,7 @@ func (h relayHandler) ServeCall(c *h2relay.Call) {
 	ed.budget.begin()
 	ec := &edgeCall{p: p, out: forwardFields(c, p.settings.headers), tried: make(map[*endpoint]bool, ed.opts.MaxAttempts)}
 	if p.settings.affinity == "CLIENT_IP" {
-		ec.aff = hostOf(c.RemoteAddr())
+		ec.aff = c.RemoteHost()
 	}
 	c.UserData = ec
 	ed.tryNext(c, ec, nil)
@@ -158,7 +157,7 @@ func forwardFields(c *h2relay.Call, custom [][2]string) []h2relay.HeaderField {
 			out = append(out, f)
 		}
 	}
-	xff := hostOf(c.RemoteAddr())
+	xff := c.RemoteHost()
 	if len(prior) > 0 {
 		xff = strings.Join(prior, ", ") + ", " + xff
 	}
@@ -176,12 +175,4 @@ func isCustom(name string, custom [][2]string) bool {
 		}
 	}
 	return false
-}
-
-func hostOf(a net.Addr) string {
-	host, _, err := net.SplitHostPort(a.String())
-	if err != nil {
-		return a.String()
-	}
-	return host
 }

@@ -139,16 +139,12 @@ func backendFields(c *h2relay.Call, id *identity) []h2relay.HeaderField {
 	if id.claims != nil {
 		out = append(out, h2relay.HeaderField{Name: userInfoKey, Value: id.claims.UserInfo})
 	}
-	return append(out, h2relay.HeaderField{Name: "x-forwarded-for", Value: forwardedFor(prior, c.RemoteAddr())})
+	return append(out, h2relay.HeaderField{Name: "x-forwarded-for", Value: forwardedFor(prior, c.RemoteHost())})
 }
 
-// forwardedFor appends the client's address to the X-Forwarded-For values
-// it sent.
-func forwardedFor(prior []string, addr net.Addr) string {
-	host := addr.String()
-	if h, _, err := net.SplitHostPort(host); err == nil {
-		host = h
-	}
+// forwardedFor appends the client's host to the X-Forwarded-For values it
+// sent.
+func forwardedFor(prior []string, host string) string {
 	if len(prior) > 0 {
 		return strings.Join(prior, ", ") + ", " + host
 	}
@@ -308,7 +304,11 @@ func backendMetadata(ctx context.Context, md metadata.MD, id *identity) metadata
 		md[userInfoKey] = []string{id.claims.UserInfo}
 	}
 	if p, ok := peer.FromContext(ctx); ok {
-		md["x-forwarded-for"] = []string{forwardedFor(prior, p.Addr)}
+		host := p.Addr.String()
+		if h, _, err := net.SplitHostPort(host); err == nil {
+			host = h
+		}
+		md["x-forwarded-for"] = []string{forwardedFor(prior, host)}
 	}
 	return md
 }

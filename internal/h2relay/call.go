@@ -116,6 +116,19 @@ func (c *Call) Header(name string) string {
 // RemoteAddr is the client's address.
 func (c *Call) RemoteAddr() net.Addr { return c.front.c.nc.RemoteAddr() }
 
+// RemoteHost is the client's IP address (RemoteAddr without the port),
+// worked out once per connection.
+func (c *Call) RemoteHost() string {
+	x := c.front.c
+	x.hostOnce.Do(func() {
+		x.host = x.nc.RemoteAddr().String()
+		if h, _, err := net.SplitHostPort(x.host); err == nil {
+			x.host = h
+		}
+	})
+	return x.host
+}
+
 // Start is when the call's headers arrived.
 func (c *Call) Start() time.Time { return c.start }
 

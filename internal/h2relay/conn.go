@@ -120,6 +120,9 @@ type conn struct {
 	active    atomic.Int32
 	readCount atomic.Uint64 // frames read, for keepalive
 
+	hostOnce sync.Once // server side: the client's host, for Call.RemoteHost
+	host     string
+
 	wake chan struct{}
 	done chan struct{}
 }
