@@ -88,7 +88,9 @@ func (e *endpoint) started() {
 	}
 	for {
 		old := e.rateTAT.Load()
-		next := max(old, time.Now().UnixNano()) + e.rateEvery
+		now := time.Now().UnixNano()
+		// Sends past the cap (panic mode) run up no debt beyond a burst.
+		next := min(max(old, now)+e.rateEvery, now+e.rateBurst+e.rateEvery)
 		if e.rateTAT.CompareAndSwap(old, next) {
 			return
 		}
@@ -264,7 +266,8 @@ func (p *pool) pick(tried map[*endpoint]bool, affinity string) (*endpoint, bool)
 	if len(rest) == 0 {
 		return nil, false
 	}
-	return choose(rest, affinity), true
+	e := choose(rest, affinity)
+	return e, e.region != order[0].name
 }
 
 func choose(cands []*endpoint, affinity string) *endpoint {

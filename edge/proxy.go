@@ -2,6 +2,7 @@ package edge
 
 import (
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/meridian-gw/meridian/internal/h2relay"
@@ -25,10 +26,14 @@ var fastReconnect = grpc.ConnectParams{
 // and never block.
 type relayHandler struct{ ed *Edge }
 
-// edgeCall is the edge's state for one routed call; the relay calls the
-// handler for one call at a time.
+// edgeCall is the edge's state for one routed call. AttemptFailed (on an
+// upstream's goroutine) and CallDone (on the client's, after a reset) can
+// run at once: mu guards the fields below it, and is never held across
+// Forward or Reject, which may call back into the handler.
 type edgeCall struct {
 	p        *pool
+	mu       sync.Mutex
+	finished bool // CallDone ran: no new attempt may be counted
 	aff      string
 	out      []h2relay.HeaderField
 	tried    map[*endpoint]bool
@@ -51,17 +56,28 @@ func (h relayHandler) ServeCall(c *h2relay.Call) {
 		ec.aff = c.RemoteHost()
 	}
 	c.UserData = ec
-	ed.tryNext(c, ec, nil)
+	ed.tryNext(c, ec, nil, nil)
 }
 
-// tryNext forwards the call to the best endpoint not tried yet.
-func (ed *Edge) tryNext(c *h2relay.Call, ec *edgeCall, last *h2relay.Failure) {
+// tryNext forwards the call to the best endpoint not tried yet. With
+// none left it rejects the call (with last's status, if any) and reports
+// false.
+func (ed *Edge) tryNext(c *h2relay.Call, ec *edgeCall, last *h2relay.Failure, retry func() bool) {
+	ec.mu.Lock()
+	if ec.finished {
+		ec.mu.Unlock()
+		return
+	}
 	e, failover := ec.p.pick(ec.tried, ec.aff)
-	if e == nil {
-		ec.e = nil
-		if last != nil {
+	if e == nil || (retry != nil && !retry()) {
+		if e == nil {
+			ec.e = nil
+		}
+		ec.mu.Unlock()
+		switch {
+		case last != nil:
 			c.Reject(last.Code, last.Message)
-		} else {
+		default:
 			c.Reject(codes.Unavailable, "no healthy endpoint in any region")
 		}
 		return
@@ -70,15 +86,19 @@ func (ed *Edge) tryNext(c *h2relay.Call, ec *edgeCall, last *h2relay.Failure) {
 	ec.e, ec.failover, ec.active = e, failover, true
 	ec.attempts++
 	e.started()
+	ec.mu.Unlock()
 	c.Forward(e.up, ec.out, h2relay.ForwardOptions{RetryBuffer: ed.opts.RetryBufferLimit, HoldHeaders: true})
 }
 
 func (h relayHandler) AttemptFailed(c *h2relay.Call, f h2relay.Failure) {
 	ed := h.ed
 	ec := c.UserData.(*edgeCall)
+	ec.mu.Lock()
 	e := ec.e
-	ec.endAttempt()
-	if !retryable(f) {
+	ec.endAttemptLocked()
+	attempts, finished := ec.attempts, ec.finished
+	ec.mu.Unlock()
+	if e == nil || !retryable(f) {
 		return // not the endpoint's fault: the client gets the status
 	}
 	e.recordError(f.Message)
@@ -86,17 +106,22 @@ func (h relayHandler) AttemptFailed(c *h2relay.Call, f h2relay.Failure) {
 		ed.metrics.ejections.WithLabelValues(e.cluster).Inc()
 		ed.event(Event{Kind: "ejected", Endpoint: e.id, Region: e.region, Detail: f.Message})
 	}
-	if ec.attempts >= ed.opts.MaxAttempts || !c.Replayable() {
+	if finished || attempts >= ed.opts.MaxAttempts || !c.Replayable() {
 		return
 	}
 	// What never reached a backend is retried freely (it added no load
 	// anywhere); a repeat of what did must be idempotent and within the
-	// retry budget.
-	if f.Reached && (!ed.idem.grpcOK(c.Path(), c.FirstMessage()) || !ed.budget.tryRetry()) {
+	// retry budget. The retry counts only once an endpoint is found.
+	if f.Reached && !ed.idem.grpcOK(c.Path(), c.FirstMessage()) {
 		return
 	}
-	ed.metrics.retries.WithLabelValues(ec.p.name, reason(f)).Inc()
-	ed.tryNext(c, ec, &f)
+	ed.tryNext(c, ec, &f, func() bool {
+		if f.Reached && !ed.budget.tryRetry() {
+			return false
+		}
+		ed.metrics.retries.WithLabelValues(ec.p.name, reason(f)).Inc()
+		return true
+	})
 }
 
 func (h relayHandler) CallDone(c *h2relay.Call) {
@@ -105,22 +130,26 @@ func (h relayHandler) CallDone(c *h2relay.Call) {
 	if !ok {
 		return // never routed
 	}
-	ec.endAttempt()
+	ec.mu.Lock()
+	ec.finished = true
+	ec.endAttemptLocked()
+	e, failover := ec.e, ec.failover
+	ec.mu.Unlock()
 	ed.budget.end()
 	code, _ := c.Result()
 	d := time.Since(c.Start())
-	if ec.e == nil {
+	if e == nil {
 		ed.served(ec.p.name, "", "", code.String(), d)
 		return
 	}
-	ed.served(ec.p.name, ec.e.cluster, ec.e.region, code.String(), d)
-	if ec.failover {
-		ed.metrics.failovers.WithLabelValues(ec.e.region).Inc()
+	ed.served(ec.p.name, e.cluster, e.region, code.String(), d)
+	if failover {
+		ed.metrics.failovers.WithLabelValues(e.region).Inc()
 	}
 }
 
-// endAttempt settles the counter of the attempt in flight, if any.
-func (ec *edgeCall) endAttempt() {
+// endAttemptLocked settles the counter of the attempt in flight, if any.
+func (ec *edgeCall) endAttemptLocked() {
 	if ec.active {
 		ec.e.inflight.Add(-1)
 		ec.active = false
