@@ -33,6 +33,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoregistry"
 )
 
@@ -300,11 +301,18 @@ func (g *Gateway) loadAll(first bool) error {
 	if name == "" {
 		name = svc.GetName()
 	}
-	verifier, err := auth.NewVerifier(svc.GetAuthentication(), auth.Options{
+	// An unchanged authentication section keeps its verifier, with the
+	// keys and verified tokens it holds: a reload (or a retry of
+	// reflection, every ReloadInterval) must not refetch every issuer's
+	// keys, nor lose the last good ones while an issuer is down.
+	var verifier *auth.Verifier
+	if prev := g.state.Load(); prev != nil && prev.svc.GetName() == svc.GetName() &&
+		proto.Equal(prev.svc.GetAuthentication(), svc.GetAuthentication()) {
+		verifier = prev.verifier
+	} else if verifier, err = auth.NewVerifier(svc.GetAuthentication(), auth.Options{
 		ServiceName: name, HTTPClient: g.opts.JWKSClient, JWKSCacheDuration: g.opts.JWKSCacheDuration,
 		OnJWKSFetch: g.metrics.jwksFetch,
-	})
-	if err != nil {
+	}); err != nil {
 		return fmt.Errorf("service config %s: %w", g.opts.ServiceConfig, err)
 	}
 	keys, err := auth.LoadAPIKeys(g.opts.APIKeys)
