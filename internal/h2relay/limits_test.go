@@ -97,15 +97,7 @@ func TestSettingsFloodEndsConnection(t *testing.T) {
 	}
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		e.srv.mu.Lock()
-		n := len(e.srv.conns)
-		var queued int
-		for c := range e.srv.conns {
-			c.mu.Lock()
-			queued = len(c.wbuf)
-			c.mu.Unlock()
-		}
-		e.srv.mu.Unlock()
+		n, queued := e.conns(func(c *conn) int { return len(c.wbuf) })
 		if n == 0 {
 			break
 		}

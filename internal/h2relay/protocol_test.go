@@ -139,21 +139,7 @@ func TestRapidResetIsStopped(t *testing.T) {
 			break // the relay may close first
 		}
 	}
-	ga := r.next(isGoAway).(*http2.GoAwayFrame)
-	if ga.ErrCode != http2.ErrCodeEnhanceYourCalm {
-		t.Fatalf("GOAWAY %v, want ENHANCE_YOUR_CALM", ga.ErrCode)
-	}
-	// The server counts it, for its metrics.
-	deadline := time.Now().Add(5 * time.Second)
-	for e.srv.Stats().Errors[http2.ErrCodeEnhanceYourCalm] != 1 {
-		if time.Now().After(deadline) {
-			t.Fatalf("stats after the GOAWAY: %+v", e.srv.Stats())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	if st := e.srv.Stats(); st.Accepted != 1 {
-		t.Fatalf("accepted %d connections, want 1", st.Accepted)
-	}
+	wantCalmGoAway(t, e, r)
 }
 
 func TestPingFloodIsStopped(t *testing.T) {
@@ -164,21 +150,7 @@ func TestPingFloodIsStopped(t *testing.T) {
 			break
 		}
 	}
-	ga := r.next(isGoAway).(*http2.GoAwayFrame)
-	if ga.ErrCode != http2.ErrCodeEnhanceYourCalm {
-		t.Fatalf("GOAWAY %v, want ENHANCE_YOUR_CALM", ga.ErrCode)
-	}
-	// The server counts it, for its metrics.
-	deadline := time.Now().Add(5 * time.Second)
-	for e.srv.Stats().Errors[http2.ErrCodeEnhanceYourCalm] != 1 {
-		if time.Now().After(deadline) {
-			t.Fatalf("stats after the GOAWAY: %+v", e.srv.Stats())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	if st := e.srv.Stats(); st.Accepted != 1 {
-		t.Fatalf("accepted %d connections, want 1", st.Accepted)
-	}
+	wantCalmGoAway(t, e, r)
 }
 
 func TestFlowControlViolationEndsConnection(t *testing.T) {
@@ -344,4 +316,37 @@ func TestDataAfterEndStreamIsStreamClosed(t *testing.T) {
 	if rst := r.next(rstOn(1)).(*http2.RSTStreamFrame); rst.ErrCode != http2.ErrCodeStreamClosed {
 		t.Fatalf("RST_STREAM %v, want STREAM_CLOSED", rst.ErrCode)
 	}
+}
+
+// wantCalmGoAway expects the relay to end r's connection with GOAWAY
+// ENHANCE_YOUR_CALM, and to count it in its stats (for its metrics).
+func wantCalmGoAway(t *testing.T, e *relayEnv, r *rawClient) {
+	t.Helper()
+	ga := r.next(isGoAway).(*http2.GoAwayFrame)
+	if ga.ErrCode != http2.ErrCodeEnhanceYourCalm {
+		t.Fatalf("GOAWAY %v, want ENHANCE_YOUR_CALM", ga.ErrCode)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for e.srv.Stats().Errors[http2.ErrCodeEnhanceYourCalm] != 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("stats after the GOAWAY: %+v", e.srv.Stats())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if st := e.srv.Stats(); st.Accepted != 1 {
+		t.Fatalf("accepted %d connections, want 1", st.Accepted)
+	}
+}
+
+// conns sums f over the relay's open client connections, each under its
+// lock, and says how many there are.
+func (e *relayEnv) conns(f func(*conn) int) (n, total int) {
+	e.srv.mu.Lock()
+	defer e.srv.mu.Unlock()
+	for c := range e.srv.conns {
+		c.mu.Lock()
+		total += f(c)
+		c.mu.Unlock()
+	}
+	return len(e.srv.conns), total
 }

@@ -164,14 +164,7 @@ func TestStressMixedCallsEndCleanly(t *testing.T) {
 	// Every call the relay saw ends (cancellations reach it shortly).
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		e.srv.mu.Lock()
-		open := 0
-		for c := range e.srv.conns {
-			c.mu.Lock()
-			open += len(c.streams)
-			c.mu.Unlock()
-		}
-		e.srv.mu.Unlock()
+		_, open := e.conns(func(c *conn) int { return len(c.streams) })
 		if open == 0 {
 			break
 		}
