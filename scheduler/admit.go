@@ -8,29 +8,32 @@ import (
 
 	schedulerv1 "github.com/meridian-gw/meridian/api/meridian/scheduler/v1"
 	"github.com/meridian-gw/meridian/scheduler/store"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 )
 
 // Create admits a session for owner in pool: it checks the weekly quota
 // (projected, as Kaggle does) and the per-user concurrency limit, then
 // places it on a free slot (STARTING) or queues it (QUEUED). A retry with
 // the same requestID returns the first session and changes nothing.
-func (s *Scheduler) Create(ctx context.Context, owner, pool, requestID string) (*store.Session, error) {
+func (s *Scheduler) Create(ctx context.Context, owner, pool, requestID string) (*View, error) {
+	if pool == "" {
+		return nil, refuse(ErrUnknownPool, "pool: required; choose one of: %s", joinPools(s.cfg.PoolNames()))
+	}
 	pc, ok := s.cfg.Pool(pool)
 	if !ok {
-		s.metrics.refused(pool, "unknown_pool")
-		return nil, status.Errorf(codes.InvalidArgument, "pool %q: no such pool; choose one of: %s", pool, joinPools(s.cfg.PoolNames()))
+		err := refuse(ErrUnknownPool, "pool %q: no such pool; choose one of: %s", pool, joinPools(s.cfg.PoolNames()))
+		s.metrics.refused(pool, refusalMetric(err))
+		return nil, err
 	}
 	capacity := s.capacity(pc)
 	if capacity == 0 {
-		s.metrics.refused(pool, "not_in_region")
-		return nil, status.Errorf(codes.FailedPrecondition, "pool %q is not offered in region %s", pool, s.region)
+		err := refuse(ErrPoolNotInRegion, "pool %q is not offered in region %s", pool, s.region)
+		s.metrics.refused(pool, refusalMetric(err))
+		return nil, err
 	}
 	out, created, err := s.admitter(pc).admit(ctx, owner, requestID)
 	if err != nil {
-		if st, ok := status.FromError(err); ok && st.Code() == codes.ResourceExhausted {
-			s.metrics.refused(pool, refusalReason(st.Message()))
+		if reason := refusalMetric(err); reason != "" {
+			s.metrics.refused(pool, reason)
 		}
 		return nil, err
 	}
@@ -44,18 +47,26 @@ func (s *Scheduler) Create(ctx context.Context, owner, pool, requestID string) (
 
 // admitOne admits one request inside an admission transaction that holds
 // the pool's lock and the owner's: p is the pool's counters, read once per
-// transaction and saved by the caller. A refusal is a gRPC status error
-// returned before anything is written.
-func (s *Scheduler) admitOne(ctx context.Context, tx store.Tx, pc *PoolConfig, p *store.Pool, owner, requestID string) (*store.Session, bool, error) {
+// transaction and saved by the caller. A refusal (see isRefusal) is
+// returned before anything is written. The view is the session as the
+// caller sees it once the transaction commits, queue position included.
+func (s *Scheduler) admitOne(ctx context.Context, tx store.Tx, pc *PoolConfig, p *store.Pool, owner, requestID string) (*View, bool, error) {
 	pool, capacity := pc.Name, s.capacity(pc)
 	if requestID != "" {
 		prev, err := tx.SessionByRequest(ctx, owner, requestID)
 		switch {
 		case err == nil && prev.Pool != pool:
-			return nil, false, status.Errorf(codes.AlreadyExists, "request_id %q was already used to create %s in pool %q; use a new request_id for a different pool",
+			return nil, false, refuse(ErrRequestIDReused, "request_id %q was already used to create %s in pool %q; use a new request_id for a different pool",
 				requestID, sessionName(prev.ID), prev.Pool)
 		case err == nil:
-			return prev, false, nil
+			v := &View{Session: prev}
+			if prev.State == schedulerv1.Session_QUEUED {
+				if v.QueuePosition, err = tx.QueuePosition(ctx, prev); err != nil {
+					return nil, false, err
+				}
+				v.QueueSize = p.Queued
+			}
+			return v, false, nil
 		case !errors.Is(err, store.ErrNotFound):
 			return nil, false, err
 		}
@@ -97,7 +108,11 @@ func (s *Scheduler) admitOne(ctx context.Context, tx store.Tx, pc *PoolConfig, p
 	if err := tx.InsertSession(ctx, sess); err != nil {
 		return nil, false, err
 	}
-	return sess, true, nil
+	v := &View{Session: sess}
+	if sess.State == schedulerv1.Session_QUEUED {
+		v.QueuePosition, v.QueueSize = p.Queued, p.Queued // the newest in the queue is its last
+	}
+	return v, true, nil
 }
 
 // place gives sess a slot in p: STARTING, owned by this instance.
@@ -111,18 +126,6 @@ func (s *Scheduler) place(sess *store.Session, p *store.Pool, now time.Time) {
 	p.Holding++
 }
 
-const (
-	reasonConcurrency = "concurrency limit"
-	reasonQuota       = "weekly quota"
-)
-
-func refusalReason(msg string) string {
-	if len(msg) >= len(reasonQuota) && msg[:len(reasonQuota)] == reasonQuota {
-		return "quota"
-	}
-	return "concurrency"
-}
-
 func (s *Scheduler) checkConcurrency(pc *PoolConfig, live []*store.Session) error {
 	n := 0
 	for _, l := range live {
@@ -131,9 +134,9 @@ func (s *Scheduler) checkConcurrency(pc *PoolConfig, live []*store.Session) erro
 		}
 	}
 	if n >= pc.MaxPerUser {
-		return status.Errorf(codes.ResourceExhausted,
-			"%s: you have %d live session(s) in pool %q (queued ones included) and the limit is %d; stop one to start another",
-			reasonConcurrency, n, pc.Name, pc.MaxPerUser)
+		return refuse(ErrConcurrencyLimit,
+			"concurrency limit: you have %d live session(s) in pool %q (queued ones included) and the limit is %d; stop one to start another",
+			n, pc.Name, pc.MaxPerUser)
 	}
 	return nil
 }
@@ -147,9 +150,9 @@ func (s *Scheduler) checkQuota(ctx context.Context, tx store.Tx, owner string, p
 		return err
 	}
 	if u.projected >= u.limit {
-		return status.Errorf(codes.ResourceExhausted,
-			"%s for %s exhausted: used %s and live sessions are projected to use %s more of %s; it resets at %s",
-			reasonQuota, g.Name, hours(u.used), hours(u.projected-u.used), hours(u.limit), u.reset.Format("Mon 2006-01-02 15:04 MST"))
+		return refuse(ErrQuotaExhausted,
+			"weekly quota for %s exhausted: used %s and live sessions are projected to use %s more of %s; it resets at %s",
+			g.Name, hours(u.used), hours(u.projected-u.used), hours(u.limit), u.reset.Format("Mon 2006-01-02 15:04 MST"))
 	}
 	return nil
 }
@@ -204,4 +207,42 @@ func remaining(l *store.Session, now, reset time.Time) time.Duration {
 		return 0
 	}
 	return end.Sub(now)
+}
+
+// QuotaUsage is an owner's week in one quota group.
+type QuotaUsage struct {
+	Group     string
+	Pools     []string // the pools that draw on it
+	Limit     time.Duration
+	Used      time.Duration // ended sessions plus the running part of live ones
+	Projected time.Duration // Used plus what live sessions may still use this week
+	Reset     time.Time
+}
+
+// Quota reports owner's use of every quota group this week.
+func (s *Scheduler) Quota(ctx context.Context, owner string) ([]QuotaUsage, error) {
+	var out []QuotaUsage
+	now := s.now()
+	err := s.store.View(ctx, func(tx store.Tx) error {
+		out = out[:0]
+		live, err := tx.OwnerLive(ctx, owner)
+		if err != nil {
+			return err
+		}
+		for _, g := range s.cfg.QuotaGroups {
+			u, err := s.usage(ctx, tx, owner, g, live, now)
+			if err != nil {
+				return err
+			}
+			qu := QuotaUsage{Group: g.Name, Limit: u.limit, Used: u.used, Projected: u.projected, Reset: u.reset}
+			for _, p := range s.cfg.Pools {
+				if p.QuotaGroup == g.Name {
+					qu.Pools = append(qu.Pools, p.Name)
+				}
+			}
+			out = append(out, qu)
+		}
+		return nil
+	})
+	return out, err
 }

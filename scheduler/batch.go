@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/meridian-gw/meridian/scheduler/store"
-	"google.golang.org/grpc/status"
 )
 
 // maxBatch bounds one admission transaction, and so how long it holds the
@@ -34,7 +33,7 @@ type admitReq struct {
 }
 
 type admitRes struct {
-	sess    *store.Session
+	view    *View
 	created bool
 	err     error
 }
@@ -52,7 +51,7 @@ func (s *Scheduler) admitter(pc *PoolConfig) *admitter {
 }
 
 // admit queues one request and waits for its batch.
-func (a *admitter) admit(ctx context.Context, owner, requestID string) (*store.Session, bool, error) {
+func (a *admitter) admit(ctx context.Context, owner, requestID string) (*View, bool, error) {
 	r := &admitReq{ctx: ctx, owner: owner, requestID: requestID, done: make(chan admitRes, 1)}
 	a.mu.Lock()
 	a.pending = append(a.pending, r)
@@ -63,7 +62,7 @@ func (a *admitter) admit(ctx context.Context, owner, requestID string) (*store.S
 	a.mu.Unlock()
 	select {
 	case res := <-r.done:
-		return res.sess, res.created, res.err
+		return res.view, res.created, res.err
 	case <-ctx.Done():
 		// The batch skips it if it has not started; if it has, the
 		// session may exist, and a retry with the request_id finds it.
@@ -111,15 +110,15 @@ func (a *admitter) run(batch []*admitReq) {
 				res[i].err = err
 				continue
 			}
-			sess, created, err := s.admitOne(ctx, tx, a.pc, p, r.owner, r.requestID)
-			if _, refused := status.FromError(err); err != nil && refused {
+			v, created, err := s.admitOne(ctx, tx, a.pc, p, r.owner, r.requestID)
+			if isRefusal(err) {
 				res[i].err = err
 				continue
 			}
 			if err != nil {
 				return err
 			}
-			res[i] = admitRes{sess: sess, created: created}
+			res[i] = admitRes{view: v, created: created}
 		}
 		return tx.SavePool(ctx, p)
 	})

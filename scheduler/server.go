@@ -56,21 +56,13 @@ func (s *Server) CreateSession(ctx context.Context, req *schedulerv1.CreateSessi
 	if err != nil {
 		return nil, err
 	}
-	if req.GetPool() == "" {
-		return nil, status.Errorf(codes.InvalidArgument, "pool: required; choose one of: %s", joinPools(s.sched.cfg.PoolNames()))
-	}
 	if len(req.GetPool()) > 63 {
 		return nil, status.Errorf(codes.InvalidArgument, "pool: %d characters; pool names have at most 63", len(req.GetPool()))
 	}
 	if id := req.GetRequestId(); id != "" && !requestIDRe.MatchString(id) {
 		return nil, status.Errorf(codes.InvalidArgument, "request_id = %.40q: want 1–%d characters of A-Z a-z 0-9 . _ : -", id, maxRequestID)
 	}
-	sess, err := s.sched.Create(ctx, owner, req.GetPool(), req.GetRequestId())
-	if err != nil {
-		return nil, toStatus(err)
-	}
-	var v *View
-	err = s.sched.store.View(ctx, func(tx store.Tx) (err error) { v, err = s.sched.view(ctx, tx, sess); return err })
+	v, err := s.sched.Create(ctx, owner, req.GetPool(), req.GetRequestId())
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -199,36 +191,20 @@ func (s *Server) GetQuota(ctx context.Context, _ *schedulerv1.GetQuotaRequest) (
 	if err != nil {
 		return nil, err
 	}
-	q := &schedulerv1.Quota{Owner: owner}
-	now := s.sched.now()
-	err = s.sched.store.View(ctx, func(tx store.Tx) error {
-		live, err := tx.OwnerLive(ctx, owner)
-		if err != nil {
-			return err
-		}
-		for _, g := range s.sched.cfg.QuotaGroups {
-			u, err := s.sched.usage(ctx, tx, owner, g, live, now)
-			if err != nil {
-				return err
-			}
-			qu := &schedulerv1.QuotaUsage{
-				Group:            g.Name,
-				LimitSeconds:     int64(u.limit.Seconds()),
-				UsedSeconds:      int64(u.used.Seconds()),
-				ProjectedSeconds: int64(u.projected.Seconds()),
-				ResetTime:        timestamppb.New(u.reset),
-			}
-			for _, p := range s.sched.cfg.Pools {
-				if p.QuotaGroup == g.Name {
-					qu.Pools = append(qu.Pools, p.Name)
-				}
-			}
-			q.Usage = append(q.Usage, qu)
-		}
-		return nil
-	})
+	usage, err := s.sched.Quota(ctx, owner)
 	if err != nil {
 		return nil, toStatus(err)
+	}
+	q := &schedulerv1.Quota{Owner: owner}
+	for _, u := range usage {
+		q.Usage = append(q.Usage, &schedulerv1.QuotaUsage{
+			Group:            u.Group,
+			LimitSeconds:     int64(u.Limit.Seconds()),
+			UsedSeconds:      int64(u.Used.Seconds()),
+			ProjectedSeconds: int64(u.Projected.Seconds()),
+			ResetTime:        timestamppb.New(u.Reset),
+			Pools:            u.Pools,
+		})
 	}
 	return q, nil
 }
@@ -243,27 +219,6 @@ func (s *Server) target(ctx context.Context, name string) (owner, id string, err
 		return "", "", status.Errorf(codes.InvalidArgument, "name = %.80q: want sessions/{session_id}, e.g. sessions/abc123", name)
 	}
 	return owner, id, nil
-}
-
-// toStatus maps internal errors to gRPC status at the boundary: refusals
-// keep their code; anything from the store is UNAVAILABLE (nothing was
-// committed, so the call is safe to retry).
-func toStatus(err error) error {
-	if err == nil {
-		return nil
-	}
-	if _, ok := status.FromError(err); ok {
-		return err
-	}
-	switch {
-	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-		return status.FromContextError(err).Err()
-	case errors.Is(err, store.ErrNotFound):
-		return status.Error(codes.NotFound, "session not found")
-	case errors.Is(err, store.ErrConflict):
-		return status.Error(codes.Aborted, "the session changed concurrently; retry")
-	}
-	return status.Errorf(codes.Unavailable, "session store unavailable: %v", err)
 }
 
 func toProto(v *View) *schedulerv1.Session {

@@ -34,12 +34,31 @@ type Resolver interface {
 var systemParams = map[string]bool{"key": true, "api_key": true, "access_token": true, "alt": true, "$alt": true, "callback": true, "prettyPrint": true}
 
 // BadRequestError is a request that cannot become a message (HTTP 400).
-type BadRequestError struct{ Msg string }
+// Where and Problem are the project's own words; Cause, when set, is the
+// JSON decoder's error, whose text is protobuf-go's and deliberately
+// unstable (it varies its spacing per binary), so nothing may depend on it
+// but a person reading the message.
+type BadRequestError struct {
+	// Where names the part of the request: "body", "body field pool",
+	// `query parameter "pageSize"`, "path variable name".
+	Where string
+	// Problem says what is wrong with it, in our words.
+	Problem string
+	// Cause is the underlying decoder error, if any.
+	Cause error
+}
 
-func (e *BadRequestError) Error() string { return e.Msg }
+func (e *BadRequestError) Error() string {
+	if e.Cause == nil {
+		return e.Where + ": " + e.Problem
+	}
+	return e.Where + ": " + e.Problem + ": " + strings.TrimPrefix(e.Cause.Error(), "proto: ")
+}
 
-func badRequest(format string, a ...any) error {
-	return &BadRequestError{Msg: fmt.Sprintf(format, a...)}
+func (e *BadRequestError) Unwrap() error { return e.Cause }
+
+func badRequest(where string, problem error) error {
+	return &BadRequestError{Where: where, Problem: problem.Error()}
 }
 
 // BuildRequest makes the gRPC request message: the body (all of it, or one
@@ -54,12 +73,12 @@ func BuildRequest(m *Match, query url.Values, body []byte, opts RequestOptions) 
 	switch b := m.Route.Body; {
 	case b == "*" && len(strings.TrimSpace(string(body))) > 0:
 		if err := uo.Unmarshal(body, msg); err != nil {
-			return nil, badRequest("body: %v", cleanErr(err))
+			return nil, &BadRequestError{Where: "body", Problem: "not valid JSON for " + string(in.FullName()), Cause: err}
 		}
 	case b != "" && b != "*" && len(strings.TrimSpace(string(body))) > 0:
 		fd := in.Fields().ByName(protoreflect.Name(b))
 		if err := setFieldJSON(msg, fd, body, uo); err != nil {
-			return nil, badRequest("body (field %s): %v", b, cleanErr(err))
+			return nil, &BadRequestError{Where: "body (field " + b + ")", Problem: "not valid JSON for the field's type", Cause: err}
 		}
 	}
 	if m.Route.Body != "*" {
@@ -83,30 +102,28 @@ func BuildRequest(m *Match, query url.Values, body []byte, opts RequestOptions) 
 				if opts.IgnoreUnknownQueryParameters {
 					continue
 				}
-				return nil, badRequest("query parameter %q: %v", k, err)
+				return nil, badRequest(fmt.Sprintf("query parameter %q", k), err)
 			}
 			if bound[k] {
 				continue
 			}
 			if fd.Message() != nil && !isWrapper(fd.Message()) {
-				return nil, badRequest("query parameter %q: %s is a message; name one of its fields, e.g. %s.<field>", k, fd.Name(), k)
+				return nil, badRequest(fmt.Sprintf("query parameter %q", k), fmt.Errorf("%s is a message; name one of its fields, e.g. %s.<field>", fd.Name(), k))
 			}
 			for _, v := range vals {
 				if err := setPath(msg, path, v); err != nil {
-					return nil, badRequest("query parameter %s=%q: %v", k, v, err)
+					return nil, badRequest(fmt.Sprintf("query parameter %s=%q", k, v), err)
 				}
 			}
 		}
 	}
 	for k, v := range m.Vars {
 		if err := setPath(msg, strings.Split(k, "."), v); err != nil {
-			return nil, badRequest("path variable %s=%q: %v", k, v, err)
+			return nil, badRequest(fmt.Sprintf("path variable %s=%q", k, v), err)
 		}
 	}
 	return msg, nil
 }
-
-func cleanErr(err error) string { return strings.TrimPrefix(err.Error(), "proto: ") }
 
 // setFieldJSON unmarshals JSON into one field by wrapping it in an object.
 func setFieldJSON(msg *dynamicpb.Message, fd protoreflect.FieldDescriptor, body []byte, uo protojson.UnmarshalOptions) error {

@@ -153,10 +153,12 @@ func (s *sqlStore) Update(ctx context.Context, locks []string, fn func(Tx) error
 		if err = s.update(ctx, locks, fn); err == nil || !s.d.retryable(err) {
 			return err
 		}
+		backoff := time.NewTimer(time.Duration(attempt+1) * 2 * time.Millisecond)
 		select {
 		case <-ctx.Done():
+			backoff.Stop()
 			return errors.Join(err, ctx.Err())
-		case <-time.After(time.Duration(attempt+1) * 2 * time.Millisecond):
+		case <-backoff.C:
 		}
 	}
 	return err

@@ -1,0 +1,118 @@
+package scheduler
+
+// Runtime operations: starting and stopping workloads, one at a time per
+// session, off the reconcile loop.
+
+import (
+	"context"
+	"time"
+
+	schedulerv1 "github.com/meridian-gw/meridian/api/meridian/scheduler/v1"
+	"github.com/meridian-gw/meridian/scheduler/runtime"
+	"github.com/meridian-gw/meridian/scheduler/store"
+)
+
+// busy reports whether id has a runtime Start or Stop under way.
+func (s *Scheduler) busy(id string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.inflight[id]
+}
+
+// claim marks id as having a runtime operation under way; false means one
+// already was.
+func (s *Scheduler) claim(id string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.inflight[id] {
+		return false
+	}
+	s.inflight[id] = true
+	return true
+}
+
+func (s *Scheduler) release(id string) {
+	s.mu.Lock()
+	delete(s.inflight, id)
+	s.mu.Unlock()
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// startAsync launches a placed session's workload.
+func (s *Scheduler) startAsync(sess *store.Session) {
+	if !s.claim(sess.ID) {
+		return
+	}
+	s.ops.Go(func() {
+		defer s.release(sess.ID)
+		ctx, cancel := context.WithTimeout(context.Background(), s.startTimeout(sess.Pool))
+		defer cancel()
+		err := s.rt.Start(ctx, runtime.Spec{SessionID: sess.ID, Owner: sess.Owner, Pool: sess.Pool, Region: sess.Region,
+			Token: newToken(), MaxDuration: sess.MaxDuration})
+		if err == nil {
+			return
+		}
+		s.log.Warn("workload start failed", "session", sess.ID, "err", err)
+		s.end(sess, schedulerv1.Session_FAILED, schedulerv1.Session_START_FAILED, "start failed: "+err.Error())
+	})
+}
+
+// endAsync stops a session's workload, then ends the session.
+func (s *Scheduler) endAsync(sess *store.Session, state schedulerv1.Session_State, reason schedulerv1.Session_StopReason, msg string) {
+	if !s.claim(sess.ID) {
+		return
+	}
+	s.ops.Go(func() {
+		defer s.release(sess.ID)
+		s.end(sess, state, reason, msg)
+	})
+}
+
+func (s *Scheduler) end(sess *store.Session, state schedulerv1.Session_State, reason schedulerv1.Session_StopReason, msg string) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := s.rt.Stop(ctx, sess.ID); err != nil {
+		s.log.Warn("workload stop failed; will retry", "session", sess.ID, "err", err)
+		return
+	}
+	err := s.update(ctx, []string{poolLock(sess.Region, sess.Pool)}, func(tx store.Tx, fx *effects) error {
+		cur, err := tx.Session(ctx, sess.ID)
+		if err != nil {
+			return err
+		}
+		if cur.Instance != s.instance {
+			return nil
+		}
+		return s.finalize(ctx, tx, fx, cur, state, reason, msg)
+	})
+	if err != nil {
+		s.log.Warn("ending session failed; will retry", "session", sess.ID, "err", err)
+		return
+	}
+	s.notify()
+}
+
+// Shutdown stops the workloads this instance runs and ends their sessions
+// (STOPPED, reason ADMIN; a stop already under way keeps its reason). Call
+// it after Run has returned, for runtimes whose workloads cannot outlive
+// the scheduler (local processes).
+func (s *Scheduler) Shutdown(ctx context.Context) {
+	s.stopping.Store(true)
+	var mine []*store.Session
+	if err := s.store.View(ctx, func(tx store.Tx) (err error) {
+		mine, err = tx.InstanceSessions(ctx, s.instance)
+		return err
+	}); err != nil {
+		s.log.Warn("shutdown: listing sessions failed; they will be marked CRASHED on restart", "err", err)
+		return
+	}
+	for _, sess := range mine {
+		s.ops.Go(func() {
+			s.end(sess, schedulerv1.Session_STOPPED, schedulerv1.Session_ADMIN, "stopped: the scheduler instance shut down")
+		})
+	}
+	s.ops.Wait()
+}
