@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"time"
 
@@ -56,10 +55,11 @@ func openSQLite(ctx context.Context, path string) (Store, error) {
 		d: dialect{
 			kind:      "sqlite",
 			retryable: func(err error) bool { return sqliteCode(err) == sqlite3.SQLITE_BUSY },
+			// modernc.org/sqlite always turns on extended result codes,
+			// so a unique violation is told by its code alone.
 			isUnique: func(err error) bool {
 				c := sqliteCode(err)
-				return c == sqlite3.SQLITE_CONSTRAINT_UNIQUE || c == sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY ||
-					(c&0xff == sqlite3.SQLITE_CONSTRAINT && strings.Contains(err.Error(), "UNIQUE"))
+				return c == sqlite3.SQLITE_CONSTRAINT_UNIQUE || c == sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY
 			},
 		},
 		beginWrite: func() func() { mu.Lock(); return mu.Unlock },
