@@ -11,9 +11,10 @@ all: build
 build:
 	$(GO) build -o $(BIN) ./cmd/meridian
 
-## dev: run the system on this machine (one region until the edge lands).
+## dev: run the whole system on this machine: three regions and the edge.
+## Flags go in ARGS, e.g. make dev ARGS="--port_base 20000 --state_dir /tmp/m --fresh".
 dev: build
-	./$(BIN) dev
+	./$(BIN) dev $(ARGS)
 
 ## test: unit, integration and end-to-end tests with the race detector.
 ## PostgreSQL tests use $$MERIDIAN_TEST_POSTGRES, or start a throwaway

@@ -87,7 +87,7 @@ type EndpointStatus struct {
 func (ed *Edge) Status() Status {
 	gen := ed.gen.Load()
 	st := Status{MCI: gen.mci.Metadata.Name, VIP: ed.listenAddr(), Region: ed.opts.Region, LoadedAt: gen.loadedAt.UTC(),
-		Warnings: gen.cfg.Warnings, Served: map[string]any{}, Now: time.Now().UTC()}
+		Warnings: gen.cfg.Warnings, Served: map[string]any{}, Now: time.Now().UTC(), Pools: []PoolStatus{}}
 	if ed.ln != nil {
 		st.VIP = ed.ln.Addr().String()
 	}
@@ -108,11 +108,12 @@ func (ed *Edge) Status() Status {
 			continue
 		}
 		seen[p] = true
-		ps := PoolStatus{Name: p.name, HealthCheck: p.settings.checkType + " " + p.settings.path + " every " + p.settings.interval.String()}
+		ps := PoolStatus{Name: p.name, HealthCheck: p.settings.checkType + " " + p.settings.path + " every " + p.settings.interval.String(),
+			Routing: []RegionStatus{}}
 		order := p.order()
 		ls := loads(order)
 		for i, r := range order {
-			rs := RegionStatus{Region: r.name, Load: ls[i], HealthyShare: r.healthyShare()}
+			rs := RegionStatus{Region: r.name, Load: ls[i], HealthyShare: r.healthyShare(), Endpoints: []EndpointStatus{}}
 			for _, e := range r.eps {
 				e.mu.Lock()
 				es := EndpointStatus{Cluster: e.cluster, Address: e.addr, Healthy: e.healthy.Load(), Draining: e.draining.Load(),

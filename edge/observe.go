@@ -77,7 +77,7 @@ func (l *eventLog) add(e Event) {
 func (l *eventLog) list() []Event {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return append([]Event(nil), l.evs...)
+	return append(make([]Event, 0, len(l.evs)), l.evs...) // [] in JSON, never null
 }
 
 // event records a transition in the timeline, the log and the metrics.
