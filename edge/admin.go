@@ -40,16 +40,15 @@ func (ed *Edge) served(pool, cluster, region, code string, d time.Duration) {
 
 // Status is /api/status: what `kubectl describe mci` shows, and more.
 type Status struct {
-	MCI        string         `json:"mci"`
-	VIP        string         `json:"vip"`
-	Region     string         `json:"region"`
-	LoadedAt   time.Time      `json:"loadedAt"`
-	LastError  string         `json:"lastReloadError,omitempty"`
-	Warnings   []string       `json:"warnings,omitempty"`
-	Pools      []PoolStatus   `json:"pools"`
-	Served     map[string]any `json:"served"` // region → {requests, latencyMsTotal}
-	Now        time.Time      `json:"now"`
-	RetryRatio float64        `json:"-"`
+	MCI       string         `json:"mci"`
+	VIP       string         `json:"vip"`
+	Region    string         `json:"region"`
+	LoadedAt  time.Time      `json:"loadedAt"`
+	LastError string         `json:"lastReloadError,omitempty"`
+	Warnings  []string       `json:"warnings,omitempty"`
+	Pools     []PoolStatus   `json:"pools"`
+	Served    map[string]any `json:"served"` // region → {requests, latencyMsTotal}
+	Now       time.Time      `json:"now"`
 }
 
 // PoolStatus is one backend pool.

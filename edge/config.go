@@ -64,7 +64,7 @@ type IngressRule struct {
 }
 
 // IngressTLS names a certificate; in file mode, a directory or a pair of
-// files beside the config (see Config.certificate).
+// files beside the config (see Edge.loadCert).
 type IngressTLS struct {
 	SecretName string   `json:"secretName"`
 	Hosts      []string `json:"hosts,omitempty"`

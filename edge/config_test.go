@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/meridian-gw/meridian/internal/clock"
 )
 
 const testClusters = `
@@ -157,9 +159,11 @@ func TestPickLocalFirstSpillsOnCapacityAndPanics(t *testing.T) {
 	}
 	// So does a local region at its rate cap (GCRA: after 100 ms worth of
 	// requests at once, no more until time passes).
+	clk := clock.NewFake(time.Unix(1_800_000_000, 0))
 	for _, e := range us.eps {
 		e.maxInFlight = 0
 		e.inflight.Store(0)
+		e.clock = clk
 		e.setMaxRate(100)
 		for range 11 { // 100 ms at 100/s, and one more
 			e.started()
@@ -168,7 +172,7 @@ func TestPickLocalFirstSpillsOnCapacityAndPanics(t *testing.T) {
 	if e, failover := p.pick(nil, ""); e.region != "eu" || !failover {
 		t.Fatalf("local region at its rate cap: picked %s", e.region)
 	}
-	time.Sleep(150 * time.Millisecond)
+	clk.Advance(150 * time.Millisecond)
 	if e, _ := p.pick(nil, ""); e.region != "us" {
 		t.Fatalf("local region under its rate cap again: picked %s", e.region)
 	}

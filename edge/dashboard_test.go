@@ -50,10 +50,14 @@ func TestDashboardInRealChromium(t *testing.T) {
 	r := newRig(t, "HTTPS")
 	_, admin := r.ed.Addr()
 	var stop atomic.Bool
-	go func() { // steady traffic, so shares and latency have something to show
-		for !stop.Load() {
+	go func() { // steady traffic, 200 calls a second, so shares and latency have something to show
+		tick := time.NewTicker(5 * time.Millisecond)
+		defer tick.Stop()
+		for range tick.C {
+			if stop.Load() {
+				return
+			}
 			_, _ = r.call("/test.Echo/GetRegion")
-			time.Sleep(5 * time.Millisecond)
 		}
 	}()
 	defer stop.Store(true)

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 )
@@ -219,7 +218,7 @@ func (c *checker) check(ctx context.Context) (err error, notServing bool) {
 		}
 		resp, err := healthpb.NewHealthClient(c.grpc).Check(ctx, &healthpb.HealthCheckRequest{Service: c.s.grpcService})
 		if err != nil {
-			return fmt.Errorf("grpc health: %s", status.Convert(err).Message()), status.Code(err) == codes.Unavailable && false
+			return fmt.Errorf("grpc health: %s", status.Convert(err).Message()), false
 		}
 		if resp.Status != healthpb.HealthCheckResponse_SERVING {
 			return fmt.Errorf("grpc health: %s", resp.Status), true

@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/meridian-gw/meridian/internal/clock"
 	"github.com/meridian-gw/meridian/internal/h2relay"
 	"google.golang.org/grpc"
 )
@@ -35,6 +36,7 @@ type endpoint struct {
 	rateBurst   int64             // ns of requests early the rate tolerates
 	conn        *grpc.ClientConn  // health checks
 	up          *h2relay.Upstream // calls
+	clock       clock.Clock       // the rate cap's time; nil: the system clock
 
 	inflight     atomic.Int64
 	rateTAT      atomic.Int64 // GCRA theoretical arrival time, ns
@@ -66,7 +68,14 @@ func (e *endpoint) hasCapacity() bool {
 	if e.maxInFlight > 0 && e.inflight.Load() >= e.maxInFlight {
 		return false
 	}
-	return e.rateEvery == 0 || time.Now().UnixNano() >= e.rateTAT.Load()-e.rateBurst
+	return e.rateEvery == 0 || e.nanotime() >= e.rateTAT.Load()-e.rateBurst
+}
+
+func (e *endpoint) nanotime() int64 {
+	if e.clock != nil {
+		return e.clock.Now().UnixNano()
+	}
+	return time.Now().UnixNano()
 }
 
 // setMaxRate caps the endpoint at perSecond requests a second (0: none),
@@ -88,7 +97,7 @@ func (e *endpoint) started() {
 	}
 	for {
 		old := e.rateTAT.Load()
-		now := time.Now().UnixNano()
+		now := e.nanotime()
 		// Sends past the cap (panic mode) run up no debt beyond a burst.
 		next := min(max(old, now)+e.rateEvery, now+e.rateBurst+e.rateEvery)
 		if e.rateTAT.CompareAndSwap(old, next) {

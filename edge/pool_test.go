@@ -3,6 +3,8 @@ package edge
 import (
 	"testing"
 	"time"
+
+	"github.com/meridian-gw/meridian/internal/clock"
 )
 
 // Requests sent past the rate cap (panic mode) still push the GCRA TAT
@@ -12,6 +14,8 @@ func TestGCRADebtFromPanicMode(t *testing.T) {
 	us := reg("us", 1, 1)
 	p := &pool{local: "us", regions: []*region{us}, all: us.eps}
 	e := us.eps[0]
+	clk := clock.NewFake(time.Unix(1_800_000_000, 0))
+	e.clock = clk
 	e.setMaxRate(10)
 	panics := 0
 	for range 200 { // a 2-second burst's worth at once
@@ -22,8 +26,8 @@ func TestGCRADebtFromPanicMode(t *testing.T) {
 		got.started()
 		got.inflight.Add(-1)
 	}
-	time.Sleep(1100 * time.Millisecond) // load is over; 1 s ≫ the 100 ms burst
-	ahead := time.Duration(e.rateTAT.Load() - time.Now().UnixNano())
+	clk.Advance(1100 * time.Millisecond) // load is over; 1 s ≫ the 100 ms burst
+	ahead := time.Duration(e.rateTAT.Load() - clk.Now().UnixNano())
 	t.Logf("panic picks %d/200; TAT %s in the future", panics, ahead)
 	if !e.hasCapacity() {
 		t.Errorf("idle for 1.1 s yet no capacity for %s more", ahead)

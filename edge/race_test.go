@@ -78,12 +78,23 @@ func TestAttemptFailedConcurrentWithCallDoneLeaksInflight(t *testing.T) {
 	err = conn.Invoke(cctx, "/test.Echo/Unavailable", rawgrpc.FrameOf([]byte("x")), &rawgrpc.Frame{}, grpc.ForceCodecV2(rawgrpc.Codec{}))
 	t.Logf("client: %v", err)
 	<-w.done
-	time.Sleep(500 * time.Millisecond)
-	for _, p := range ed.gen.Load().pools {
-		for _, e := range p.all {
-			if n := e.inflight.Load(); n != 0 {
-				t.Errorf("%s: inflight = %d after the only call ended", e.id, n)
+	leaked := func() (ids []string) {
+		for _, p := range ed.gen.Load().pools {
+			for _, e := range p.all {
+				if n := e.inflight.Load(); n != 0 {
+					ids = append(ids, fmt.Sprintf("%s: inflight = %d", e.id, n))
+				}
 			}
 		}
+		return ids
+	}
+	// The relay finishes the call on its own goroutines: wait for them,
+	// then every count must be back at zero.
+	deadline := time.Now().Add(5 * time.Second)
+	for len(leaked()) > 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond) // polling, bounded by the deadline
+	}
+	if l := leaked(); len(l) > 0 {
+		t.Errorf("in-flight counts leaked after the only call ended: %v", l)
 	}
 }

@@ -30,7 +30,7 @@ func TestHotReloadFailsNoRequest(t *testing.T) {
 		})
 	}
 	// Change the failover order, then break the config, then restore it.
-	time.Sleep(100 * time.Millisecond)
+	waitUntil(t, 5*time.Second, "traffic to flow", func() bool { return ok.Load() > 0 })
 	_ = os.WriteFile(cfgPath, []byte(strings.Replace(string(orig), "us-central1,europe-west1,asia-east1", "asia-east1,us-central1,europe-west1", 1)), 0o644)
 	waitUntil(t, 5*time.Second, "the new failover order", func() bool {
 		got, err := r.call("/test.Echo/GetRegion")
