@@ -1,8 +1,3 @@
-// Package edge is the multi-cluster load balancer: it reads the
-// MultiClusterIngress, MultiClusterService and BackendConfig resources of
-// Ingress for Anthos, unchanged, and sends each request to the nearest
-// healthy cluster with capacity, retrying elsewhere what provably was not
-// processed and what is safe to repeat.
 package edge
 
 import (

@@ -28,93 +28,89 @@ func (ed *Edge) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, `{"code":404,"message":"no backend for this host and path"}`, http.StatusNotFound)
 		return
 	}
-	ed.budget.begin()
-	defer ed.budget.end()
+	a := ed.newAttempts(p, ed.httpAffinity(w, r, p), start)
 	body, over, err := readUpTo(r.Body, ed.opts.RetryBufferLimit)
 	if err != nil {
+		a.done("InvalidArgument")
 		http.Error(w, `{"code":400,"message":"reading the request body failed"}`, http.StatusBadRequest)
 		return
 	}
-	idempotent := ed.idem.httpOK(r.Method, r.URL.Path, body)
-	if strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc-web") {
-		idempotent = ed.idem.grpcOK(r.URL.Path, firstWebFrame(body))
-	}
-	aff := ""
-	switch p.settings.affinity {
-	case "CLIENT_IP":
-		aff, _, _ = net.SplitHostPort(r.RemoteAddr)
-	case "GENERATED_COOKIE":
-		if c, err := r.Cookie(affinityCookie); err == nil && c.Value != "" {
-			aff = c.Value
-		} else {
-			var b [12]byte
-			_, _ = rand.Read(b[:])
-			aff = hex.EncodeToString(b[:])
-			ck := &http.Cookie{Name: affinityCookie, Value: aff, Path: "/", HttpOnly: true, Secure: true}
-			if p.settings.cookieTTL > 0 {
-				ck.MaxAge = int(p.settings.cookieTTL.Seconds())
-			}
-			http.SetCookie(w, ck)
+	idempotent := func() bool {
+		if strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc-web") {
+			return ed.idem.grpcOK(r.URL.Path, firstWebFrame(body))
 		}
+		return ed.idem.httpOK(r.Method, r.URL.Path, body)
 	}
-	tried := map[*endpoint]bool{}
-	for attempt := 1; ; attempt++ {
-		e, failover := p.pick(tried, aff)
+	for e := a.next(); ; {
 		if e == nil {
-			ed.served(p.name, "", "", "Unavailable", time.Since(start))
+			a.done("Unavailable")
 			http.Error(w, `{"code":503,"message":"no healthy endpoint in any region"}`, http.StatusServiceUnavailable)
 			return
 		}
-		tried[e] = true
 		var rd io.Reader = bytes.NewReader(body)
 		if over {
 			rd = io.MultiReader(bytes.NewReader(body), r.Body)
 		}
 		resp, cancel, reached, err := ed.roundTrip(r, e, p, rd)
-		retryable := attempt < ed.opts.MaxAttempts && !over && (!reached || idempotent)
+		f := failure{reached: reached, replayable: !over, idempotent: idempotent, reason: "not_reached"}
+		if reached {
+			f.reason = "unavailable"
+		}
 		if err == nil && (resp.StatusCode == http.StatusServiceUnavailable || resp.StatusCode == http.StatusBadGateway) {
-			err = fmt.Errorf("HTTP %d from the gateway", resp.StatusCode)
-			if !retryable {
-				err = nil // relay the answer as it is
-			} else {
-				_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-				resp.Body.Close()
+			// A gateway's 502/503 is relayed as it is unless it may be retried.
+			if !a.allowed(f) {
+				ed.relay(w, resp)
 				cancel()
+				a.done(httpCode(resp.StatusCode))
+				return
 			}
+			_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+			resp.Body.Close()
+			cancel()
+			err = fmt.Errorf("HTTP %d from the gateway", resp.StatusCode)
 		}
 		if err != nil {
-			e.recordError(err.Error())
-			if e.eject(time.Now()) {
-				ed.metrics.ejections.WithLabelValues(e.cluster).Inc()
-				ed.event(Event{Kind: "ejected", Endpoint: e.id, Region: e.region, Detail: err.Error()})
-			}
-			if retryable && (!reached || ed.budget.tryRetry()) { // what reached nothing is free
-				reason := "not_reached"
-				if reached {
-					reason = "unavailable"
-				}
-				ed.metrics.retries.WithLabelValues(p.name, reason).Inc()
+			f.msg = err.Error()
+			if e = a.retry(f); e != nil {
 				continue
 			}
-			ed.served(p.name, e.cluster, e.region, "Unavailable", time.Since(start))
+			a.done("Unavailable")
 			http.Error(w, fmt.Sprintf(`{"code":503,"message":%q}`, "upstream unavailable: "+err.Error()), http.StatusServiceUnavailable)
 			return
 		}
 		ed.relay(w, resp)
 		cancel()
-		if resp.StatusCode != http.StatusServiceUnavailable && resp.StatusCode != http.StatusBadGateway {
-			e.inflight.Add(-1) // roundTrip already released 502/503 answers
-		}
-		if failover {
-			ed.metrics.failovers.WithLabelValues(e.region).Inc()
-		}
-		ed.served(p.name, e.cluster, e.region, httpCode(resp.StatusCode), time.Since(start))
+		a.done(httpCode(resp.StatusCode))
 		return
 	}
 }
 
-// roundTrip sends one attempt; on success the endpoint's in-flight count
-// stays raised until the caller has relayed the body.
+// httpAffinity is the request's affinity key under the pool's
+// sessionAffinity: the client's address, or a cookie (set on first use).
+func (ed *Edge) httpAffinity(w http.ResponseWriter, r *http.Request, p *pool) string {
+	switch p.settings.affinity {
+	case "CLIENT_IP":
+		host, _, _ := net.SplitHostPort(r.RemoteAddr)
+		return host
+	case "GENERATED_COOKIE":
+		if c, err := r.Cookie(affinityCookie); err == nil && c.Value != "" {
+			return c.Value
+		}
+		var b [12]byte
+		_, _ = rand.Read(b[:])
+		aff := hex.EncodeToString(b[:])
+		ck := &http.Cookie{Name: affinityCookie, Value: aff, Path: "/", HttpOnly: true, Secure: true}
+		if p.settings.cookieTTL > 0 {
+			ck.MaxAge = int(p.settings.cookieTTL.Seconds())
+		}
+		http.SetCookie(w, ck)
+		return aff
+	}
+	return ""
+}
+
+// roundTrip sends one attempt to e (acquired by the caller, who releases
+// it). reached is false when the request provably never left (dial failed).
 func (ed *Edge) roundTrip(r *http.Request, e *endpoint, p *pool, body io.Reader) (*http.Response, context.CancelFunc, bool, error) {
 	ctx, cancel := context.WithCancel(r.Context())
 	timer := time.AfterFunc(p.settings.requestTimeout, cancel) // until the response headers
@@ -137,18 +133,13 @@ func (ed *Edge) roundTrip(r *http.Request, e *endpoint, p *pool, body io.Reader)
 	for _, h := range p.settings.headers {
 		out.Header.Set(h[0], h[1])
 	}
-	e.started()
 	resp, err := ed.transport.RoundTrip(out)
 	timer.Stop()
 	if err != nil {
-		e.inflight.Add(-1)
 		cancel()
 		var op *net.OpError
 		reached := !(errors.As(err, &op) && op.Op == "dial")
 		return nil, cancel, reached, err
-	}
-	if resp.StatusCode == http.StatusServiceUnavailable || resp.StatusCode == http.StatusBadGateway {
-		e.inflight.Add(-1)
 	}
 	return resp, cancel, true, nil
 }

@@ -2,7 +2,6 @@ package edge
 
 import (
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/meridian-gw/meridian/internal/h2relay"
@@ -26,21 +25,10 @@ var fastReconnect = grpc.ConnectParams{
 // and never block.
 type relayHandler struct{ ed *Edge }
 
-// edgeCall is the edge's state for one routed call. AttemptFailed (on an
-// upstream's goroutine) and CallDone (on the client's, after a reset) can
-// run at once: mu guards the fields below it, and is never held across
-// Forward or Reject, which may call back into the handler.
+// edgeCall is the edge's state for one routed call.
 type edgeCall struct {
-	p        *pool
-	mu       sync.Mutex
-	finished bool // CallDone ran: no new attempt may be counted
-	aff      string
-	out      []h2relay.HeaderField
-	tried    map[*endpoint]bool
-	e        *endpoint // the current or last attempt's; nil if none
-	active   bool      // e's attempt is in flight (counted in e.inflight)
-	failover bool      // e is outside the nearest region
-	attempts int
+	a   *attempts
+	out []h2relay.HeaderField // the request headers each attempt sends
 }
 
 func (h relayHandler) ServeCall(c *h2relay.Call) {
@@ -50,110 +38,47 @@ func (h relayHandler) ServeCall(c *h2relay.Call) {
 		c.Reject(codes.Unimplemented, "no backend for "+c.Path())
 		return
 	}
-	ed.budget.begin()
-	ec := &edgeCall{p: p, out: forwardFields(c, p.settings.headers), tried: make(map[*endpoint]bool, ed.opts.MaxAttempts)}
+	aff := ""
 	if p.settings.affinity == "CLIENT_IP" {
-		ec.aff = c.RemoteHost()
+		aff = c.RemoteHost()
 	}
+	ec := &edgeCall{a: ed.newAttempts(p, aff, c.Start()), out: forwardFields(c, p.settings.headers)}
 	c.UserData = ec
-	ed.tryNext(c, ec, nil, nil)
+	e := ec.a.next()
+	if e == nil {
+		c.Reject(codes.Unavailable, "no healthy endpoint in any region")
+		return
+	}
+	ed.forward(c, ec, e)
 }
 
-// tryNext forwards the call to the best endpoint not tried yet. With
-// none left it rejects the call (with last's status, if any) and reports
-// false.
-func (ed *Edge) tryNext(c *h2relay.Call, ec *edgeCall, last *h2relay.Failure, retry func() bool) {
-	ec.mu.Lock()
-	if ec.finished {
-		ec.mu.Unlock()
-		return
-	}
-	e, failover := ec.p.pick(ec.tried, ec.aff)
-	if e == nil || (retry != nil && !retry()) {
-		if e == nil {
-			ec.e = nil
-		}
-		ec.mu.Unlock()
-		switch {
-		case last != nil:
-			c.Reject(last.Code, last.Message)
-		default:
-			c.Reject(codes.Unavailable, "no healthy endpoint in any region")
-		}
-		return
-	}
-	ec.tried[e] = true
-	ec.e, ec.failover, ec.active = e, failover, true
-	ec.attempts++
-	e.started()
-	ec.mu.Unlock()
+func (ed *Edge) forward(c *h2relay.Call, ec *edgeCall, e *endpoint) {
 	c.Forward(e.up, ec.out, h2relay.ForwardOptions{RetryBuffer: ed.opts.RetryBufferLimit, HoldHeaders: true})
 }
 
+// AttemptFailed retries what the attempt core allows; otherwise the relay
+// ends the call with the failure's status.
 func (h relayHandler) AttemptFailed(c *h2relay.Call, f h2relay.Failure) {
 	ed := h.ed
 	ec := c.UserData.(*edgeCall)
-	ec.mu.Lock()
-	e := ec.e
-	ec.endAttemptLocked()
-	attempts, finished := ec.attempts, ec.finished
-	ec.mu.Unlock()
-	if e == nil || !retryable(f) {
-		return // not the endpoint's fault: the client gets the status
-	}
-	e.recordError(f.Message)
-	if e.eject(time.Now()) {
-		ed.metrics.ejections.WithLabelValues(e.cluster).Inc()
-		ed.event(Event{Kind: "ejected", Endpoint: e.id, Region: e.region, Detail: f.Message})
-	}
-	if finished || attempts >= ed.opts.MaxAttempts || !c.Replayable() {
+	if !retryable(f) { // not the endpoint's fault: the client gets the status
+		ec.a.release()
 		return
 	}
-	// What never reached a backend is retried freely (it added no load
-	// anywhere); a repeat of what did must be idempotent and within the
-	// retry budget. The retry counts only once an endpoint is found.
-	if f.Reached && !ed.idem.grpcOK(c.Path(), c.FirstMessage()) {
-		return
+	next := ec.a.retry(failure{msg: f.Message, reached: f.Reached, replayable: c.Replayable(), reason: reason(f),
+		idempotent: func() bool { return ed.idem.grpcOK(c.Path(), c.FirstMessage()) }})
+	if next != nil {
+		ed.forward(c, ec, next)
 	}
-	ed.tryNext(c, ec, &f, func() bool {
-		if f.Reached && !ed.budget.tryRetry() {
-			return false
-		}
-		ed.metrics.retries.WithLabelValues(ec.p.name, reason(f)).Inc()
-		return true
-	})
 }
 
 func (h relayHandler) CallDone(c *h2relay.Call) {
-	ed := h.ed
 	ec, ok := c.UserData.(*edgeCall)
 	if !ok {
 		return // never routed
 	}
-	ec.mu.Lock()
-	ec.finished = true
-	ec.endAttemptLocked()
-	e, failover := ec.e, ec.failover
-	ec.mu.Unlock()
-	ed.budget.end()
 	code, _ := c.Result()
-	d := time.Since(c.Start())
-	if e == nil {
-		ed.served(ec.p.name, "", "", code.String(), d)
-		return
-	}
-	ed.served(ec.p.name, e.cluster, e.region, code.String(), d)
-	if failover {
-		ed.metrics.failovers.WithLabelValues(e.region).Inc()
-	}
-}
-
-// endAttemptLocked settles the counter of the attempt in flight, if any.
-func (ec *edgeCall) endAttemptLocked() {
-	if ec.active {
-		ec.e.inflight.Add(-1)
-		ec.active = false
-	}
+	ec.a.done(code.String())
 }
 
 // retryable: what may be retried elsewhere when it came before any
