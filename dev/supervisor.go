@@ -175,6 +175,11 @@ func (s *Supervisor) run(ctx context.Context) error {
 	defer s.stopAll()
 
 	fmt.Fprintf(s.opts.Out, "Starting Meridian dev topology in %s (store %s)\n", dir, storeURL)
+	if os.Geteuid() != 0 {
+		fmt.Fprintln(s.opts.Out, "WARNING: not running as root, so session workloads (users' code) run as you and can read this\n"+
+			"  state directory and reach the schedulers' sockets; run as root to have them run as nobody\n"+
+			"  (docs/scheduler.md, \"Workloads and isolation\").")
+	}
 	for i, r := range Regions {
 		if err := s.startRegion(ctx, r, i); err != nil {
 			return err

@@ -27,6 +27,7 @@ type schedulerFlags struct {
 	trustedPeers                                                              []string
 	workloadCmd, workloadUser, workloadDir                                    string
 	workloadEnv                                                               []string
+	workloadUserSet                                                           bool
 	workloadHost, workloadLogDir                                              string
 	workloadGrace, drain, reconcile                                           time.Duration
 	logLevel                                                                  string
@@ -74,7 +75,10 @@ Without --config the built-in dev pools are used: cpu, gpu-t4x2, gpu-p100
   meridian scheduler --region europe-west1 --listen 127.0.0.1:8091 \
     --config pools.yaml --workload_command 'jupyter lab --no-browser --ip=127.0.0.1 --port={port}'`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error { return runScheduler(cmd.Context(), f) },
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			f.workloadUserSet = cmd.Flags().Changed("workload_user")
+			return runScheduler(cmd.Context(), f)
+		},
 	}
 	fl := cmd.Flags()
 	fl.StringVar(&f.listen, "listen", "127.0.0.1:8091", "gRPC listen address (h2c; the gateway sidecar terminates TLS); empty: none, with --listen_unix")
@@ -255,8 +259,9 @@ func localRuntime(f schedulerFlags, log *slog.Logger) (*runtime.Local, error) {
 			return nil, fmt.Errorf("--workload_env %q: want KEY=VALUE", kv)
 		}
 	}
-	if os.Geteuid() != 0 && rt.User == "nobody" {
-		// The default cannot apply: say what that means, loudly.
+	if os.Geteuid() != 0 && !f.workloadUserSet {
+		// The default cannot apply: say what that means, loudly. (Asked
+		// for explicitly, another account is an error from Prepare.)
 		rt.User = ""
 		log.Warn("not running as root: workloads run as this scheduler's own account, so users' notebooks can read "+
 			"what it can (the store, its keys, other sessions' tokens and files) and reach --listen_unix",

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"log/slog"
 	"net"
@@ -245,60 +244,28 @@ func (l *Local) Start(ctx context.Context, spec Spec) error {
 	if err != nil {
 		return fmt.Errorf("local runtime: finding a free port: %w", err)
 	}
-	r := strings.NewReplacer("{port}", strconv.Itoa(port), "{session}", spec.SessionID,
-		"{pool}", spec.Pool, "{owner}", spec.Owner, "{host}", l.host())
-	argv := make([]string, len(l.Command))
-	for i, a := range l.Command {
-		argv[i] = r.Replace(a)
-	}
 	home, err := l.makeHome(spec.SessionID)
 	if err != nil {
 		return err
 	}
-	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.Dir = home
-	cmd.Env = l.env(spec, home, port)
-	// Its own process group, so Stop reaches its children too; and killed
-	// with the scheduler, so a crashed scheduler leaves no orphans (the
-	// restarted one marks their sessions CRASHED).
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL, Credential: l.cred}
-	var closers []io.Closer
-	closeAll := func() {
-		for _, c := range closers {
-			c.Close()
-		}
-	}
-	if l.ExecByDescriptor {
-		f, err := os.Open(argv[0])
-		if err != nil {
-			os.RemoveAll(home)
-			return fmt.Errorf("local runtime: opening %s: %w", argv[0], err)
-		}
-		closers = append(closers, f)
-		cmd.Path = "/proc/self/fd/3" // ExtraFiles[0] is the child's fd 3
-		cmd.ExtraFiles = []*os.File{f}
-	}
-	var out io.Closer
-	if l.LogDir != "" {
-		f, err := os.OpenFile(filepath.Join(l.LogDir, spec.SessionID+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-		if err != nil {
-			closeAll()
-			os.RemoveAll(home)
-			return fmt.Errorf("local runtime: opening log: %w", err)
-		}
-		cmd.Stdout, cmd.Stderr, out = f, f, f
+	cmd, exe, out, err := l.command(spec, home, port)
+	if err != nil {
+		os.RemoveAll(home)
+		return err
 	}
 	err = cmd.Start()
-	closeAll()
+	if exe != nil {
+		exe.Close() // the child has its own copy
+	}
 	if err != nil {
 		if out != nil {
 			out.Close()
 		}
 		os.RemoveAll(home)
 		if l.cred != nil && errors.Is(err, fs.ErrPermission) {
-			return fmt.Errorf("local runtime: starting %q as user %s: %w; make it, and every directory above it, executable by that user", argv[0], l.User, err)
+			return fmt.Errorf("local runtime: starting %q as user %s: %w; make it, and every directory above it, executable by that user", cmd.Args[0], l.User, err)
 		}
-		return fmt.Errorf("local runtime: starting %q: %w", argv[0], err)
+		return fmt.Errorf("local runtime: starting %q: %w", cmd.Args[0], err)
 	}
 	p := &proc{
 		cmd:      cmd,
@@ -307,29 +274,69 @@ func (l *Local) Start(ctx context.Context, spec Spec) error {
 		ready:    make(chan struct{}),
 	}
 	l.procs[spec.SessionID] = p
-	pid := cmd.Process.Pid
-	l.log().Info("workload started", "session", spec.SessionID, "pid", pid, "port", port, "user", l.userName(), "dir", home)
-	go func() {
-		err := cmd.Wait()
-		if out != nil {
-			out.Close()
-		}
-		// The session is over: so are the children it left behind, and
-		// its files.
-		_ = syscall.Kill(-pid, syscall.SIGKILL)
-		if err := os.RemoveAll(home); err != nil {
-			l.log().Warn("removing a workload's directory failed", "session", spec.SessionID, "dir", home, "err", err)
-		}
-		p.exitMsg = describeExit(err)
-		close(p.done)
-		l.changed(spec.SessionID)
-	}()
+	l.log().Info("workload started", "session", spec.SessionID, "pid", cmd.Process.Pid, "port", port, "user", l.userName(), "dir", home)
+	go l.wait(spec.SessionID, p, home, out)
 	go func() {
 		if p.probe(net.JoinHostPort(l.host(), strconv.Itoa(port))) {
 			l.changed(spec.SessionID)
 		}
 	}()
 	return nil
+}
+
+// command builds the workload's process: its argv from the template, its
+// account, directory and environment, and where its output goes. exe and
+// out are the parent's copies of the files the child gets: exe to close
+// once it has started, out once it has exited.
+func (l *Local) command(spec Spec, home string, port int) (cmd *exec.Cmd, exe, out *os.File, err error) {
+	r := strings.NewReplacer("{port}", strconv.Itoa(port), "{session}", spec.SessionID,
+		"{pool}", spec.Pool, "{owner}", spec.Owner, "{host}", l.host())
+	argv := make([]string, len(l.Command))
+	for i, a := range l.Command {
+		argv[i] = r.Replace(a)
+	}
+	cmd = exec.Command(argv[0], argv[1:]...)
+	cmd.Dir = home
+	cmd.Env = l.env(spec, home, port)
+	// Its own process group, so Stop reaches its children too; and killed
+	// with the scheduler, so a crashed scheduler leaves no orphans (the
+	// restarted one marks their sessions CRASHED).
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL, Credential: l.cred}
+	if l.ExecByDescriptor {
+		if exe, err = os.Open(argv[0]); err != nil {
+			return nil, nil, nil, fmt.Errorf("local runtime: opening %s: %w", argv[0], err)
+		}
+		cmd.Path = "/proc/self/fd/3" // ExtraFiles[0] is the child's fd 3
+		cmd.ExtraFiles = []*os.File{exe}
+	}
+	if l.LogDir != "" {
+		// 0600: Jupyter logs its URL, token included.
+		out, err = os.OpenFile(filepath.Join(l.LogDir, spec.SessionID+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+		if err != nil {
+			if exe != nil {
+				exe.Close()
+			}
+			return nil, nil, nil, fmt.Errorf("local runtime: opening log: %w", err)
+		}
+		cmd.Stdout, cmd.Stderr = out, out
+	}
+	return cmd, exe, out, nil
+}
+
+// wait reaps the workload, then ends what it leaves: its process group
+// (children that outlived it) and its directory.
+func (l *Local) wait(id string, p *proc, home string, out *os.File) {
+	err := p.cmd.Wait()
+	if out != nil {
+		out.Close()
+	}
+	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+	if err := os.RemoveAll(home); err != nil {
+		l.log().Warn("removing a workload's directory failed", "session", id, "dir", home, "err", err)
+	}
+	p.exitMsg = describeExit(err)
+	close(p.done)
+	l.changed(id)
 }
 
 func (l *Local) userName() string {
