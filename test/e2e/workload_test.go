@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/url"
 	"os"
+	"os/exec"
 	"os/user"
 	"path/filepath"
 	"strconv"
@@ -247,4 +248,73 @@ func processGroup(t *testing.T, pgid int) []int {
 		t.Fatalf("no process in the workload's process group %d", pgid)
 	}
 	return pids
+}
+
+// TestSchedulerWarnsWhereWorkloadsAreNotIsolated: a scheduler that cannot
+// switch accounts (not root) says at start that workloads run as itself,
+// and one whose --trusted_peers covers loopback says that a workload can
+// act as any user — each with the fix.
+func TestSchedulerWarnsWhereWorkloadsAreNotIsolated(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root, to run a scheduler as another account")
+	}
+	nobody, err := user.Lookup("nobody")
+	if err != nil {
+		t.Skip(err)
+	}
+	uid, _ := strconv.Atoi(nobody.Uid)
+	gid, _ := strconv.Atoi(nobody.Gid)
+	open := openTempDir(t)
+	bin := installBinary(t, open)
+	state := filepath.Join(open, "state")
+	if err := os.Mkdir(state, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(state, uid, gid); err != nil {
+		t.Fatal(err)
+	}
+	logPath := filepath.Join(t.TempDir(), "scheduler.log")
+	f, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	cmd := exec.Command(bin, "scheduler", "--region", "us-central1", "--listen", "127.0.0.1:0", "--metrics_listen", "",
+		"--store", "sqlite://"+filepath.Join(state, "sessions.db"), "--workload_dir", filepath.Join(state, "w"))
+	cmd.Env = childEnv()
+	cmd.Stdout, cmd.Stderr = f, f
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL,
+		Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), Groups: []uint32{}}}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	t.Cleanup(func() { _ = cmd.Process.Kill(); <-done })
+	waitFor(t, 30*time.Second, "the scheduler, as nobody, to serve", func() (bool, string) {
+		select {
+		case <-done:
+			t.Fatalf("the scheduler exited:\n%s", tail(logPath, 20))
+		default:
+		}
+		b, _ := os.ReadFile(logPath)
+		return strings.Contains(string(b), `"scheduler serving"`), tail(logPath, 5)
+	})
+	var warns []string
+	b, _ := os.ReadFile(logPath)
+	for line := range strings.Lines(string(b)) {
+		var rec struct{ Level, Msg, Fix string }
+		if json.Unmarshal([]byte(line), &rec) == nil && rec.Level == "WARN" {
+			warns = append(warns, rec.Msg+" — fix: "+rec.Fix)
+		}
+	}
+	all := strings.Join(warns, "\n")
+	for _, want := range []string{"not running as root: workloads run as this scheduler's own account", "--trusted_peers covers 127.0.0.1"} {
+		if !strings.Contains(all, want) {
+			t.Errorf("no WARN saying %q; the warnings:\n%s", want, all)
+		}
+	}
+	if !strings.Contains(all, "run the scheduler as root") || !strings.Contains(all, "--listen_unix") {
+		t.Errorf("the warnings do not name the fixes (run as root; --listen_unix):\n%s", all)
+	}
 }
