@@ -110,8 +110,17 @@ func (s *Supervisor) run(ctx context.Context) error {
 			return fmt.Errorf("--fresh: removing %s: %w", dir, err)
 		}
 	}
-	for _, d := range []string{dir, filepath.Join(dir, "logs"), filepath.Join(dir, "workloads")} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
+	// The state directory holds the store, keys and the schedulers'
+	// sockets: only this account may enter it (workloads run as another
+	// one when we are root; see docs/scheduler.md).
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("state dir: %w", err)
+	}
+	if err := os.Chmod(dir, 0o700); err != nil {
+		return fmt.Errorf("state dir: %w", err)
+	}
+	for _, d := range []string{filepath.Join(dir, "logs"), filepath.Join(dir, "workloads")} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
 			return fmt.Errorf("state dir: %w", err)
 		}
 	}
@@ -119,12 +128,19 @@ func (s *Supervisor) run(ctx context.Context) error {
 	if err := s.checkPorts(); err != nil {
 		return err
 	}
+	controlToken, err := newControlToken()
+	if err != nil {
+		return err
+	}
 	storeURL := "sqlite://" + filepath.Join(dir, "sessions.db")
-	s.info = &Info{Control: s.ports.Control(), Store: storeURL, PID: os.Getpid(), Issuer: "http://" + s.ports.Issuer(),
+	s.info = &Info{Control: s.ports.Control(), ControlToken: controlToken, Store: storeURL, PID: os.Getpid(), Issuer: "http://" + s.ports.Issuer(),
 		Edge: s.ports.Edge(), Admin: s.ports.Admin()}
 	for i, r := range Regions {
-		s.info.Regions = append(s.info.Regions, RegionInfo{Name: r, Scheduler: s.ports.Scheduler(i), SchedulerMetrics: s.ports.SchedulerMetrics(i),
-			Gateway: s.ports.GatewaySSL(i), GatewayHTTP: s.ports.GatewayHTTP(i), GatewayStatus: s.ports.GatewayStatus(i)})
+		s.info.Regions = append(s.info.Regions, RegionInfo{Name: r, Scheduler: s.ports.Scheduler(i), SchedulerSocket: SchedulerSocket(dir, r),
+			SchedulerMetrics: s.ports.SchedulerMetrics(i), Gateway: s.ports.GatewaySSL(i), GatewayHTTP: s.ports.GatewayHTTP(i), GatewayStatus: s.ports.GatewayStatus(i)})
+	}
+	if sock := SchedulerSocket(dir, Regions[0]); len(sock) > maxSocketPath {
+		return fmt.Errorf("--state_dir %s is too long for the schedulers' unix sockets (%s is %d bytes, at most %d): choose a shorter one", dir, sock, len(sock), maxSocketPath)
 	}
 	ca, tlsDir, err := devTLS(dir)
 	if err != nil {
@@ -159,6 +175,11 @@ func (s *Supervisor) run(ctx context.Context) error {
 	defer s.stopAll()
 
 	fmt.Fprintf(s.opts.Out, "Starting Meridian dev topology in %s (store %s)\n", dir, storeURL)
+	if os.Geteuid() != 0 {
+		fmt.Fprintln(s.opts.Out, "WARNING: not running as root, so session workloads (users' code) run as you and can read this\n"+
+			"  state directory and reach the schedulers' sockets; run as root to have them run as nobody\n"+
+			"  (docs/scheduler.md, \"Workloads and isolation\").")
+	}
 	for i, r := range Regions {
 		if err := s.startRegion(ctx, r, i); err != nil {
 			return err
@@ -217,9 +238,13 @@ func (s *Supervisor) startRegion(ctx context.Context, region string, i int) erro
 	}
 	s.mu.Unlock()
 	dir := s.opts.StateDir
+	// The gateway reaches its scheduler over a unix socket in the state
+	// directory; the TCP port (probes, reflection) trusts no peer's
+	// identity, so a workload on loopback cannot act as another user.
+	sock := SchedulerSocket(dir, region)
 	sched := &proc{
 		name: "scheduler " + region,
-		args: []string{"scheduler", "--region", region, "--listen", s.ports.Scheduler(i),
+		args: []string{"scheduler", "--region", region, "--listen", s.ports.Scheduler(i), "--listen_unix", sock, "--trusted_peers=",
 			"--metrics_listen", s.ports.SchedulerMetrics(i), "--store", s.info.Store,
 			"--drain", "0s", "--workload_grace", "3s", "--workload_log_dir", filepath.Join(dir, "workloads")},
 		log: filepath.Join(dir, "logs", "scheduler-"+region+".log"),
@@ -229,7 +254,7 @@ func (s *Supervisor) startRegion(ctx context.Context, region string, i int) erro
 		args: []string{"gateway", "--listen_host", "127.0.0.1",
 			"--ssl_port", port(s.ports.GatewaySSL(i)), "--http_port", port(s.ports.GatewayHTTP(i)), "--status_port", port(s.ports.GatewayStatus(i)),
 			"--service", ServiceName, "--service_config", s.serviceConfig, "--rollout_strategy", "managed",
-			"--backend", "grpc://" + s.ports.Scheduler(i), "--ssl_server_cert_path", s.tlsDir,
+			"--backend", "unix://" + sock, "--ssl_server_cert_path", s.tlsDir,
 			"--access_log", "off", "--drain", "0s"},
 		log: filepath.Join(dir, "logs", "gateway-"+region+".log"),
 	}
@@ -284,7 +309,7 @@ func (s *Supervisor) startEdge(ctx context.Context) error {
 	}
 	files := map[string]string{"session-scheduler.yaml": deploy.EdgeYAML, "clusters.yaml": clusters.String()}
 	for name, content := range files {
-		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o600); err != nil {
 			return err
 		}
 	}
@@ -388,7 +413,7 @@ func writeServiceConfig(dir, issuer string) (string, error) {
 		"https://www.googleapis.com/robot/v1/metadata/x509/SERVICE_ACCOUNT", issuer+"/x509",
 		"SERVICE_ACCOUNT", issuer).Replace(ServiceConfigTemplate)
 	path := filepath.Join(dir, "service.yaml")
-	return path, os.WriteFile(path, []byte(s), 0o644)
+	return path, os.WriteFile(path, []byte(s), 0o600)
 }
 
 func (rp *regionProcs) running() bool {
@@ -403,7 +428,7 @@ func (rp *regionProcs) running() bool {
 }
 
 func (s *Supervisor) spawn(p *proc) error {
-	f, err := os.OpenFile(p.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	f, err := os.OpenFile(p.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return err
 	}
@@ -469,6 +494,10 @@ func (s *Supervisor) stopAll() {
 func (s *Supervisor) controlHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /regions/{name}/{action}", func(w http.ResponseWriter, r *http.Request) {
+		if err := checkControlRequest(r, s.info.ControlToken); err != nil {
+			http.Error(w, err.Error(), http.StatusForbidden)
+			return
+		}
 		name, action := r.PathValue("name"), r.PathValue("action")
 		i, ok := s.regionIndex(name)
 		if !ok {
@@ -570,6 +599,7 @@ func Control(ctx context.Context, stateDir, region, action string) (string, erro
 		return "", err
 	}
 	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+info.Control+"/regions/"+region+"/"+action, nil)
+	req.Header.Set("Authorization", "Bearer "+info.ControlToken)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return "", fmt.Errorf("reaching the dev supervisor at %s: %w", info.Control, err)

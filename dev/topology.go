@@ -53,6 +53,9 @@ func addr(port int) string { return "127.0.0.1:" + strconv.Itoa(port) }
 type Info struct {
 	// Control is the supervisor's control endpoint.
 	Control string `json:"control"`
+	// ControlToken authorizes calls to Control (Authorization: Bearer),
+	// so that a web page cannot stop a region by a cross-site request.
+	ControlToken string `json:"controlToken"`
 	// Edge, Admin, Issuer and Token are set once the edge and the gateway
 	// are part of the topology.
 	Edge   string `json:"edge,omitempty"`
@@ -70,12 +73,24 @@ type Info struct {
 
 // RegionInfo lists one region's addresses.
 type RegionInfo struct {
-	Name             string `json:"name"`
-	Scheduler        string `json:"scheduler"`
+	Name      string `json:"name"`
+	Scheduler string `json:"scheduler"`
+	// SchedulerSocket is the scheduler's unix socket, where its gateway
+	// reaches it and which alone trusts asserted identities
+	// (meridian sessions --endpoint unix://PATH --user NAME).
+	SchedulerSocket  string `json:"schedulerSocket"`
 	SchedulerMetrics string `json:"schedulerMetrics"`
 	Gateway          string `json:"gateway,omitempty"`
 	GatewayHTTP      string `json:"gatewayHTTP,omitempty"`
 	GatewayStatus    string `json:"gatewayStatus,omitempty"`
+}
+
+// maxSocketPath is the longest unix socket path Linux takes.
+const maxSocketPath = 107
+
+// SchedulerSocket is where region's scheduler listens for its gateway.
+func SchedulerSocket(stateDir, region string) string {
+	return filepath.Join(stateDir, region, "scheduler.sock")
 }
 
 // InfoPath is where dev.json lives in a state directory.
@@ -103,7 +118,7 @@ func writeInfo(stateDir string, info *Info) error {
 		return err
 	}
 	tmp := InfoPath(stateDir) + ".tmp"
-	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err != nil {
+	if err := os.WriteFile(tmp, append(b, '\n'), 0o600); err != nil {
 		return err
 	}
 	return os.Rename(tmp, InfoPath(stateDir))

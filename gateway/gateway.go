@@ -18,6 +18,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -50,7 +51,8 @@ type Options struct {
 	// ServiceConfig is the google.api.Service file (YAML or JSON). Required.
 	ServiceConfig string
 	// Backend is the gRPC backend URL: grpc:// or http:// (h2c), grpcs:// or
-	// https:// (TLS). Default grpc://127.0.0.1:8082.
+	// https:// (TLS), unix:///PATH (h2c over a unix socket). Default
+	// grpc://127.0.0.1:8082.
 	Backend string
 	// BackendCA verifies a grpcs:// or https:// backend (PEM). Default: system roots.
 	BackendCA string
@@ -156,7 +158,7 @@ func New(opts Options) (*Gateway, error) {
 		conn.Close()
 		return nil, err
 	}
-	g.upstream = h2relay.NewUpstream(host, h2relay.UpstreamOptions{TLS: tlsCfg})
+	g.upstream = h2relay.NewUpstream(host, h2relay.UpstreamOptions{TLS: tlsCfg, Dial: unixDialer(host)})
 	g.upstream.Connect()
 	g.relay = &h2relay.Server{Handler: relayHandler{g}, MaxRecvMsgSize: int(opts.ClientMaxBodySize), Log: g.log}
 	opts.Registry.MustRegister(g.relay.Collector("meridian_gateway"))
@@ -247,9 +249,16 @@ func (o *Options) defaults() error {
 }
 
 // backendTarget parses --backend: the address to dial and, for grpcs and
-// https, the TLS configuration (nil for cleartext HTTP/2).
+// https, the TLS configuration (nil for cleartext HTTP/2). A unix socket's
+// address is its URL, which grpc-go dials as it is.
 func backendTarget(raw, caFile string) (string, *tls.Config, error) {
 	u, err := url.Parse(raw)
+	if err == nil && u.Scheme == "unix" {
+		if u.Host != "" || !filepath.IsAbs(u.Path) {
+			return "", nil, fmt.Errorf("--backend = %q: want unix:///ABSOLUTE/PATH (three slashes)", raw)
+		}
+		return "unix://" + u.Path, nil, nil
+	}
 	if err != nil || u.Host == "" {
 		return "", nil, fmt.Errorf("--backend = %q: want grpc://HOST:PORT (also http, grpcs, https)", raw)
 	}
@@ -270,7 +279,20 @@ func backendTarget(raw, caFile string) (string, *tls.Config, error) {
 		}
 		return u.Host, cfg, nil
 	}
-	return "", nil, fmt.Errorf("--backend = %q: scheme %q; want grpc, http, grpcs or https", raw, u.Scheme)
+	return "", nil, fmt.Errorf("--backend = %q: scheme %q; want grpc, http, grpcs, https or unix", raw, u.Scheme)
+}
+
+// unixDialer connects the frame relay to a unix:// backend; nil (TCP)
+// for any other.
+func unixDialer(target string) func(context.Context, string) (net.Conn, error) {
+	path, ok := strings.CutPrefix(target, "unix://")
+	if !ok {
+		return nil
+	}
+	return func(ctx context.Context, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", path)
+	}
 }
 
 // dialBackend connects grpc-go to the backend, for what needs a decoded

@@ -30,9 +30,9 @@ type clientFlags struct {
 
 func (c *clientFlags) register(cmd *cobra.Command) {
 	fl := cmd.PersistentFlags()
-	fl.StringVar(&c.endpoint, "endpoint", envOr("MERIDIAN_ENDPOINT", "127.0.0.1:8091"), "host:port of the edge, a gateway or a scheduler ($MERIDIAN_ENDPOINT)")
+	fl.StringVar(&c.endpoint, "endpoint", envOr("MERIDIAN_ENDPOINT", "127.0.0.1:8091"), "host:port of the edge, a gateway or a scheduler, or unix:///PATH of a scheduler's --listen_unix ($MERIDIAN_ENDPOINT)")
 	fl.StringVar(&c.token, "token", "", "bearer token (JWT) sent as Authorization ($MERIDIAN_TOKEN)")
-	fl.StringVar(&c.user, "user", os.Getenv("MERIDIAN_USER"), "talking to a scheduler directly from a trusted peer: act as this user ($MERIDIAN_USER)")
+	fl.StringVar(&c.user, "user", os.Getenv("MERIDIAN_USER"), "talking to a scheduler directly (its unix socket, or a trusted peer): act as this user ($MERIDIAN_USER)")
 	fl.BoolVar(&c.plaintext, "plaintext", envBool("MERIDIAN_PLAINTEXT"), "use h2c, no TLS (a scheduler on loopback) ($MERIDIAN_PLAINTEXT)")
 	fl.BoolVar(&c.insecure, "insecure_skip_verify", false, "TLS without verifying the server's certificate")
 	fl.StringVar(&c.caFile, "cacert", os.Getenv("MERIDIAN_CACERT"), "PEM file of CAs to verify the server with ($MERIDIAN_CACERT)")
@@ -65,6 +65,8 @@ func (c *clientFlags) dial() (*grpc.ClientConn, error) {
 		target = rest
 	} else if rest, ok := strings.CutPrefix(target, "https://"); ok {
 		target = rest
+	} else if strings.HasPrefix(target, "unix:") {
+		plaintext = true // a local socket: grpc-go dials unix:///PATH as it is
 	}
 	var creds credentials.TransportCredentials
 	if plaintext {

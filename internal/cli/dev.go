@@ -24,7 +24,15 @@ second run resumes it unless --fresh is given. Ctrl-C stops everything.
 
 Ports are laid out from --port_base (default 8000): the control endpoint at
 base+79, region i's scheduler at base+100+i and its metrics at base+110+i.
-dev.json lists every address once all is up, for scripts.`,
+dev.json lists every address once all is up, for scripts.
+
+Each gateway reaches its scheduler over a unix socket,
+STATE/REGION/scheduler.sock, the only place a scheduler trusts an asserted
+identity: its TCP port serves health and reflection, and answers any other
+call UNAUTHENTICATED, so that a notebook cannot act as another user. The
+state directory is 0700; run as root, workloads run as nobody (see
+docs/scheduler.md). stop-region and start-region authenticate with the
+control token in dev.json.`,
 		Example: `  meridian dev
   meridian dev --fresh --state_dir /tmp/meridian --port_base 18000
   meridian dev stop-region us-central1     # SIGKILL a region, for failure drills
@@ -33,6 +41,9 @@ dev.json lists every address once all is up, for scripts.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log, err := logging.New(cmd.ErrOrStderr(), "warn")
 			if err != nil {
+				return err
+			}
+			if err := undumpable(); err != nil {
 				return err
 			}
 			return dev.Run(cmd.Context(), dev.Options{StateDir: stateDir, PortBase: portBase, Fresh: fresh, Out: cmd.OutOrStdout(), Log: log})

@@ -45,6 +45,9 @@ a request_id) also after a reset, within a 20% retry budget.
 			if err != nil {
 				return err
 			}
+			if err := undumpable(); err != nil {
+				return err
+			}
 			if os.Getenv("GOGC") == "" && gcPercent > 0 {
 				debug.SetGCPercent(gcPercent)
 			}

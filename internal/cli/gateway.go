@@ -52,6 +52,9 @@ swaps changes in with no failed request; a bad change keeps the old config.`,
 			if err != nil {
 				return err
 			}
+			if err := undumpable(); err != nil {
+				return err
+			}
 			if serviceJSON != "" && o.ServiceConfig == "" {
 				o.ServiceConfig = serviceJSON
 			}
@@ -103,7 +106,7 @@ swaps changes in with no failed request; a bad change keeps the old config.`,
 	fl.StringVar(&serviceJSON, "service_json_path", "", "alias of --service_config")
 	fl.StringVar(&o.Rollout, "rollout_strategy", "fixed", "fixed: read files once; managed: watch and swap in changes")
 	fl.String("version", "", "config version (accepted for ESP compatibility; the file is the version)")
-	fl.StringVar(&o.Backend, "backend", "grpc://127.0.0.1:8082", "backend URL: grpc:// or http:// (h2c), grpcs:// or https:// (TLS)")
+	fl.StringVar(&o.Backend, "backend", "grpc://127.0.0.1:8082", "backend URL: grpc:// or http:// (h2c), grpcs:// or https:// (TLS), unix:///PATH (h2c over a unix socket)")
 	fl.StringVar(&o.BackendCA, "backend_ca", "", "PEM CA verifying a grpcs:// or https:// backend (default: system roots)")
 	fl.DurationVar(&o.BackendDeadline, "backend_deadline", 15*time.Second, "deadline of transcoded unary calls")
 	fl.StringVar(&o.Descriptor, "descriptor", "", "FileDescriptorSet for transcoding (default: the backend's server reflection)")

@@ -2,7 +2,9 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -21,12 +23,14 @@ import (
 )
 
 type schedulerFlags struct {
-	listen, metricsListen, storeURL, region, instance, configPath string
-	trustedPeers                                                  []string
-	workloadCmd                                                   string
-	workloadHost, workloadLogDir                                  string
-	workloadGrace, drain, reconcile                               time.Duration
-	logLevel                                                      string
+	listen, listenUnix, metricsListen, storeURL, region, instance, configPath string
+	trustedPeers                                                              []string
+	workloadCmd, workloadUser, workloadDir                                    string
+	workloadEnv                                                               []string
+	workloadUserSet                                                           bool
+	workloadHost, workloadLogDir                                              string
+	workloadGrace, drain, reconcile                                           time.Duration
+	logLevel                                                                  string
 }
 
 func newSchedulerCmd() *cobra.Command {
@@ -40,32 +44,56 @@ runtime, and stops them on request, when idle, at their maximum duration or
 when the owner's quota runs out.
 
 Callers are identified by the X-Endpoint-API-UserInfo header that the gateway
-forwards; it is trusted only from --trusted_peers (loopback by default).
+forwards; it is trusted from peers of --listen_unix (a socket only this
+account can reach) and, on --listen, from --trusted_peers (loopback by
+default). Workloads run on this machine too: give the gateway the unix
+socket and set --trusted_peers '' so that a notebook on loopback cannot act
+as another user.
+
+Workloads (the local runtime) run users' code: as root, the scheduler runs
+each as --workload_user (nobody) in a private directory under
+--workload_dir, with a minimal environment; the session token is in
+$JUPYTER_TOKEN and $MERIDIAN_WORKLOAD_TOKEN, never on the command line. Not
+as root, workloads run as this account and can read what it can: it says so
+at start.
+
 Serves grpc.health.v1 (NOT_SERVING while the store is unreachable and while
 draining) and server reflection. Metrics are on --metrics_listen.
 
 Without --config the built-in dev pools are used: cpu, gpu-t4x2, gpu-p100
 (30 h a week of GPU) and tpu-v3-8 (20 h a week), 12 h sessions (9 h TPU),
 20 min idle timeout, quotas reset Saturday 00:00 UTC.`,
-		Example: `  # One region with the embedded store and local processes
-  meridian scheduler --region us-central1 --store sqlite:///var/lib/meridian/sessions.db
+		Example: `  # One region with the embedded store and local processes; the gateway
+  # reaches it over the socket (--backend unix:///run/meridian/scheduler.sock)
+  sudo meridian scheduler --region us-central1 --store sqlite:///var/lib/meridian/sessions.db \
+    --listen_unix /run/meridian/scheduler.sock --trusted_peers ''
 
-  # Regions sharing one PostgreSQL, real Jupyter as the workload
+  # Regions sharing one PostgreSQL (the password in the environment, not
+  # on the command line), real Jupyter as the workload (it reads the
+  # session token from $JUPYTER_TOKEN)
+  export MERIDIAN_STORE='postgres://meridian:secret@db:5432/meridian?sslmode=require'
   meridian scheduler --region europe-west1 --listen 127.0.0.1:8091 \
-    --store 'postgres://meridian:secret@db:5432/meridian?sslmode=require' \
-    --config pools.yaml --workload_command 'jupyter lab --no-browser --port={port} --IdentityProvider.token={token}'`,
+    --config pools.yaml --workload_command 'jupyter lab --no-browser --ip=127.0.0.1 --port={port}'`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error { return runScheduler(cmd.Context(), f) },
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			f.workloadUserSet = cmd.Flags().Changed("workload_user")
+			return runScheduler(cmd.Context(), f)
+		},
 	}
 	fl := cmd.Flags()
-	fl.StringVar(&f.listen, "listen", "127.0.0.1:8091", "gRPC listen address (h2c; the gateway sidecar terminates TLS)")
+	fl.StringVar(&f.listen, "listen", "127.0.0.1:8091", "gRPC listen address (h2c; the gateway sidecar terminates TLS); empty: none, with --listen_unix")
+	fl.StringVar(&f.listenUnix, "listen_unix", "", "also serve on this unix socket, whose peers may assert identities; its directory is created 0700 and must let no others in (the gateway's --backend unix:///PATH)")
 	fl.StringVar(&f.metricsListen, "metrics_listen", "127.0.0.1:9091", "Prometheus /metrics listen address (empty: off)")
-	fl.StringVar(&f.storeURL, "store", "sqlite://"+filepath.Join(os.TempDir(), "meridian", "sessions.db"), "session store: sqlite:///path/file.db or postgres://user:pass@host/db")
+	fl.StringVar(&f.storeURL, "store", envOr("MERIDIAN_STORE", "sqlite://"+filepath.Join(os.TempDir(), "meridian", "sessions.db")),
+		"session store: sqlite:///path/file.db or postgres://user:pass@host/db ($MERIDIAN_STORE: keeps a password off the command line)")
 	fl.StringVar(&f.region, "region", "", "region this scheduler places sessions in (required), e.g. us-central1")
 	fl.StringVar(&f.instance, "instance", "", "stable id of this scheduler among its region's (default: the region)")
 	fl.StringVar(&f.configPath, "config", "", "pools and quotas YAML (default: built-in dev pools)")
-	fl.StringSliceVar(&f.trustedPeers, "trusted_peers", scheduler.DefaultTrustedPeers, "CIDRs allowed to assert caller identity (the gateway's address)")
-	fl.StringVar(&f.workloadCmd, "workload_command", "", "session command template; {port} {session} {token} {pool} {owner} {host} are replaced (default: the built-in placeholder, meridian workload)")
+	fl.StringSliceVar(&f.trustedPeers, "trusted_peers", scheduler.DefaultTrustedPeers, "CIDRs whose TCP peers may assert caller identity (the gateway's address); '' trusts none (use --listen_unix)")
+	fl.StringVar(&f.workloadCmd, "workload_command", "", "session command template; {port} {session} {pool} {owner} {host} are replaced, the token is in $JUPYTER_TOKEN and $MERIDIAN_WORKLOAD_TOKEN (default: the built-in placeholder, meridian workload)")
+	fl.StringVar(&f.workloadUser, "workload_user", "nobody", "account workloads run as, name or uid (takes root; not as root, workloads run as this account)")
+	fl.StringVar(&f.workloadDir, "workload_dir", "", "where each session's private working directory and HOME is made, and removed when it ends (default $TMPDIR/meridian-workloads-UID)")
+	fl.StringArrayVar(&f.workloadEnv, "workload_env", nil, "KEY=VALUE added to every workload's environment, which is otherwise minimal (repeatable)")
 	fl.StringVar(&f.workloadHost, "workload_host", "127.0.0.1", "address workloads listen on and endpoints name")
 	fl.StringVar(&f.workloadLogDir, "workload_log_dir", "", "directory for each session's output (<session>.log); empty: discard")
 	fl.DurationVar(&f.workloadGrace, "workload_grace", 10*time.Second, "time between SIGTERM and SIGKILL when stopping a workload")
@@ -93,18 +121,22 @@ func runScheduler(ctx context.Context, f schedulerFlags) error {
 	if err != nil {
 		return fmt.Errorf("--trusted_peers: %w", err)
 	}
-	command, err := workloadCommand(f.workloadCmd)
+	if err := undumpable(); err != nil {
+		return err
+	}
+	rt, err := localRuntime(f, log.With("component", "runtime"))
 	if err != nil {
 		return err
 	}
-	ln, err := net.Listen("tcp", f.listen)
+	warnUntrustworthy(log, f, peers)
+	lns, err := schedulerListeners(f)
 	if err != nil {
-		return fmt.Errorf("--listen %s: %w", f.listen, err)
+		return err
 	}
 	var mln net.Listener
 	if f.metricsListen != "" {
 		if mln, err = net.Listen("tcp", f.metricsListen); err != nil {
-			ln.Close()
+			closeAll(lns)
 			return fmt.Errorf("--metrics_listen %s: %w", f.metricsListen, err)
 		}
 	}
@@ -120,8 +152,6 @@ func runScheduler(ctx context.Context, f schedulerFlags) error {
 	reg := serving.NewRegistry()
 	metrics := scheduler.NewMetrics(reg)
 	metrics.WatchStore(st)
-	rt := &runtime.Local{Command: command, Host: f.workloadHost, Grace: f.workloadGrace, LogDir: f.workloadLogDir,
-		Log: log.With("component", "runtime")}
 	sched, err := scheduler.New(scheduler.Options{
 		Region: f.region, Instance: f.instance, Config: cfg, Store: st, Runtime: rt,
 		Log: log, Metrics: metrics, ReconcileInterval: f.reconcile,
@@ -154,7 +184,7 @@ func runScheduler(ctx context.Context, f schedulerFlags) error {
 		g.Go(func() error { return serving.ServeMetrics(gctx, mln, reg) })
 	}
 	g.Go(func() error {
-		err := srv.Serve(gctx, ln, f.drain, 30*time.Second)
+		err := srv.Serve(gctx, lns, f.drain, 30*time.Second)
 		// Serving has ended: stop this instance's workloads (local
 		// processes die with us anyway) and say so in their sessions.
 		sctx, cancel := context.WithTimeout(context.Background(), f.workloadGrace+10*time.Second)
@@ -164,20 +194,110 @@ func runScheduler(ctx context.Context, f schedulerFlags) error {
 		sched.Shutdown(sctx)
 		return err
 	})
-	log.Info("scheduler serving", "listen", ln.Addr().String(), "region", f.region, "store", st.Kind(),
+	log.Info("scheduler serving", "listen", listenAddr(lns, "tcp"), "listen_unix", listenAddr(lns, "unix"), "region", f.region, "store", st.Kind(),
 		"pools", strings.Join(cfg.PoolNames(), ","), "metrics", f.metricsListen)
 	return g.Wait()
 }
 
-func workloadCommand(tmpl string) ([]string, error) {
-	if tmpl != "" {
-		return strings.Fields(tmpl), nil
+// schedulerListeners opens --listen (TCP) and --listen_unix.
+func schedulerListeners(f schedulerFlags) ([]net.Listener, error) {
+	if f.listen == "" && f.listenUnix == "" {
+		return nil, errors.New("--listen and --listen_unix are both empty: give at least one")
 	}
-	self, err := os.Executable()
-	if err != nil {
-		return nil, fmt.Errorf("finding the meridian binary for the default workload: %w; set --workload_command", err)
+	var lns []net.Listener
+	if f.listen != "" {
+		ln, err := net.Listen("tcp", f.listen)
+		if err != nil {
+			return nil, fmt.Errorf("--listen %s: %w", f.listen, err)
+		}
+		lns = append(lns, ln)
 	}
-	return []string{self, "workload", "--port={port}", "--session={session}", "--token={token}", "--host={host}"}, nil
+	if f.listenUnix != "" {
+		ln, err := scheduler.ListenUnix(f.listenUnix)
+		if err != nil {
+			closeAll(lns)
+			return nil, fmt.Errorf("--listen_unix: %w", err)
+		}
+		lns = append(lns, ln)
+	}
+	return lns, nil
+}
+
+func closeAll(lns []net.Listener) {
+	for _, ln := range lns {
+		ln.Close()
+	}
+}
+
+// listenAddr is the address of the first listener on network, or "".
+func listenAddr(lns []net.Listener, network string) string {
+	for _, ln := range lns {
+		if ln.Addr().Network() == network {
+			return ln.Addr().String()
+		}
+	}
+	return ""
+}
+
+// localRuntime builds the local runtime from the flags and checks it, so
+// that a mistake is an error at start rather than in every session.
+func localRuntime(f schedulerFlags, log *slog.Logger) (*runtime.Local, error) {
+	rt := &runtime.Local{User: f.workloadUser, WorkDir: f.workloadDir, Env: f.workloadEnv,
+		Host: f.workloadHost, Grace: f.workloadGrace, LogDir: f.workloadLogDir, Log: log}
+	if f.workloadCmd != "" {
+		rt.Command = strings.Fields(f.workloadCmd)
+	} else {
+		self, err := os.Executable()
+		if err != nil {
+			return nil, fmt.Errorf("finding the meridian binary for the default workload: %w; set --workload_command", err)
+		}
+		rt.Command = []string{self, "workload", "--port={port}", "--session={session}", "--host={host}"}
+		rt.ExecByDescriptor = true
+	}
+	for _, kv := range f.workloadEnv {
+		if k, _, ok := strings.Cut(kv, "="); !ok || k == "" {
+			return nil, fmt.Errorf("--workload_env %q: want KEY=VALUE", kv)
+		}
+	}
+	if os.Geteuid() != 0 && !f.workloadUserSet {
+		// The default cannot apply: say what that means, loudly. (Asked
+		// for explicitly, another account is an error from Prepare.)
+		rt.User = ""
+		log.Warn("not running as root: workloads run as this scheduler's own account, so users' notebooks can read "+
+			"what it can (the store, its keys, other sessions' tokens and files) and reach --listen_unix",
+			"uid", os.Geteuid(), "fix", "run the scheduler as root (workloads then run as --workload_user, default nobody), or one scheduler per user; see docs/scheduler.md")
+	}
+	if err := rt.Prepare(); err != nil {
+		if errors.Is(err, runtime.ErrTokenInCommand) {
+			return nil, fmt.Errorf("--workload_command %q: %w", f.workloadCmd, err)
+		}
+		return nil, fmt.Errorf("--workload_command/--workload_user/--workload_dir: %w", err)
+	}
+	return rt, nil
+}
+
+// warnUntrustworthy says when a workload could call this scheduler as
+// any user: when --trusted_peers covers an address of this machine, from
+// which every local process, notebooks included, can connect.
+func warnUntrustworthy(log *slog.Logger, f schedulerFlags, peers *scheduler.TrustedPeers) {
+	if f.listen == "" {
+		return
+	}
+	local := []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}
+	if addrs, err := net.InterfaceAddrs(); err == nil {
+		for _, a := range addrs {
+			if n, ok := a.(*net.IPNet); ok {
+				local = append(local, n.IP)
+			}
+		}
+	}
+	for _, ip := range local {
+		if peers.Trusts(&net.TCPAddr{IP: ip}) {
+			log.Warn("--trusted_peers covers "+ip.String()+", an address of this machine: a workload (a user's notebook) can connect from it and act as any user",
+				"fix", "serve the gateway on --listen_unix (gateway --backend unix:///PATH) and set --trusted_peers ''; keep loopback trust only where workloads run elsewhere (Kubernetes)")
+			return
+		}
+	}
 }
 
 // redactURL hides a password in a store URL for logs.

@@ -21,17 +21,20 @@ func newSessionsCmd() *cobra.Command {
 		Use:     "sessions",
 		Aliases: []string{"session", "s"},
 		Short:   "Create, list, watch and stop notebook sessions",
-		Long: `Drive the Session Scheduler through the edge, a gateway or (from a trusted
-peer) a scheduler directly. Credentials: --token (a JWT, or $MERIDIAN_TOKEN)
-through the edge or a gateway; --user NAME when talking to a scheduler on
-loopback without a gateway.`,
+		Long: `Drive the Session Scheduler through the edge, a gateway or a scheduler
+directly. Credentials: --token (a JWT, or $MERIDIAN_TOKEN) through the edge
+or a gateway; --user NAME when talking to a scheduler without a gateway,
+over its unix socket (--listen_unix; reaching it takes the scheduler's
+account) or from a --trusted_peers address.`,
 		Example: `  export MERIDIAN_ENDPOINT=localhost:8443 MERIDIAN_TOKEN=$(meridian dev token --user alice)
   meridian sessions create --pool gpu-t4x2 --wait
   meridian sessions list --filter 'state = RUNNING'
   meridian sessions watch sessions/abc123
   meridian sessions stop sessions/abc123
 
-  # Straight to a scheduler on loopback, no gateway
+  # Straight to a scheduler, no gateway: over its unix socket (as its
+  # account), or from a --trusted_peers address
+  meridian sessions --endpoint unix:///run/meridian/scheduler.sock --user alice list
   meridian sessions --endpoint 127.0.0.1:8091 --plaintext --user alice list`,
 	}
 	c.register(cmd)

@@ -9,6 +9,7 @@ import (
 	"html"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -18,29 +19,39 @@ import (
 
 func newWorkloadCmd() *cobra.Command {
 	var port int
-	var host, session, token string
+	var host, session string
 	cmd := &cobra.Command{
 		Use:   "workload",
 		Short: "A placeholder notebook server: the local runtime's default session workload",
 		Long: `A small built-in stand-in for a notebook server, so that the scheduler runs
 real processes without Jupyter installed. It serves a page naming its
 session, and Jupyter's /api and /api/status endpoints, behind the session
-token (?token= or "Authorization: token …"), and exits on SIGTERM.
+token (?token= or "Authorization: token …"), and exits on SIGTERM. The
+token comes from $MERIDIAN_WORKLOAD_TOKEN, where the scheduler puts it: a
+command line is visible to every user of the host.
 
 Point the scheduler at a real notebook server instead with
---workload_command 'jupyter lab --no-browser --port={port} --IdentityProvider.token={token}'.`,
-		Example: `  meridian workload --port 8888 --session demo --token s3cret`,
+--workload_command 'jupyter lab --no-browser --ip=127.0.0.1 --port={port}'
+(Jupyter reads the token from $JUPYTER_TOKEN).`,
+		Example: `  MERIDIAN_WORKLOAD_TOKEN=s3cret meridian workload --port 8888 --session demo`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return runWorkload(cmd.Context(), net.JoinHostPort(host, strconv.Itoa(port)), session, token)
+			// Other workloads may run as the same account: keep them out
+			// of this one's /proc/PID/environ, where the token is.
+			if err := undumpable(); err != nil {
+				return err
+			}
+			return runWorkload(cmd.Context(), net.JoinHostPort(host, strconv.Itoa(port)), session, os.Getenv(workloadTokenEnv))
 		},
 	}
 	cmd.Flags().IntVar(&port, "port", 8888, "port to listen on")
 	cmd.Flags().StringVar(&host, "host", "127.0.0.1", "address to listen on")
 	cmd.Flags().StringVar(&session, "session", "", "session id to show")
-	cmd.Flags().StringVar(&token, "token", "", "token required of callers (empty: none)")
 	return cmd
 }
+
+// workloadTokenEnv carries the token callers must present (empty: none).
+const workloadTokenEnv = "MERIDIAN_WORKLOAD_TOKEN"
 
 func runWorkload(ctx context.Context, addr, session, token string) error {
 	started := time.Now().UTC()

@@ -21,6 +21,9 @@ type UpstreamOptions struct {
 	TLS *tls.Config
 	// DialTimeout bounds connecting (and the TLS handshake). Default 2s.
 	DialTimeout time.Duration
+	// Dial, when set, opens the connection to addr in place of a TCP
+	// dial: a unix socket, for one. Default: TCP.
+	Dial func(ctx context.Context, addr string) (net.Conn, error)
 	// MaxConns caps connections to the upstream; more open only when the
 	// existing ones are at the upstream's stream limit. Default 8.
 	MaxConns int
@@ -276,8 +279,12 @@ func (u *Upstream) dial() {
 }
 
 func (u *Upstream) connect(ctx context.Context) (net.Conn, error) {
-	var d net.Dialer
-	nc, err := d.DialContext(ctx, "tcp", u.addr)
+	dial := u.opts.Dial
+	if dial == nil {
+		var d net.Dialer
+		dial = func(ctx context.Context, addr string) (net.Conn, error) { return d.DialContext(ctx, "tcp", addr) }
+	}
+	nc, err := dial(ctx, u.addr)
 	if err != nil {
 		return nil, err
 	}

@@ -52,14 +52,21 @@ func (g *GRPC) SetServing(ok bool) {
 	}
 }
 
-// Serve serves on ln until ctx ends; then it turns NOT_SERVING, keeps
-// serving for drain so load balancers notice, and stops gracefully
-// (forcefully after stopTimeout).
-func (g *GRPC) Serve(ctx context.Context, ln net.Listener, drain, stopTimeout time.Duration) error {
-	errc := make(chan error, 1)
-	go func() { errc <- g.Server.Serve(ln) }()
+// Serve serves on every listener until ctx ends; then it turns
+// NOT_SERVING, keeps serving for drain so load balancers notice, and stops
+// gracefully (forcefully after stopTimeout). If one listener fails, the
+// server stops on all.
+func (g *GRPC) Serve(ctx context.Context, lns []net.Listener, drain, stopTimeout time.Duration) error {
+	errc := make(chan error, len(lns))
+	for _, ln := range lns {
+		go func() { errc <- g.Server.Serve(ln) }()
+	}
 	select {
 	case err := <-errc:
+		g.Server.Stop()
+		for range len(lns) - 1 {
+			<-errc
+		}
 		return err
 	case <-ctx.Done():
 	}
@@ -79,10 +86,13 @@ func (g *GRPC) Serve(ctx context.Context, ln net.Listener, drain, stopTimeout ti
 		g.Server.Stop()
 		<-done
 	}
-	if err := <-errc; err != nil && !errors.Is(err, grpc.ErrServerStopped) {
-		return err
+	var first error
+	for range lns {
+		if err := <-errc; err != nil && !errors.Is(err, grpc.ErrServerStopped) && first == nil {
+			first = err
+		}
 	}
-	return nil
+	return first
 }
 
 // NewRegistry returns a Prometheus registry with the Go and process

@@ -4,7 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -22,10 +22,34 @@ import (
 // command template. It is the default runtime: `meridian workload` (a small
 // placeholder notebook server) unless the operator points it at
 // `jupyter lab --port={port} …`.
+//
+// Workloads run users' own code, so they get as little as possible: the
+// account in User (not the scheduler's), a private working directory, a
+// minimal environment, and the session token in that environment — never
+// on the command line, which every user of the host can read.
 type Local struct {
-	// Command is the argv template. {port}, {session}, {token}, {pool} and
-	// {owner} are replaced in each argument. Required.
+	// Command is the argv template. {port}, {session}, {pool}, {owner} and
+	// {host} are replaced in each argument. {token} is refused: the token
+	// is in the environment (see Start). Required.
 	Command []string
+	// ExecByDescriptor makes the runtime open Command[0] itself and run
+	// it through /proc/self/fd, so that User needs no access to the
+	// directories above it: the built-in workload is the scheduler's own
+	// binary, which may sit where User cannot enter (a home directory, a
+	// test's temporary directory). Only for a binary, not a #! script.
+	ExecByDescriptor bool
+	// User is the account (name or numeric uid) every workload runs as,
+	// with its primary group and no supplementary groups. Empty: the
+	// scheduler's own account. Another account than the scheduler's takes
+	// root.
+	User string
+	// WorkDir holds each session's working directory and HOME,
+	// WorkDir/<session>: mode 0700, owned by User, removed when the
+	// workload ends. Default: $TMPDIR/meridian-workloads-<scheduler's uid>.
+	WorkDir string
+	// Env is added to every workload's environment (KEY=VALUE), after
+	// what the runtime sets, so it may override it.
+	Env []string
 	// Host is where workloads listen and how endpoints name them.
 	// Default "127.0.0.1".
 	Host string
@@ -39,16 +63,35 @@ type Local struct {
 	// exits, so the scheduler can react at once instead of at its next tick.
 	OnChange func(sessionID string)
 
+	prepareOnce sync.Once
+	prepareErr  error
+	cred        *syscall.Credential // nil: run as the scheduler's account
+	workDir     string
+
 	mu    sync.Mutex
 	procs map[string]*proc
 }
 
 var _ Runtime = (*Local)(nil)
 
+// ErrTokenInCommand: a command template names {token}, which would put
+// the session's token on the workload's command line.
+var ErrTokenInCommand = errors.New("the command template contains {token}, which would show every session's token to every user of the host (ps, /proc/PID/cmdline); " +
+	"remove it: workloads find the token in $JUPYTER_TOKEN (which Jupyter reads) and $MERIDIAN_WORKLOAD_TOKEN")
+
+// TokenEnv are the environment variables that carry the session token to
+// its workload: Jupyter's own, and the built-in workload's.
+var TokenEnv = []string{"JUPYTER_TOKEN", "MERIDIAN_WORKLOAD_TOKEN"}
+
+// passEnv are the only variables of the scheduler's environment that
+// workloads inherit; the rest may hold secrets (a store password, cloud
+// credentials).
+var passEnv = []string{"PATH", "LANG", "LC_ALL", "TZ"}
+
 type proc struct {
 	cmd      *exec.Cmd
 	endpoint string
-	done     chan struct{} // closed when the process has exited
+	done     chan struct{} // closed when the process has exited and its directory is gone
 	exitMsg  string        // set before done is closed
 	ready    chan struct{} // closed once it answers HTTP
 	stopOnce sync.Once
@@ -71,10 +114,123 @@ func (l *Local) log() *slog.Logger {
 	return l.Log
 }
 
-// Start launches the workload process.
-func (l *Local) Start(ctx context.Context, spec Spec) error {
+// Prepare checks the configuration, looks User up and creates WorkDir.
+// Start calls it once; call it first to learn of a mistake at startup.
+func (l *Local) Prepare() error {
+	l.prepareOnce.Do(func() { l.prepareErr = l.prepare() })
+	return l.prepareErr
+}
+
+func (l *Local) prepare() error {
 	if len(l.Command) == 0 {
 		return errors.New("local runtime: no command configured")
+	}
+	for _, a := range l.Command {
+		if strings.Contains(a, "{token}") {
+			return ErrTokenInCommand
+		}
+	}
+	if l.ExecByDescriptor && !filepath.IsAbs(l.Command[0]) {
+		return fmt.Errorf("local runtime: command %q: running by descriptor needs an absolute path", l.Command[0])
+	}
+	cred, err := lookupCredential(l.User)
+	if err != nil {
+		return err
+	}
+	l.cred = cred
+	l.workDir = l.WorkDir
+	if l.workDir == "" {
+		l.workDir = filepath.Join(os.TempDir(), "meridian-workloads-"+strconv.Itoa(os.Geteuid()))
+	}
+	if l.workDir, err = filepath.Abs(l.workDir); err != nil {
+		return fmt.Errorf("local runtime: workload directory: %w", err)
+	}
+	if err := ensurePrivateDir(l.workDir); err != nil {
+		return err
+	}
+	if cred != nil {
+		return reachable(l.workDir, l.User, cred)
+	}
+	return nil
+}
+
+// reachable checks that the workload's user may pass through every
+// directory above dir, to reach its own directory in it.
+func reachable(dir, name string, cred *syscall.Credential) error {
+	for d := filepath.Dir(dir); ; d = filepath.Dir(d) {
+		fi, err := os.Stat(d)
+		if err != nil {
+			return fmt.Errorf("local runtime: workload directory %s: %w", dir, err)
+		}
+		st, _ := fi.Sys().(*syscall.Stat_t)
+		perm := fi.Mode().Perm()
+		ok := perm&0o001 != 0 || (st != nil && st.Uid == cred.Uid && perm&0o100 != 0) || (st != nil && st.Gid == cred.Gid && perm&0o010 != 0)
+		if !ok {
+			return fmt.Errorf("local runtime: workload directory %s: user %s cannot pass through %s (mode %04o); choose a --workload_dir it can reach, such as one under /tmp", dir, name, d, perm)
+		}
+		if d == filepath.Dir(d) {
+			return nil
+		}
+	}
+}
+
+// workDirMode lets workloads pass through WorkDir to their own directory
+// (0700 each), never list or write it. It is the same whatever User is,
+// since schedulers of either kind may share the default WorkDir.
+const workDirMode = 0o711
+
+// ensurePrivateDir creates dir, or checks that an existing one is ours and
+// writable by no one else: we create and remove entries in it as root, and
+// a link planted there by another user would aim that at their choice.
+func ensurePrivateDir(dir string) error {
+	const mode = workDirMode
+	if err := os.MkdirAll(dir, mode); err != nil {
+		return fmt.Errorf("local runtime: workload directory %s: %w", dir, err)
+	}
+	fi, err := os.Lstat(dir)
+	if err != nil {
+		return fmt.Errorf("local runtime: workload directory %s: %w", dir, err)
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	switch {
+	case !fi.IsDir():
+		return fmt.Errorf("local runtime: workload directory %s is not a directory (%s); remove it or choose another --workload_dir", dir, fi.Mode().Type())
+	case !ok || int(st.Uid) != os.Geteuid():
+		return fmt.Errorf("local runtime: workload directory %s belongs to another user; remove it or choose another --workload_dir", dir)
+	case fi.Mode().Perm()&0o022 != 0:
+		return fmt.Errorf("local runtime: workload directory %s is mode %04o, writable by others; chmod %04o it or choose another --workload_dir", dir, fi.Mode().Perm(), mode)
+	}
+	return os.Chmod(dir, mode)
+}
+
+// lookupCredential resolves the workload account; nil means "ours".
+func lookupCredential(name string) (*syscall.Credential, error) {
+	if name == "" {
+		return nil, nil
+	}
+	uid, gid, err := lookupUser(name)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case uid == 0:
+		return nil, fmt.Errorf("local runtime: workload user %q is root; choose an unprivileged account such as nobody", name)
+	case uid == os.Geteuid():
+		return nil, nil
+	case os.Geteuid() != 0:
+		return nil, fmt.Errorf("local runtime: workload user %q (uid %d): running workloads as another account takes root, and this scheduler runs as uid %d; run it as root, or leave the workload user empty", name, uid, os.Geteuid())
+	}
+	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), Groups: []uint32{}}, nil
+}
+
+// Start launches the workload process as User, in its own directory, with
+// the token in $JUPYTER_TOKEN and $MERIDIAN_WORKLOAD_TOKEN.
+func (l *Local) Start(ctx context.Context, spec Spec) error {
+	if err := l.Prepare(); err != nil {
+		return err
+	}
+	if !validSessionID(spec.SessionID) {
+		return fmt.Errorf("local runtime: session id %q: want [a-z0-9-]", spec.SessionID)
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -88,31 +244,28 @@ func (l *Local) Start(ctx context.Context, spec Spec) error {
 	if err != nil {
 		return fmt.Errorf("local runtime: finding a free port: %w", err)
 	}
-	r := strings.NewReplacer("{port}", strconv.Itoa(port), "{session}", spec.SessionID, "{token}", spec.Token,
-		"{pool}", spec.Pool, "{owner}", spec.Owner, "{host}", l.host())
-	argv := make([]string, len(l.Command))
-	for i, a := range l.Command {
-		argv[i] = r.Replace(a)
+	home, err := l.makeHome(spec.SessionID)
+	if err != nil {
+		return err
 	}
-	cmd := exec.Command(argv[0], argv[1:]...)
-	// Its own process group, so Stop reaches its children too; and killed
-	// with the scheduler, so a crashed scheduler leaves no orphans (the
-	// restarted one marks their sessions CRASHED).
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	cmd.Env = append(os.Environ(), "MERIDIAN_SESSION="+spec.SessionID, "MERIDIAN_TOKEN="+spec.Token, "PORT="+strconv.Itoa(port))
-	var out io.WriteCloser
-	if l.LogDir != "" {
-		f, err := os.OpenFile(filepath.Join(l.LogDir, spec.SessionID+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-		if err != nil {
-			return fmt.Errorf("local runtime: opening log: %w", err)
-		}
-		cmd.Stdout, cmd.Stderr, out = f, f, f
+	cmd, exe, out, err := l.command(spec, home, port)
+	if err != nil {
+		os.RemoveAll(home)
+		return err
 	}
-	if err := cmd.Start(); err != nil {
+	err = cmd.Start()
+	if exe != nil {
+		exe.Close() // the child has its own copy
+	}
+	if err != nil {
 		if out != nil {
 			out.Close()
 		}
-		return fmt.Errorf("local runtime: starting %q: %w", argv[0], err)
+		os.RemoveAll(home)
+		if l.cred != nil && errors.Is(err, fs.ErrPermission) {
+			return fmt.Errorf("local runtime: starting %q as user %s: %w; make it, and every directory above it, executable by that user", cmd.Args[0], l.User, err)
+		}
+		return fmt.Errorf("local runtime: starting %q: %w", cmd.Args[0], err)
 	}
 	p := &proc{
 		cmd:      cmd,
@@ -121,22 +274,130 @@ func (l *Local) Start(ctx context.Context, spec Spec) error {
 		ready:    make(chan struct{}),
 	}
 	l.procs[spec.SessionID] = p
-	l.log().Info("workload started", "session", spec.SessionID, "pid", cmd.Process.Pid, "port", port)
-	go func() {
-		err := cmd.Wait()
-		if out != nil {
-			out.Close()
-		}
-		p.exitMsg = describeExit(err)
-		close(p.done)
-		l.changed(spec.SessionID)
-	}()
+	l.log().Info("workload started", "session", spec.SessionID, "pid", cmd.Process.Pid, "port", port, "user", l.userName(), "dir", home)
+	go l.wait(spec.SessionID, p, home, out)
 	go func() {
 		if p.probe(net.JoinHostPort(l.host(), strconv.Itoa(port))) {
 			l.changed(spec.SessionID)
 		}
 	}()
 	return nil
+}
+
+// command builds the workload's process: its argv from the template, its
+// account, directory and environment, and where its output goes. exe and
+// out are the parent's copies of the files the child gets: exe to close
+// once it has started, out once it has exited.
+func (l *Local) command(spec Spec, home string, port int) (cmd *exec.Cmd, exe, out *os.File, err error) {
+	r := strings.NewReplacer("{port}", strconv.Itoa(port), "{session}", spec.SessionID,
+		"{pool}", spec.Pool, "{owner}", spec.Owner, "{host}", l.host())
+	argv := make([]string, len(l.Command))
+	for i, a := range l.Command {
+		argv[i] = r.Replace(a)
+	}
+	cmd = exec.Command(argv[0], argv[1:]...)
+	cmd.Dir = home
+	cmd.Env = l.env(spec, home, port)
+	// Its own process group, so Stop reaches its children too; and killed
+	// with the scheduler, so a crashed scheduler leaves no orphans (the
+	// restarted one marks their sessions CRASHED).
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL, Credential: l.cred}
+	if l.ExecByDescriptor {
+		if exe, err = os.Open(argv[0]); err != nil {
+			return nil, nil, nil, fmt.Errorf("local runtime: opening %s: %w", argv[0], err)
+		}
+		cmd.Path = "/proc/self/fd/3" // ExtraFiles[0] is the child's fd 3
+		cmd.ExtraFiles = []*os.File{exe}
+	}
+	if l.LogDir != "" {
+		// 0600: Jupyter logs its URL, token included.
+		out, err = os.OpenFile(filepath.Join(l.LogDir, spec.SessionID+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+		if err != nil {
+			if exe != nil {
+				exe.Close()
+			}
+			return nil, nil, nil, fmt.Errorf("local runtime: opening log: %w", err)
+		}
+		cmd.Stdout, cmd.Stderr = out, out
+	}
+	return cmd, exe, out, nil
+}
+
+// wait reaps the workload, then ends what it leaves: its process group
+// (children that outlived it) and its directory.
+func (l *Local) wait(id string, p *proc, home string, out *os.File) {
+	err := p.cmd.Wait()
+	if out != nil {
+		out.Close()
+	}
+	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+	if err := os.RemoveAll(home); err != nil {
+		l.log().Warn("removing a workload's directory failed", "session", id, "dir", home, "err", err)
+	}
+	p.exitMsg = describeExit(err)
+	close(p.done)
+	l.changed(id)
+}
+
+func (l *Local) userName() string {
+	if l.cred == nil {
+		return strconv.Itoa(os.Geteuid())
+	}
+	return l.User
+}
+
+// makeHome creates the session's private directory, owned by its user. A
+// directory left by a crashed scheduler is replaced.
+func (l *Local) makeHome(id string) (string, error) {
+	home := filepath.Join(l.workDir, id)
+	if err := os.RemoveAll(home); err != nil {
+		return "", fmt.Errorf("local runtime: clearing %s: %w", home, err)
+	}
+	if err := os.Mkdir(home, 0o700); err != nil {
+		return "", fmt.Errorf("local runtime: creating the session's directory: %w", err)
+	}
+	if l.cred != nil {
+		// WorkDir is writable by us alone, so home is still the directory
+		// just made (no link swapped in).
+		if err := os.Lchown(home, int(l.cred.Uid), int(l.cred.Gid)); err != nil {
+			os.RemoveAll(home)
+			return "", fmt.Errorf("local runtime: giving %s to user %s: %w", home, l.User, err)
+		}
+	}
+	return home, nil
+}
+
+// env is the workload's whole environment: a few harmless variables of
+// ours, where it is, who it is, and its token.
+func (l *Local) env(spec Spec, home string, port int) []string {
+	var env []string
+	for _, k := range passEnv {
+		if v, ok := os.LookupEnv(k); ok {
+			env = append(env, k+"="+v)
+		}
+	}
+	if _, ok := os.LookupEnv("PATH"); !ok {
+		env = append(env, "PATH=/usr/local/bin:/usr/bin:/bin")
+	}
+	user := l.userName()
+	env = append(env, "HOME="+home, "USER="+user, "LOGNAME="+user,
+		"PORT="+strconv.Itoa(port), "MERIDIAN_SESSION="+spec.SessionID, "MERIDIAN_POOL="+spec.Pool)
+	for _, k := range TokenEnv {
+		env = append(env, k+"="+spec.Token)
+	}
+	return append(env, l.Env...)
+}
+
+func validSessionID(id string) bool {
+	if id == "" || len(id) > 64 {
+		return false
+	}
+	for _, c := range id {
+		if (c < 'a' || c > 'z') && (c < '0' || c > '9') && c != '-' {
+			return false
+		}
+	}
+	return true
 }
 
 func (l *Local) changed(id string) {

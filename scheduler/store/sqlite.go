@@ -14,6 +14,21 @@ import (
 	sqlite3 "modernc.org/sqlite/lib"
 )
 
+// createPrivate creates a new database file (and its directory) readable
+// by this account only; SQLite gives its -wal and -shm files the same
+// mode. The store holds every session's notebook token, and workloads run
+// users' code on this machine. An existing file keeps its mode.
+func createPrivate(path string) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return fmt.Errorf("store: creating directory for %s: %w", path, err)
+	}
+	f, err := os.OpenFile(path, os.O_RDONLY|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("store: creating %s: %w", path, err)
+	}
+	return f.Close()
+}
+
 // openSQLite opens a SQLite database in WAL mode. Writers use BEGIN
 // IMMEDIATE, so a transaction holds the database's write lock from its
 // start: that is what serializes admission across processes sharing the
@@ -22,8 +37,8 @@ import (
 func openSQLite(ctx context.Context, path string) (Store, error) {
 	memory := path == ":memory:"
 	if !memory {
-		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-			return nil, fmt.Errorf("store: creating directory for %s: %w", path, err)
+		if err := createPrivate(path); err != nil {
+			return nil, err
 		}
 	}
 	dsn := "file:" + path + "?_txlock=immediate&_pragma=busy_timeout(20000)&_pragma=foreign_keys(1)"

@@ -3,6 +3,7 @@ package e2e
 import (
 	"math/rand/v2"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -98,7 +99,9 @@ func TestDevTopology(t *testing.T) {
 	}
 
 	us, eu := d.region(t, "us-central1"), d.region(t, "europe-west1")
-	r := meridian(t, 45*time.Second, "sessions", "--endpoint", us.Scheduler, "--plaintext", "--user", "alice",
+	// Straight to the scheduler: over its unix socket, where identities
+	// are trusted; its TCP port trusts no one's (workloads share loopback).
+	r := meridian(t, 45*time.Second, "sessions", "--endpoint", "unix://"+us.SchedulerSocket, "--user", "alice",
 		"create", "--pool", "cpu", "--wait", "--timeout", "30s", "-o", "json")
 	var sess schedulerv1.Session
 	if err := protojson.Unmarshal([]byte(r.stdout), &sess); r.code != 0 || err != nil {
@@ -106,6 +109,29 @@ func TestDevTopology(t *testing.T) {
 	}
 	if sess.State != schedulerv1.Session_RUNNING || sess.Region != "us-central1" || sess.Endpoint == "" {
 		t.Errorf("sessions create --wait: %s in %s at %q; want RUNNING in us-central1 with an endpoint", sess.State, sess.Region, sess.Endpoint)
+	}
+	if r := meridian(t, 20*time.Second, "sessions", "--endpoint", us.Scheduler, "--plaintext", "--user", "alice", "list"); r.code == 0 || !strings.Contains(r.stderr, "Unauthenticated") {
+		t.Errorf("sessions --user alice over the scheduler's TCP port: want UNAUTHENTICATED; got %s", r)
+	}
+	// Through the edge and a gateway, which reach the scheduler over its socket.
+	r = meridian(t, 20*time.Second, "sessions", "--endpoint", d.info.Edge, "--cacert", d.info.CA, "--token", d.info.Token, "list")
+	if r.code != 0 || !strings.Contains(r.stdout, sess.Name) {
+		t.Errorf("sessions list through the edge: want %s listed; got %s", sess.Name, r)
+	}
+
+	// A web page cannot drive the control endpoint: a cross-site form
+	// POST (no preflight) is refused and the region keeps running.
+	req, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, "http://"+d.info.Control+"/regions/us-central1/stop",
+		strings.NewReader("a=1"))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Origin", "https://evil.example")
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusForbidden {
+		t.Errorf("cross-site form POST to the control endpoint: %v, %v; want 403", err, resp)
+	} else {
+		resp.Body.Close()
+	}
+	if r := meridian(t, 20*time.Second, "probe", us.Scheduler); r.code != 0 {
+		t.Errorf("probe of us-central1 after a refused cross-site stop: %s", r)
 	}
 
 	if r := meridian(t, 20*time.Second, "dev", "stop-region", "us-central1", "--state_dir", d.stateDir); r.code != 0 {

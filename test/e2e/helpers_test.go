@@ -42,13 +42,19 @@ type proc struct {
 // startProc starts meridian with args; its stdout and stderr go to a log file.
 func startProc(t testing.TB, name string, args ...string) *proc {
 	t.Helper()
+	return startProcEnv(t, name, nil, args...)
+}
+
+// startProcEnv is startProc with env added to the process's environment.
+func startProcEnv(t testing.TB, name string, env []string, args ...string) *proc {
+	t.Helper()
 	logPath := filepath.Join(t.TempDir(), strings.NewReplacer(" ", "-", "/", "-").Replace(name)+".log")
 	f, err := os.Create(logPath)
 	if err != nil {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(meridianBin, args...)
-	cmd.Env = childEnv()
+	cmd.Env = append(childEnv(), env...)
 	cmd.Stdout, cmd.Stderr = f, f
 	// Dies with the test binary, so nothing outlives a crashed test run.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -297,6 +303,8 @@ type schedulerSpec struct {
 	Config string
 	// Drain is --drain; default 0s.
 	Drain string
+	// Args are more flags; Env, more environment.
+	Args, Env []string
 }
 
 // schedulerProc is a running scheduler process and a client for it.
@@ -340,7 +348,7 @@ func launchScheduler(t testing.TB, s schedulerSpec) *schedulerProc {
 		}
 		args = append(args, "--config", path)
 	}
-	p := startProc(t, "scheduler "+s.Instance, args...)
+	p := startProcEnv(t, "scheduler "+s.Instance, s.Env, append(args, s.Args...)...)
 	p.logGlobs = []string{filepath.Join(workloads, "*.log")}
 	return &schedulerProc{proc: p}
 }
