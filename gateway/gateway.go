@@ -17,7 +17,6 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"regexp"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -90,6 +89,9 @@ type Options struct {
 	JWKSCacheDuration time.Duration
 	Transcoding       TranscodingOptions
 	Path              transcode.PathOptions
+	// JWTCacheSize bounds the verified tokens remembered (least recently
+	// used out). Default auth.DefaultTokenCacheSize (10000); negative: none.
+	JWTCacheSize int
 	// Drain is how long health says NOT_SERVING before stopping. Default 5s.
 	Drain time.Duration
 	// JWKSClient fetches keys. Default: a 10 s client with system roots.
@@ -217,7 +219,7 @@ func (o *Options) defaults() error {
 	switch c.Preset {
 	case "", "basic":
 	case "cors_with_regex":
-		re, err := regexp.Compile(c.AllowOriginRegex)
+		re, err := compileOriginRegex(c.AllowOriginRegex)
 		if err != nil || c.AllowOriginRegex == "" {
 			return fmt.Errorf("--cors_allow_origin_regex = %q: want a valid regular expression with --cors_preset=cors_with_regex", c.AllowOriginRegex)
 		}
@@ -311,7 +313,7 @@ func (g *Gateway) loadAll(first bool) error {
 		verifier = prev.verifier
 	} else if verifier, err = auth.NewVerifier(svc.GetAuthentication(), auth.Options{
 		ServiceName: name, HTTPClient: g.opts.JWKSClient, JWKSCacheDuration: g.opts.JWKSCacheDuration,
-		OnJWKSFetch: g.metrics.jwksFetch,
+		TokenCacheSize: g.opts.JWTCacheSize, OnJWKSFetch: g.metrics.jwksFetch,
 	}); err != nil {
 		return fmt.Errorf("service config %s: %w", g.opts.ServiceConfig, err)
 	}

@@ -125,7 +125,7 @@ func (g *Gateway) admit(st *state, pol *policy, rec *callRecord, id *identity, e
 // verified identity and X-Forwarded-For.
 func backendFields(c *h2relay.Call, id *identity) []h2relay.HeaderField {
 	in := c.Headers()
-	out := make([]h2relay.HeaderField, 0, len(in)+2)
+	out := make([]h2relay.HeaderField, 0, len(in)+3)
 	var prior []string
 	for _, f := range in {
 		switch {
@@ -137,7 +137,8 @@ func backendFields(c *h2relay.Call, id *identity) []h2relay.HeaderField {
 		}
 	}
 	if id.claims != nil {
-		out = append(out, h2relay.HeaderField{Name: userInfoKey, Value: id.claims.UserInfo})
+		out = append(out, h2relay.HeaderField{Name: userInfoKey, Value: id.claims.UserInfo},
+			h2relay.HeaderField{Name: ownerKey, Value: id.claims.Owner})
 	}
 	return append(out, h2relay.HeaderField{Name: "x-forwarded-for", Value: forwardedFor(prior, c.RemoteHost())})
 }
@@ -302,6 +303,7 @@ func backendMetadata(ctx context.Context, md metadata.MD, id *identity) metadata
 	}
 	if id.claims != nil {
 		md[userInfoKey] = []string{id.claims.UserInfo}
+		md[ownerKey] = []string{id.claims.Owner}
 	}
 	if p, ok := peer.FromContext(ctx); ok {
 		host := p.Addr.String()
@@ -313,8 +315,12 @@ func backendMetadata(ctx context.Context, md metadata.MD, id *identity) metadata
 	return md
 }
 
-// userInfoKey is UserInfoHeader as a metadata key.
-var userInfoKey = strings.ToLower(UserInfoHeader)
+// userInfoKey and ownerKey are UserInfoHeader and OwnerHeader as
+// metadata keys.
+var (
+	userInfoKey = strings.ToLower(UserInfoHeader)
+	ownerKey    = strings.ToLower(OwnerHeader)
+)
 
 // mdSource reads credentials from gRPC metadata (no query string).
 type mdSource metadata.MD

@@ -73,7 +73,7 @@ func (g *Gateway) serveREST(w http.ResponseWriter, r *http.Request) {
 		g.restError(w, rec, http.StatusNotFound, status.New(codes.NotFound, msgNotDefined))
 		return
 	case errors.Is(err, transcode.ErrMethodNotAllowed):
-		g.restError(w, rec, http.StatusMethodNotAllowed, status.Newf(codes.Unimplemented, "The current request is matched to the defined url template %q but its http method is not allowed", path))
+		g.restError(w, rec, http.StatusMethodNotAllowed, status.Newf(codes.Unimplemented, "The current request is matched to the defined url template %q but its http method is not allowed", auth.Clip(path)))
 		return
 	case err != nil:
 		g.restError(w, rec, http.StatusBadRequest, status.New(codes.InvalidArgument, err.Error()))
@@ -294,7 +294,8 @@ func httpMetadata(r *http.Request, id *identity) metadata.MD {
 		}
 	}
 	if id.claims != nil {
-		md.Set(strings.ToLower(UserInfoHeader), id.claims.UserInfo)
+		md.Set(userInfoKey, id.claims.UserInfo)
+		md.Set(ownerKey, id.claims.Owner)
 	}
 	if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
 		if prior := r.Header.Get("X-Forwarded-For"); prior != "" {

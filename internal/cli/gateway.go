@@ -21,7 +21,7 @@ func newGatewayCmd() *cobra.Command {
 	var o gateway.Options
 	var sslPort, httpPort, http2Port, statusPort int
 	var listenHost, accessLog, logLevel, maxBody, serviceJSON string
-	var jwksCache, gcPercent int
+	var jwksCache, jwtCache, gcPercent int
 	cmd := &cobra.Command{
 		Use:   "gateway",
 		Short: "Run the ESP-compatible sidecar: TLS, JWT/API-key auth, REST/JSON transcoding, gRPC proxy",
@@ -66,6 +66,9 @@ swaps changes in with no failed request; a bad change keeps the old config.`,
 				return fmt.Errorf("--client_max_body_size = %q: %w", maxBody, err)
 			}
 			o.JWKSCacheDuration = time.Duration(jwksCache) * time.Second
+			if o.JWTCacheSize = jwtCache; jwtCache == 0 {
+				o.JWTCacheSize = -1 // ESPv2's 0: no cache
+			}
 			switch accessLog {
 			case "off", "":
 			case "stdout", "/dev/stdout":
@@ -122,6 +125,7 @@ swaps changes in with no failed request; a bad change keeps the old config.`,
 	fl.StringVar(&maxBody, "client_max_body_size", "32m", "largest request body (k, m, g suffixes)")
 	fl.BoolVar(&o.HSTS, "enable_strict_transport_security", false, "send Strict-Transport-Security on TLS")
 	fl.IntVar(&jwksCache, "jwks_cache_duration_in_s", 300, "how long fetched JWKS are used")
+	fl.IntVar(&jwtCache, "jwt_cache_size", auth.DefaultTokenCacheSize, "verified JWTs remembered, least recently used out (0: none)")
 	// The proxy's live heap is a few MiB while each call allocates ~10 KiB:
 	// at Go's default of 100 it collects ~50 times a second at 10k calls/s.
 	fl.IntVar(&gcPercent, "go_gc_percent", 800, "Go GC target percentage (GOGC in the environment wins; set GOMEMLIMIT to cap memory)")
