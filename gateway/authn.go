@@ -44,7 +44,7 @@ type identity struct {
 
 // quotaKey is whom quota is charged to: the API key's consumer, else the
 // JWT subject, else everyone without identity together.
-func (id *identity) quotaKey() string {
+func (id identity) quotaKey() string {
 	switch {
 	case id.consumer != "":
 		return "key:" + id.consumer
@@ -55,30 +55,30 @@ func (id *identity) quotaKey() string {
 }
 
 // authenticate applies a method's policy to a request's credentials.
-func (s *state) authenticate(ctx context.Context, p *policy, c credSource) (*identity, error) {
-	id := &identity{}
+func (s *state) authenticate(ctx context.Context, p *policy, c credSource) (identity, error) {
+	var id identity
 	if len(p.requirements) > 0 {
 		tok := s.findToken(p, c)
 		switch {
 		case tok != "":
 			claims, err := s.verifier.Verify(ctx, tok, p.requirements)
 			if err != nil {
-				return nil, err
+				return identity{}, err
 			}
 			id.claims = claims
 		case !p.allowWithoutCredential:
-			return nil, &auth.Error{HTTPStatus: http.StatusUnauthorized, Code: codes.Unauthenticated, Reason: "missing", Message: msgJwtMissing}
+			return identity{}, &auth.Error{HTTPStatus: http.StatusUnauthorized, Code: codes.Unauthenticated, Reason: "missing", Message: msgJwtMissing}
 		}
 	}
 	if key := apiKey(c); key != "" {
 		consumer, ok := s.apiKeys.Consumer(key)
 		if !ok {
-			return nil, &auth.Error{HTTPStatus: http.StatusBadRequest, Code: codes.InvalidArgument, Reason: "bad_api_key", Message: msgBadAPIKey}
+			return identity{}, &auth.Error{HTTPStatus: http.StatusBadRequest, Code: codes.InvalidArgument, Reason: "bad_api_key", Message: msgBadAPIKey}
 		}
 		id.consumer = consumer
 	}
 	if !p.allowUnregistered && id.claims == nil && id.consumer == "" {
-		return nil, &auth.Error{HTTPStatus: http.StatusUnauthorized, Code: codes.Unauthenticated, Reason: "unregistered", Message: msgUnregistered}
+		return identity{}, &auth.Error{HTTPStatus: http.StatusUnauthorized, Code: codes.Unauthenticated, Reason: "unregistered", Message: msgUnregistered}
 	}
 	return id, nil
 }

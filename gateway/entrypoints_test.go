@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -109,11 +110,13 @@ type epCall struct {
 
 // epResult is what a client saw, in the terms of its protocol.
 type epResult struct {
-	code   codes.Code  // gRPC status (REST: the JSON body's "status")
-	status int         // HTTP status (REST only; 200 for the others)
-	msg    string      // status message
-	header http.Header // response headers
-	reply  []byte      // the first response message (gRPC, gRPC-Web), or the REST body
+	code    codes.Code  // gRPC status (REST: the JSON body's "status")
+	status  int         // HTTP status (REST only; 200 for the others)
+	msg     string      // status message
+	header  http.Header // response headers
+	trailer http.Header // response trailers (native gRPC)
+	entry   string      // the entry point's name
+	reply   []byte      // the first response message (gRPC, gRPC-Web), or the REST body
 }
 
 // is reports whether a result is code, answered as HTTP status rest on
@@ -185,7 +188,7 @@ func (e *epGateway) nativeGRPC(cl *http.Client, c epCall, trace *httptrace.Clien
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
-	r := epResult{status: resp.StatusCode, header: resp.Header}
+	r := epResult{status: resp.StatusCode, header: resp.Header, trailer: resp.Trailer}
 	st, msg := resp.Trailer.Get("Grpc-Status"), resp.Trailer.Get("Grpc-Message")
 	if st == "" {
 		st, msg = resp.Header.Get("Grpc-Status"), resp.Header.Get("Grpc-Message")
@@ -342,4 +345,136 @@ func TestOwnerHeaderOnEveryEntryPoint(t *testing.T) {
 			}
 		}
 	}
+}
+
+// epQuota meters UnaryCall: 3 a minute per consumer.
+const epQuota = `metrics:
+- {name: unary-calls, metric_kind: DELTA, value_type: INT64}
+quota:
+  limits:
+  - {name: unary-per-minute, metric: unary-calls, unit: "1/min/{project}", values: {STANDARD: 3}}
+  metric_rules:
+  - {selector: grpc.testing.TestService.UnaryCall, metric_costs: {unary-calls: 1}}
+`
+
+// One admission path: the same calls through the four entry points get
+// the same answers (each in its protocol's terms). Regression: gRPC-Web
+// did not answer NOT_SERVING while draining.
+func TestEveryEntryPointDecidesAlike(t *testing.T) {
+	e := newEPGateway(t, epQuota)
+	healthCall := epCall{method: "/grpc.health.v1.Health/Check", msg: &healthpb.HealthCheckRequest{}, rest: "GET /v1/health"}
+	serving, _ := proto.Marshal(&healthpb.HealthCheckResponse{Status: healthpb.HealthCheckResponse_SERVING})
+	now := time.Now()
+	cases := []struct {
+		name string
+		// call is made fresh for each entry point: sub names a consumer of
+		// its own, so that quotas do not carry over between entry points.
+		call     func(ep string) epCall
+		before   func() // and undone after
+		code     codes.Code
+		rest     int        // REST's HTTP status
+		restCode codes.Code // REST's status where it differs from code
+		check    func(r epResult) string
+	}{
+		{name: "no credentials", call: func(string) epCall { return unary("") }, code: codes.Unauthenticated, rest: 401,
+			check: msgIs("Jwt is missing")},
+		{name: "expired token", call: func(ep string) epCall {
+			return unary(e.a.token(t, "x-"+ep, withTimes(now.Add(-2*time.Hour), now.Add(-3*time.Hour))))
+		}, code: codes.Unauthenticated, rest: 401, check: msgIs("Jwt is expired")},
+		{name: "unknown issuer", call: func(ep string) epCall { return unary(e.a.token(t, "i-"+ep, withIssuer("https://evil.example"))) },
+			code: codes.Unauthenticated, rest: 401, check: msgIs("Jwt issuer is not configured")},
+		{name: "wrong audience", call: func(ep string) epCall { return unary(e.b.token(t, "w-"+ep, withAud("elsewhere"))) },
+			code: codes.PermissionDenied, rest: 403, check: msgIs("Audiences in Jwt are not allowed")},
+		{name: "tampered token", call: func(ep string) epCall { return unary(tamper(e.a.token(t, "alice"))) },
+			code: codes.Unauthenticated, rest: 401, check: msgIs("signature does not match")},
+		{name: "valid token, spoofed identity headers", call: func(ep string) epCall {
+			return unary(e.b.token(t, "v-"+ep), "X-Endpoint-API-UserInfo", "spoof", "X-Endpoint-API-Owner", "root", "X-Endpoint-Other", "x")
+		}, code: codes.OK, rest: 200, check: func(r epResult) string {
+			if o := r.header.Values("Seen-Owner"); len(o) != 1 || !strings.HasSuffix(o[0], "#v-"+r.entry) {
+				return "backend saw owner " + strings.Join(o, ",")
+			}
+			if ui := r.header.Get("Seen-Userinfo"); ui == "" || ui == "spoof" || r.header.Get("Seen-Other") != "" {
+				return "backend saw a client's X-Endpoint-* header"
+			}
+			return ""
+		}},
+		{name: "over quota", call: func(ep string) epCall {
+			tok := e.a.token(t, "q-"+ep)
+			for i := range 3 {
+				if r := entryPoint(ep)(e, unary(tok)); r.code != codes.OK {
+					t.Fatalf("%s: call %d within quota: %v %q", ep, i, r.code, r.msg)
+				}
+			}
+			return unary(tok)
+		}, code: codes.ResourceExhausted, rest: 429, check: func(r epResult) string {
+			if !strings.Contains(r.msg, "unary-per-minute") {
+				return "message does not name the limit"
+			}
+			if r.header.Get("Retry-After") == "" && r.trailer.Get("Retry-After") == "" {
+				return "no Retry-After"
+			}
+			return ""
+		}},
+		{name: "health check", call: func(string) epCall { return healthCall }, code: codes.OK, rest: 200, check: func(r epResult) string {
+			if r.entry != "rest" && !bytes.Equal(r.reply, serving) || r.entry == "rest" && !strings.Contains(string(r.reply), `"SERVING"`) {
+				return "not SERVING: " + string(r.reply)
+			}
+			return ""
+		}},
+		{name: "health check while draining", call: func(string) epCall { return healthCall },
+			before: func() { e.g.draining.Store(true) },
+			code:   codes.OK, rest: 503, restCode: codes.Unavailable, check: func(r epResult) string {
+				if r.entry != "rest" && !bytes.Equal(r.reply, notServing) {
+					return "answer is not NOT_SERVING"
+				}
+				return ""
+			}},
+		{name: "unknown method of an exposed service (the backend answers)", call: func(ep string) epCall {
+			return epCall{method: "/grpc.testing.TestService/Nope", msg: &testpb.Empty{}, token: e.a.token(t, "u-"+ep)}
+		}, code: codes.Unimplemented, rest: 404, restCode: codes.NotFound},
+		{name: "service not in apis", call: func(ep string) epCall {
+			return epCall{method: "/grpc.testing.UnimplementedService/UnimplementedCall", msg: &testpb.Empty{}, token: e.a.token(t, "n-"+ep)}
+		}, code: codes.Unimplemented, rest: 404, restCode: codes.NotFound, check: msgIs(msgNotDefined)},
+	}
+	for _, c := range cases {
+		for _, ep := range entryPoints {
+			if c.before != nil {
+				c.before()
+			}
+			r := ep.call(e, c.call(ep.name))
+			e.g.draining.Store(false)
+			r.entry = ep.name
+			want := c.code
+			if ep.name == "rest" && c.restCode != codes.OK {
+				want = c.restCode
+			}
+			if !r.is(ep.name, want, c.rest) {
+				t.Errorf("%s via %s: %v (HTTP %d) %q; want %v (REST: HTTP %d)", c.name, ep.name, r.code, r.status, r.msg, want, c.rest)
+				continue
+			}
+			if c.check != nil {
+				if why := c.check(r); why != "" {
+					t.Errorf("%s via %s: %s", c.name, ep.name, why)
+				}
+			}
+		}
+	}
+}
+
+func msgIs(want string) func(epResult) string {
+	return func(r epResult) string {
+		if !strings.Contains(r.msg, want) {
+			return "message " + strconv.Quote(r.msg) + ", want " + strconv.Quote(want)
+		}
+		return ""
+	}
+}
+
+func entryPoint(name string) func(*epGateway, epCall) epResult {
+	for _, ep := range entryPoints {
+		if ep.name == name {
+			return ep.call
+		}
+	}
+	panic("no entry point " + name)
 }
