@@ -27,6 +27,9 @@ type decision struct {
 	// gateway answers NOT_SERVING itself so that load balancers stop
 	// sending before it stops. Nothing else was checked.
 	notServing bool
+	// local: the gateway answers the call itself, on its local server
+	// (server reflection), instead of the backend.
+	local bool
 	// needsFetch: the token's keys must be fetched first, which decide
 	// did not wait for (its ctx was noFetch). Decide again with a context
 	// that may wait, off the connection's goroutine.
@@ -62,7 +65,7 @@ func (g *Gateway) decidePath(ctx context.Context, st *state, path string, creds 
 // callers), then quota. It records the outcome in rec.
 func (g *Gateway) decide(ctx context.Context, st *state, selector string, creds credSource, rec *callRecord) (decision, *refusal) {
 	rec.selector = selector
-	d := decision{selector: selector}
+	d := decision{selector: selector, local: st.refl != nil && st.refl.selectors[selector]}
 	if selector == healthCheck && g.draining.Load() {
 		d.notServing = true
 		return d, nil

@@ -55,9 +55,13 @@ func (g *Gateway) proxyGRPC(ctx context.Context, st *state, method string, ss gr
 	if p, ok := peer.FromContext(ctx); ok {
 		remote = p.Addr
 	}
-	bctx, cancel := context.WithCancel(metadata.NewOutgoingContext(ctx, backendMetadata(md, d.id, remote)))
+	conn, out := g.backend, backendMetadata(md, d.id, remote)
+	if d.local {
+		conn, out[localKeyHeader] = g.local.conn, []string{g.local.key}
+	}
+	bctx, cancel := context.WithCancel(metadata.NewOutgoingContext(ctx, out))
 	defer cancel()
-	cs, err := g.backend.NewStream(bctx, rawgrpc.StreamDesc, method, grpc.ForceCodecV2(rawgrpc.Codec{}))
+	cs, err := conn.NewStream(bctx, rawgrpc.StreamDesc, method, grpc.ForceCodecV2(rawgrpc.Codec{}))
 	if err != nil {
 		g.metrics.backendError(d.selector)
 		return backendErr(err)

@@ -78,9 +78,13 @@ func (g *Gateway) serveGRPCWeb(w http.ResponseWriter, r *http.Request, ct string
 		fail(status.Error(codes.InvalidArgument, err.Error()))
 		return
 	}
-	ctx, cancel := context.WithCancel(metadata.NewOutgoingContext(r.Context(), httpMetadata(r, d.id)))
+	conn, md := g.backend, httpMetadata(r, d.id)
+	if d.local {
+		conn, md[localKeyHeader] = g.local.conn, []string{g.local.key}
+	}
+	ctx, cancel := context.WithCancel(metadata.NewOutgoingContext(r.Context(), md))
 	defer cancel()
-	cs, err := g.backend.NewStream(ctx, rawgrpc.StreamDesc, r.URL.Path, grpc.ForceCodecV2(rawgrpc.Codec{}))
+	cs, err := conn.NewStream(ctx, rawgrpc.StreamDesc, r.URL.Path, grpc.ForceCodecV2(rawgrpc.Codec{}))
 	if err != nil {
 		fail(backendErr(err))
 		return

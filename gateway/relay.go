@@ -55,6 +55,9 @@ func (g *Gateway) answerRelayed(c *h2relay.Call, rc *relayCall, d decision, r *r
 		c.Reject(r.status.Code(), r.status.Message())
 	case d.notServing:
 		c.Respond(notServing)
+	case d.local:
+		rc.forwarded = true
+		c.Forward(g.local.upstream, append(backendFields(c, d.id), h2relay.HeaderField{Name: localKeyHeader, Value: g.local.key}), h2relay.ForwardOptions{})
 	default:
 		rc.forwarded = true
 		c.Forward(g.upstream, backendFields(c, d.id), h2relay.ForwardOptions{})

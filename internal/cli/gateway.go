@@ -113,6 +113,7 @@ swaps changes in with no failed request; a bad change keeps the old config.`,
 	fl.StringVar(&o.CertDir, "ssl_server_cert_path", "/etc/nginx/ssl", "directory with server.crt/server.key or nginx.crt/nginx.key")
 	fl.StringVar(&o.APIKeys, "api_keys", "", "API key file: keys: [{consumer: NAME, sha256: HEX}] (re-read when it changes)")
 	fl.StringVar(&o.Healthz, "healthz", "", "a path the gateway answers 200 itself, e.g. /healthz")
+	fl.StringVar(&o.Reflection, "reflection", gateway.ReflectionOff, "gRPC server reflection of the config's apis (grpcurl, Postman): off, authenticated (the config's rules apply) or open")
 	fl.StringVar(&accessLog, "access_log", "stdout", "JSON access log: stdout, stderr, a file, or off")
 	fl.StringVar(&o.CORS.Preset, "cors_preset", "", "basic or cors_with_regex (empty: no CORS)")
 	fl.StringVar(&o.CORS.AllowOrigin, "cors_allow_origin", "*", "with --cors_preset=basic")
