@@ -255,7 +255,7 @@ func (s *Supervisor) startRegion(ctx context.Context, region string, i int) erro
 			"--ssl_port", port(s.ports.GatewaySSL(i)), "--http_port", port(s.ports.GatewayHTTP(i)), "--status_port", port(s.ports.GatewayStatus(i)),
 			"--service", ServiceName, "--service_config", s.serviceConfig, "--rollout_strategy", "managed",
 			"--backend", "unix://" + sock, "--ssl_server_cert_path", s.tlsDir,
-			"--access_log", "off", "--drain", "0s"},
+			"--access_log", "off", "--drain", "0s", "--reflection", "authenticated"},
 		log: filepath.Join(dir, "logs", "gateway-"+region+".log"),
 	}
 	rp := &regionProcs{index: i}

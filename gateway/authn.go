@@ -9,8 +9,17 @@ import (
 	"google.golang.org/grpc/codes"
 )
 
-// UserInfoHeader carries the verified JWT payload to the backend.
-const UserInfoHeader = "X-Endpoint-API-UserInfo"
+// Headers the backend receives, set only by the gateway: any copy a
+// client sent is removed (every X-Endpoint-* header is).
+const (
+	// UserInfoHeader carries the verified JWT payload (ESPv2's format).
+	UserInfoHeader = "X-Endpoint-API-UserInfo"
+	// OwnerHeader names the verified caller: the JWT's sub (else email),
+	// as ISSUER#SUB when more than one issuer is configured (see
+	// auth.Claims.Owner). Sent with UserInfoHeader; empty when the token
+	// has neither sub nor email.
+	OwnerHeader = "X-Endpoint-API-Owner"
+)
 
 // Messages users of ESP know; scripts and docs match them.
 const (
@@ -35,7 +44,7 @@ type identity struct {
 
 // quotaKey is whom quota is charged to: the API key's consumer, else the
 // JWT subject, else everyone without identity together.
-func (id *identity) quotaKey() string {
+func (id identity) quotaKey() string {
 	switch {
 	case id.consumer != "":
 		return "key:" + id.consumer
@@ -46,38 +55,38 @@ func (id *identity) quotaKey() string {
 }
 
 // authenticate applies a method's policy to a request's credentials.
-func (s *state) authenticate(ctx context.Context, p *policy, c credSource) (*identity, error) {
-	id := &identity{}
-	if len(p.providers) > 0 {
+func (s *state) authenticate(ctx context.Context, p *policy, c credSource) (identity, error) {
+	var id identity
+	if len(p.requirements) > 0 {
 		tok := s.findToken(p, c)
 		switch {
 		case tok != "":
-			claims, err := s.verifier.Verify(ctx, tok, p.providers)
+			claims, err := s.verifier.Verify(ctx, tok, p.requirements)
 			if err != nil {
-				return nil, err
+				return identity{}, err
 			}
 			id.claims = claims
 		case !p.allowWithoutCredential:
-			return nil, &auth.Error{HTTPStatus: http.StatusUnauthorized, Code: codes.Unauthenticated, Reason: "missing", Message: msgJwtMissing}
+			return identity{}, &auth.Error{HTTPStatus: http.StatusUnauthorized, Code: codes.Unauthenticated, Reason: "missing", Message: msgJwtMissing}
 		}
 	}
 	if key := apiKey(c); key != "" {
 		consumer, ok := s.apiKeys.Consumer(key)
 		if !ok {
-			return nil, &auth.Error{HTTPStatus: http.StatusBadRequest, Code: codes.InvalidArgument, Reason: "bad_api_key", Message: msgBadAPIKey}
+			return identity{}, &auth.Error{HTTPStatus: http.StatusBadRequest, Code: codes.InvalidArgument, Reason: "bad_api_key", Message: msgBadAPIKey}
 		}
 		id.consumer = consumer
 	}
 	if !p.allowUnregistered && id.claims == nil && id.consumer == "" {
-		return nil, &auth.Error{HTTPStatus: http.StatusUnauthorized, Code: codes.Unauthenticated, Reason: "unregistered", Message: msgUnregistered}
+		return identity{}, &auth.Error{HTTPStatus: http.StatusUnauthorized, Code: codes.Unauthenticated, Reason: "unregistered", Message: msgUnregistered}
 	}
 	return id, nil
 }
 
 // findToken looks where the method's providers say a token may be.
 func (s *state) findToken(p *policy, c credSource) string {
-	for _, pid := range p.providers {
-		pr, ok := s.verifier.Provider(pid)
+	for _, r := range p.requirements {
+		pr, ok := s.verifier.Provider(r.ProviderID)
 		if !ok {
 			continue
 		}

@@ -20,6 +20,13 @@ type CORSOptions struct {
 	originRe         *regexp.Regexp
 }
 
+// compileOriginRegex compiles --cors_allow_origin_regex to match the whole
+// Origin, as Envoy's safe_regex (RE2 FullMatch) does in ESPv2: unanchored,
+// "https://app\.example\.com" would allow https://app.example.com.evil.net.
+func compileOriginRegex(expr string) (*regexp.Regexp, error) {
+	return regexp.Compile(`^(?:` + expr + `)$`)
+}
+
 // cors answers preflights and decorates responses; it reports whether the
 // request was a preflight it answered.
 func (g *Gateway) cors(w http.ResponseWriter, r *http.Request) bool {
@@ -42,12 +49,16 @@ func (g *Gateway) cors(w http.ResponseWriter, r *http.Request) bool {
 			allowed = origin
 		}
 	}
+	h := w.Header()
+	if allowed != "*" {
+		// The answer depends on the Origin, allowed or not: a shared
+		// cache must not serve one origin's answer to another.
+		h.Add("Vary", "Origin")
+	}
 	if allowed == "" {
 		return false
 	}
-	h := w.Header()
 	h.Set("Access-Control-Allow-Origin", allowed)
-	h.Add("Vary", "Origin")
 	if c.AllowCredentials {
 		h.Set("Access-Control-Allow-Credentials", "true")
 	}

@@ -17,7 +17,6 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -92,6 +91,13 @@ type Options struct {
 	JWKSCacheDuration time.Duration
 	Transcoding       TranscodingOptions
 	Path              transcode.PathOptions
+	// JWTCacheSize bounds the verified tokens remembered (least recently
+	// used out). Default auth.DefaultTokenCacheSize (10000); negative: none.
+	JWTCacheSize int
+	// Reflection serves gRPC server reflection from the gateway's
+	// descriptors: ReflectionOff (default), ReflectionAuthenticated (under
+	// the service config's rules) or ReflectionOpen.
+	Reflection string
 	// Drain is how long health says NOT_SERVING before stopping. Default 5s.
 	Drain time.Duration
 	// JWKSClient fetches keys. Default: a 10 s client with system roots.
@@ -113,6 +119,7 @@ type Gateway struct {
 	upstream  *h2relay.Upstream // native gRPC, frames relayed
 	relay     *h2relay.Server
 	grpc      *grpc.Server // native gRPC that net/http got (see handleGRPC)
+	local     *local       // what the gateway answers itself (reflection); nil: none
 
 	state    atomic.Pointer[state]
 	cert     atomic.Pointer[tls.Certificate]
@@ -206,6 +213,13 @@ func (o *Options) defaults() error {
 	if o.JWKSCacheDuration <= 0 {
 		o.JWKSCacheDuration = 300 * time.Second
 	}
+	switch o.Reflection {
+	case "":
+		o.Reflection = ReflectionOff
+	case ReflectionOff, ReflectionAuthenticated, ReflectionOpen:
+	default:
+		return fmt.Errorf("--reflection = %q: want off, authenticated or open", o.Reflection)
+	}
 	if o.Drain < 0 {
 		o.Drain = 0
 	}
@@ -219,7 +233,7 @@ func (o *Options) defaults() error {
 	switch c.Preset {
 	case "", "basic":
 	case "cors_with_regex":
-		re, err := regexp.Compile(c.AllowOriginRegex)
+		re, err := compileOriginRegex(c.AllowOriginRegex)
 		if err != nil || c.AllowOriginRegex == "" {
 			return fmt.Errorf("--cors_allow_origin_regex = %q: want a valid regular expression with --cors_preset=cors_with_regex", c.AllowOriginRegex)
 		}
@@ -333,7 +347,7 @@ func (g *Gateway) loadAll(first bool) error {
 		verifier = prev.verifier
 	} else if verifier, err = auth.NewVerifier(svc.GetAuthentication(), auth.Options{
 		ServiceName: name, HTTPClient: g.opts.JWKSClient, JWKSCacheDuration: g.opts.JWKSCacheDuration,
-		OnJWKSFetch: g.metrics.jwksFetch,
+		TokenCacheSize: g.opts.JWTCacheSize, OnJWKSFetch: g.metrics.jwksFetch,
 	}); err != nil {
 		return fmt.Errorf("service config %s: %w", g.opts.ServiceConfig, err)
 	}
@@ -357,6 +371,7 @@ func (g *Gateway) loadAll(first bool) error {
 		g.cert.Store(cert)
 	}
 	st := buildState(svc, files, descErr, verifier, keys, q)
+	st.enableReflection(g.opts.Reflection, files)
 	if first && st.routerErr != nil && descErr == nil {
 		return fmt.Errorf("service config %s: %w", g.opts.ServiceConfig, st.routerErr)
 	}
@@ -524,6 +539,13 @@ func (g *Gateway) Run(ctx context.Context) error {
 		}
 		g.listeners[kind] = ln
 	}
+	local, err := g.startLocal()
+	if err != nil {
+		g.closeListeners()
+		return err
+	}
+	g.local = local
+	defer local.stop()
 	close(g.ready)
 	defer g.backend.Close()
 	defer g.upstream.Close()

@@ -12,10 +12,13 @@ import (
 
 // callRecord collects what the access log and metrics say about one call.
 type callRecord struct {
-	protocol   string // grpc, grpc-web, rest
-	method     string // gRPC path or "GET /v1/…"
-	selector   string // "" when no route matched
-	consumer   string
+	protocol string // grpc, grpc-web, rest
+	method   string // gRPC path or "GET /v1/…"
+	selector string // "" when no route matched
+	// id is who the call proved to be, when identified (authenticated);
+	// the access log names its quota consumer.
+	id         identity
+	identified bool
 	authReason string
 	code       codes.Code
 	httpStatus int
@@ -93,8 +96,8 @@ func (g *Gateway) finish(rec *callRecord, traceparent string) {
 	if rec.httpStatus != 0 {
 		attrs = append(attrs, slog.Int("status", rec.httpStatus))
 	}
-	if rec.consumer != "" {
-		attrs = append(attrs, slog.String("consumer", rec.consumer))
+	if rec.identified {
+		attrs = append(attrs, slog.String("consumer", rec.id.quotaKey()))
 	}
 	if rec.authReason != "" {
 		attrs = append(attrs, slog.String("auth_failure", rec.authReason))

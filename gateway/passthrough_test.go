@@ -37,6 +37,9 @@ func seen(ctx context.Context) metadata.MD {
 	md, _ := metadata.FromIncomingContext(ctx)
 	out := metadata.Pairs("seen-custom", strings.Join(md.Get("x-custom"), ","), "seen-userinfo", strings.Join(md.Get("x-endpoint-api-userinfo"), ","),
 		"seen-xff", strings.Join(md.Get("x-forwarded-for"), ","), "seen-other", strings.Join(md.Get("x-endpoint-other"), ","))
+	for _, o := range md.Get("x-endpoint-api-owner") {
+		out.Append("seen-owner", o)
+	}
 	if dl, ok := ctx.Deadline(); ok {
 		out.Set("seen-deadline-ms", itoa(int(time.Until(dl).Milliseconds())))
 	}
@@ -51,6 +54,11 @@ func (testService) UnaryCall(ctx context.Context, in *testpb.SimpleRequest) (*te
 		return nil, st.Err()
 	}
 	return &testpb.SimpleResponse{Payload: in.GetPayload()}, nil
+}
+
+func (testService) EmptyCall(ctx context.Context, _ *testpb.Empty) (*testpb.Empty, error) {
+	_ = grpc.SetHeader(ctx, seen(ctx))
+	return &testpb.Empty{}, nil
 }
 
 func (testService) StreamingOutputCall(in *testpb.StreamingOutputCallRequest, s testpb.TestService_StreamingOutputCallServer) error {

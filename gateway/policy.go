@@ -3,6 +3,7 @@ package gateway
 import (
 	"strings"
 
+	"github.com/meridian-gw/meridian/gateway/auth"
 	"google.golang.org/genproto/googleapis/api/serviceconfig"
 )
 
@@ -10,8 +11,10 @@ import (
 type policy struct {
 	// selector is the method's full name, e.g. "grpc.health.v1.Health.Check".
 	selector string
-	// providers that may sign its JWTs (any of them); empty: no JWT check.
-	providers []string
+	// requirements a JWT must meet (any one of them): a provider and, when
+	// the rule says, the audiences that replace the provider's. Empty: no
+	// JWT check.
+	requirements []auth.Requirement
 	// allowWithoutCredential lets a call without a token through (a bad
 	// token is still refused).
 	allowWithoutCredential bool
@@ -54,7 +57,7 @@ func policyFor(svc *serviceconfig.Service, method string) *policy {
 		if i := best(rules, method); i >= 0 {
 			r := rules[i]
 			for _, req := range r.GetRequirements() {
-				p.providers = append(p.providers, req.GetProviderId())
+				p.requirements = append(p.requirements, auth.NewRequirement(req.GetProviderId(), req.GetAudiences()))
 			}
 			p.allowWithoutCredential = r.GetAllowWithoutCredential()
 		}

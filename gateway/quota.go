@@ -47,6 +47,9 @@ func newQuotas(q *serviceconfig.Quota, now func() time.Time) (*quotas, error) {
 	return qs, nil
 }
 
+// applies reports whether a call with these costs is metered at all.
+func (q *quotas) applies(costs map[string]int64) bool { return len(costs) > 0 && len(q.limits) > 0 }
+
 // take charges costs to consumer; when a limit would be exceeded it
 // charges nothing and says how long until the call would fit.
 func (q *quotas) take(consumer string, costs map[string]int64) (ok bool, retryAfter time.Duration, limit string) {

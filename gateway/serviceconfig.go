@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"sort"
-	"strings"
 
 	"google.golang.org/genproto/googleapis/api/serviceconfig"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -61,8 +60,9 @@ func ParseServiceConfig(b []byte) (*serviceconfig.Service, error) {
 
 // locateValueError finds which top-level section holds a bad value, since
 // protojson reports positions in the converted JSON, not the user's YAML.
+// The library's error is wrapped as it is: its text is not ours to edit
+// (protobuf-go varies it on purpose).
 func locateValueError(doc map[string]any, err error) error {
-	msg := strings.TrimPrefix(err.Error(), "proto: ")
 	keys := make([]string, 0, len(doc))
 	for k := range doc {
 		keys = append(keys, k)
@@ -71,10 +71,10 @@ func locateValueError(doc map[string]any, err error) error {
 	for _, k := range keys {
 		js, _ := json.Marshal(map[string]any{k: doc[k]})
 		if e := protojson.Unmarshal(js, &serviceconfig.Service{}); e != nil {
-			return fmt.Errorf("%s: %s", k, msg)
+			return fmt.Errorf("%s: %w", k, err)
 		}
 	}
-	return errors.New(msg)
+	return err
 }
 
 // checkFields walks the document against the message descriptor so that

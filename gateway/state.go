@@ -28,6 +28,8 @@ type state struct {
 	routerErr error
 	types     *dynamicpb.Types
 	policies  sync.Map // selector → *policy
+	// refl is what server reflection shows; nil: --reflection=off.
+	refl *reflectionView
 }
 
 // buildState assembles a generation from the service config and descriptors.
@@ -115,7 +117,7 @@ func (s *state) selectorForPath(path string) (string, bool) {
 		return "", false
 	}
 	svc := path[:i]
-	if !s.apis[svc] {
+	if !s.apis[svc] && !s.isReflection(svc) {
 		return "", false
 	}
 	return svc + "." + path[i+1:], true

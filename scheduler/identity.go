@@ -15,9 +15,20 @@ import (
 	"google.golang.org/grpc/status"
 )
 
-// UserInfoHeader carries the caller's verified JWT payload from the
-// gateway (ESPv2's format: base64url of the payload JSON).
-const UserInfoHeader = "x-endpoint-api-userinfo"
+// Headers the gateway sets after verifying a caller.
+const (
+	// UserInfoHeader carries the caller's verified JWT payload (ESPv2's
+	// format: base64url of the payload JSON).
+	UserInfoHeader = "x-endpoint-api-userinfo"
+	// OwnerHeader names the caller as the gateway, which knows every
+	// issuer, names owners: the token's sub (else email), or ISSUER#SUB
+	// when it trusts more than one issuer. Behind Google's ESP, which does
+	// not send it, the caller comes from UserInfoHeader.
+	OwnerHeader = "x-endpoint-api-owner"
+)
+
+// MaxOwnerLen bounds a caller id.
+const MaxOwnerLen = 256
 
 // TrustedPeers decides which peers may assert a caller's identity: the
 // gateway sidecar, on loopback by default.
@@ -66,17 +77,21 @@ func (t *TrustedPeers) Trusts(addr net.Addr) bool {
 	return false
 }
 
-// Caller returns the verified caller of a gRPC call: the JWT subject (else
-// its email) from X-Endpoint-API-UserInfo, accepted only from a trusted
-// peer. Anything else fails closed with UNAUTHENTICATED.
+// Caller returns the verified caller of a gRPC call: X-Endpoint-API-Owner
+// when the gateway sent it, else the JWT subject (else its email) from
+// X-Endpoint-API-UserInfo; either is accepted only from a trusted peer.
+// Anything else fails closed with UNAUTHENTICATED.
 func (t *TrustedPeers) Caller(ctx context.Context) (string, error) {
 	md, _ := metadata.FromIncomingContext(ctx)
-	vals := md.Get(UserInfoHeader)
-	if len(vals) == 0 {
+	infos, owners := md.Get(UserInfoHeader), md.Get(OwnerHeader)
+	if len(infos) == 0 && len(owners) == 0 {
 		return "", status.Error(codes.Unauthenticated, "no verified caller: call through the gateway with a valid token (the X-Endpoint-API-UserInfo header is missing)")
 	}
-	if len(vals) > 1 {
+	if len(infos) > 1 {
 		return "", status.Error(codes.Unauthenticated, "X-Endpoint-API-UserInfo appears more than once")
+	}
+	if len(owners) > 1 {
+		return "", status.Error(codes.Unauthenticated, "X-Endpoint-API-Owner appears more than once")
 	}
 	p, ok := peer.FromContext(ctx)
 	if !ok || !t.Trusts(p.Addr) {
@@ -84,9 +99,33 @@ func (t *TrustedPeers) Caller(ctx context.Context) (string, error) {
 		if ok {
 			addr = p.Addr.String()
 		}
-		return "", status.Errorf(codes.Unauthenticated, "X-Endpoint-API-UserInfo from untrusted peer %s; only the gateway may assert identities (see --trusted_peers)", addr)
+		hdr := "X-Endpoint-API-UserInfo"
+		if len(infos) == 0 {
+			hdr = "X-Endpoint-API-Owner"
+		}
+		return "", status.Errorf(codes.Unauthenticated, "%s from untrusted peer %s; only the gateway may assert identities (see --trusted_peers)", hdr, addr)
 	}
-	return ParseUserInfo(vals[0])
+	if len(owners) == 1 {
+		return ParseOwner(owners[0])
+	}
+	return ParseUserInfo(infos[0])
+}
+
+// ParseOwner checks an X-Endpoint-API-Owner value: 1 to MaxOwnerLen
+// visible ASCII characters. Empty means the token named nobody.
+func ParseOwner(v string) (string, error) {
+	if v == "" {
+		return "", status.Error(codes.Unauthenticated, "the verified token has neither sub nor email")
+	}
+	if len(v) > MaxOwnerLen {
+		return "", status.Errorf(codes.InvalidArgument, "X-Endpoint-API-Owner is %d bytes; want at most %d", len(v), MaxOwnerLen)
+	}
+	for i := 0; i < len(v); i++ {
+		if c := v[i]; c < 0x21 || c > 0x7e {
+			return "", status.Errorf(codes.InvalidArgument, "X-Endpoint-API-Owner byte %d is %#x; want visible ASCII (0x21-0x7e)", i, c)
+		}
+	}
+	return v, nil
 }
 
 // ParseUserInfo decodes the header value and picks the caller's id.
@@ -120,8 +159,8 @@ func ParseUserInfo(v string) (string, error) {
 	if who == "" {
 		return "", status.Error(codes.Unauthenticated, "the verified token has neither sub nor email")
 	}
-	if len(who) > 256 {
-		return "", status.Error(codes.InvalidArgument, "caller id is longer than 256 characters")
+	if len(who) > MaxOwnerLen {
+		return "", status.Errorf(codes.InvalidArgument, "caller id is longer than %d characters", MaxOwnerLen)
 	}
 	return who, nil
 }

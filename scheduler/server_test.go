@@ -49,6 +49,53 @@ func TestCallerMustBeAssertedByATrustedPeer(t *testing.T) {
 	}
 }
 
+// The gateway names the owner in X-Endpoint-API-Owner (ISSUER#SUB when it
+// trusts several issuers): the scheduler takes it over the sub in
+// X-Endpoint-API-UserInfo, with the same trust rules, and falls back to
+// UserInfo behind an ESP that does not send it.
+func TestOwnerHeaderNamesTheCaller(t *testing.T) {
+	st := storetest.Open(t, "sqlite")
+	h := newHarness(t, st, testConfig(t, basicConfig))
+	req := &schedulerv1.CreateSessionRequest{Pool: "cpu"}
+	for _, c := range []struct {
+		name  string
+		md    []string
+		owner string
+	}{
+		{"owner and userinfo", []string{OwnerHeader, "https://b.example#alice", UserInfoHeader, UserInfo("alice")}, "https://b.example#alice"},
+		{"owner alone", []string{OwnerHeader, "https://a.example#alice"}, "https://a.example#alice"},
+		{"userinfo alone (Google's ESP)", []string{UserInfoHeader, UserInfo("alice")}, "alice"},
+	} {
+		s, err := h.cl.CreateSession(metadata.AppendToOutgoingContext(h.ctx, c.md...), req)
+		if err != nil || s.Owner != c.owner {
+			t.Errorf("%s: owner %q, %v; want %q", c.name, s.GetOwner(), err, c.owner)
+		}
+	}
+	// Two issuers' alice are two owners: one does not see the other's sessions.
+	a := metadata.AppendToOutgoingContext(h.ctx, OwnerHeader, "https://a.example#alice")
+	list, err := h.cl.ListSessions(a, &schedulerv1.ListSessionsRequest{})
+	if err != nil || len(list.Sessions) != 1 || list.Sessions[0].Owner != "https://a.example#alice" {
+		t.Fatalf("a.example's alice lists %v, %v; want her one session", list.GetSessions(), err)
+	}
+	for _, c := range []struct {
+		name, want string
+		code       codes.Code
+		md         []string
+	}{
+		{"empty (no sub, no email)", "neither sub nor email", codes.Unauthenticated, []string{OwnerHeader, "", UserInfoHeader, UserInfo("alice")}},
+		{"twice", "X-Endpoint-API-Owner appears more than once", codes.Unauthenticated, []string{OwnerHeader, "a", OwnerHeader, "b"}},
+		{"too long", "want at most 256", codes.InvalidArgument, []string{OwnerHeader, strings.Repeat("x", 257)}},
+		{"not visible ASCII", "want visible ASCII", codes.InvalidArgument, []string{OwnerHeader, "al ice"}},
+	} {
+		_, err := h.cl.CreateSession(metadata.AppendToOutgoingContext(h.ctx, c.md...), req)
+		wantCode(t, err, c.code, c.want)
+	}
+	untrusted := newHarness(t, st, testConfig(t, basicConfig))
+	untrusted.serve(NewServer(untrusted.sched, mustPeers(t, []string{"10.0.0.0/8"})))
+	_, err = untrusted.cl.CreateSession(metadata.AppendToOutgoingContext(untrusted.ctx, OwnerHeader, "alice"), req)
+	wantCode(t, err, codes.Unauthenticated, "X-Endpoint-API-Owner from untrusted peer 127.0.0.1")
+}
+
 func TestUsersSeeOnlyTheirOwnSessions(t *testing.T) {
 	h := newHarness(t, storetest.Open(t, "sqlite"), testConfig(t, basicConfig))
 	s := h.create("alice", "cpu", "")

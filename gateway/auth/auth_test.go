@@ -46,7 +46,7 @@ func TestAudienceNormalization(t *testing.T) {
 		{"svc.example.com/", "https://svc.example.com", true},
 		{"https://other.example.com", "svc.example.com", false},
 	} {
-		if got := audienceAllowed(jwt.Audience{c.got}, []string{normalizeAudience(c.allowed)}); got != c.ok {
+		if got := audienceAllowed([]string{normalizeAudience(c.got)}, []string{normalizeAudience(c.allowed)}); got != c.ok {
 			t.Errorf("aud %q vs %q = %v, want %v", c.got, c.allowed, got, c.ok)
 		}
 	}
@@ -76,14 +76,14 @@ func TestTokenCacheAndRefetchRateLimit(t *testing.T) {
 	tok := mint("k1", now.Add(time.Hour))
 	// Without fetching, a verifier that has no keys yet says so instead of
 	// waiting for the issuer (and does not fetch).
-	if _, err := v.Verify(WithoutFetch(context.Background()), tok, []string{"p"}); !errors.Is(err, ErrWouldBlock) {
+	if _, err := v.Verify(WithoutFetch(context.Background()), tok, reqs("p")); !errors.Is(err, ErrWouldBlock) {
 		t.Fatalf("verify without fetch and no keys: %v, want ErrWouldBlock", err)
 	}
 	if n := fetches.Load(); n != 0 {
 		t.Fatalf("%d JWKS fetches under WithoutFetch, want 0", n)
 	}
 	for range 5 {
-		c, err := v.Verify(context.Background(), tok, []string{"p"})
+		c, err := v.Verify(context.Background(), tok, reqs("p"))
 		if err != nil || c.Subject != "u" {
 			t.Fatalf("verify: %v", err)
 		}
@@ -92,11 +92,11 @@ func TestTokenCacheAndRefetchRateLimit(t *testing.T) {
 		t.Fatalf("%d JWKS fetches for one token verified 5 times, want 1", n)
 	}
 	// With keys at hand, a new token verifies without the network.
-	if c, err := v.Verify(WithoutFetch(context.Background()), mint("k1", now.Add(30*time.Minute)), []string{"p"}); err != nil || c.Subject != "u" {
+	if c, err := v.Verify(WithoutFetch(context.Background()), mint("k1", now.Add(30*time.Minute)), reqs("p")); err != nil || c.Subject != "u" {
 		t.Fatalf("verify without fetch, keys cached: %v", err)
 	}
 	for range 5 {
-		if _, err := v.Verify(context.Background(), mint("unknown", now.Add(time.Hour)), []string{"p"}); err == nil {
+		if _, err := v.Verify(context.Background(), mint("unknown", now.Add(time.Hour)), reqs("p")); err == nil {
 			t.Fatal("unknown kid accepted")
 		}
 	}
@@ -105,11 +105,11 @@ func TestTokenCacheAndRefetchRateLimit(t *testing.T) {
 	}
 	// Cached tokens still expire.
 	now = now.Add(2 * time.Hour)
-	if _, err := v.Verify(context.Background(), tok, []string{"p"}); err == nil {
+	if _, err := v.Verify(context.Background(), tok, reqs("p")); err == nil {
 		t.Fatal("an expired token was served from the cache")
 	}
 	// A provider not allowed for this method does not verify its tokens.
-	if _, err := v.Verify(context.Background(), mint("k1", now.Add(time.Hour)), []string{"other"}); err == nil {
+	if _, err := v.Verify(context.Background(), mint("k1", now.Add(time.Hour)), reqs("other")); err == nil {
 		t.Fatal("token of a provider not in the rule accepted")
 	}
 }
@@ -120,7 +120,7 @@ func FuzzVerify(f *testing.F) {
 	v, _ := NewVerifier(&serviceconfig.Authentication{Providers: []*serviceconfig.AuthProvider{{Id: "p", Issuer: "iss", JwksUri: "http://127.0.0.1:1/jwks"}}},
 		Options{ServiceName: "svc", HTTPClient: &http.Client{Timeout: 10 * time.Millisecond}})
 	f.Fuzz(func(t *testing.T, tok string) {
-		if c, err := v.Verify(context.Background(), tok, []string{"p"}); err == nil {
+		if c, err := v.Verify(context.Background(), tok, reqs("p")); err == nil {
 			t.Fatalf("fuzzed token %q verified as %+v", tok, c)
 		}
 	})

@@ -11,13 +11,13 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
-	"slices"
 	"strings"
-	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
+	lru "github.com/hashicorp/golang-lru/v2"
 	"google.golang.org/genproto/googleapis/api/serviceconfig"
 	"google.golang.org/grpc/codes"
 )
@@ -32,6 +32,23 @@ type Error struct {
 }
 
 func (e *Error) Error() string { return e.Message }
+
+// ClipLen is how much of a caller's own text (a key id, a path) an error
+// message repeats: refusals are queued per connection and sent back, so
+// a caller must not be able to make them large.
+const ClipLen = 64
+
+// Clip shortens s to ClipLen bytes (on a rune boundary) with an ellipsis.
+func Clip(s string) string {
+	if len(s) <= ClipLen {
+		return s
+	}
+	n := ClipLen
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "…"
+}
 
 func unauthenticated(reason, format string, a ...any) *Error {
 	return &Error{HTTPStatus: http.StatusUnauthorized, Code: codes.Unauthenticated, Reason: reason, Message: fmt.Sprintf(format, a...)}
@@ -86,16 +103,52 @@ type Options struct {
 	Now func() time.Time
 	// OnJWKSFetch, when set, observes every JWKS fetch.
 	OnJWKSFetch func(provider string, ok bool)
-	// TokenCacheSize bounds the cache of verified tokens. Default 10000.
+	// TokenCacheSize bounds the cache of verified tokens (least recently
+	// used first out). Default DefaultTokenCacheSize; negative: no cache.
 	TokenCacheSize int
 }
+
+// DefaultTokenCacheSize is how many verified tokens are remembered: about
+// 2.5 KB each with a 1 KB token, so 25 MB when full.
+const DefaultTokenCacheSize = 10000
+
+// MaxOwnerLen bounds an owner name (the scheduler refuses longer ones too).
+const MaxOwnerLen = 256
 
 // Verifier checks JWTs against the service config's providers.
 type Verifier struct {
 	providers map[string]*Provider
-	byIssuer  map[string][]*Provider
-	now       func() time.Time
-	cache     *tokenCache
+	// qualify: more than one issuer is configured, so owners are named
+	// ISSUER#SUBJECT (a subject is unique only within its issuer).
+	qualify bool
+	now     func() time.Time
+	cache   *lru.Cache[string, *Claims] // nil: no cache
+}
+
+// Requirement is one of a rule's requirements (any one of them admits a
+// token): a provider and, when set, the audiences that replace the
+// provider's for this rule, as ESPv2 does (Envoy's ProviderWithAudiences).
+type Requirement struct {
+	ProviderID string
+	// Audiences, normalized; nil: the provider's (or its default,
+	// https://SERVICE_NAME).
+	Audiences []string
+}
+
+// NewRequirement reads a requirement of the service config: audiences is
+// its comma-separated `audiences` field ("" keeps the provider's).
+func NewRequirement(providerID, audiences string) Requirement {
+	return Requirement{ProviderID: providerID, Audiences: splitAudiences(audiences)}
+}
+
+func splitAudiences(list string) []string {
+	var out []string
+	for _, aud := range strings.Split(list, ",") {
+		if aud = strings.TrimSpace(aud); aud != "" {
+			out = append(out, normalizeAudience(aud))
+		}
+	}
+	return out
 }
 
 // Claims is a verified token.
@@ -104,6 +157,12 @@ type Claims struct {
 	Subject  string
 	Email    string
 	Issuer   string
+	// Owner names the caller to the backend (X-Endpoint-API-Owner): the
+	// subject, else the email; prefixed with "ISSUER#" when more than one
+	// issuer is configured. "" when the token has neither.
+	Owner string
+	// Audience is the token's aud, normalized.
+	Audience []string
 	// UserInfo is the payload as ESPv2 forwards it in X-Endpoint-API-UserInfo:
 	// base64url, unpadded, of the raw JWT payload.
 	UserInfo string
@@ -124,18 +183,16 @@ func NewVerifier(a *serviceconfig.Authentication, opts Options) (*Verifier, erro
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	if opts.TokenCacheSize <= 0 {
-		opts.TokenCacheSize = 10000
+	if opts.TokenCacheSize == 0 {
+		opts.TokenCacheSize = DefaultTokenCacheSize
 	}
-	v := &Verifier{providers: map[string]*Provider{}, byIssuer: map[string][]*Provider{}, now: opts.Now,
-		cache: &tokenCache{max: opts.TokenCacheSize, m: map[string]*Claims{}}}
+	v := &Verifier{providers: map[string]*Provider{}, now: opts.Now}
+	if opts.TokenCacheSize > 0 {
+		v.cache, _ = lru.New[string, *Claims](opts.TokenCacheSize) // fails only for a size <= 0
+	}
+	issuers := map[string]bool{}
 	for i, p := range a.GetProviders() {
-		pr := &Provider{ID: p.GetId(), Issuer: p.GetIssuer()}
-		for _, aud := range strings.Split(p.GetAudiences(), ",") {
-			if aud = strings.TrimSpace(aud); aud != "" {
-				pr.Audiences = append(pr.Audiences, normalizeAudience(aud))
-			}
-		}
+		pr := &Provider{ID: p.GetId(), Issuer: p.GetIssuer(), Audiences: splitAudiences(p.GetAudiences())}
 		if len(pr.Audiences) == 0 {
 			pr.Audiences = []string{normalizeAudience("https://" + opts.ServiceName)}
 		}
@@ -162,8 +219,9 @@ func NewVerifier(a *serviceconfig.Authentication, opts Options) (*Verifier, erro
 		pr.keys = &keySet{uri: p.GetJwksUri(), issuer: p.GetIssuer(), client: opts.HTTPClient, ttl: opts.JWKSCacheDuration,
 			minRetry: opts.JWKSMinRefetch, now: opts.Now, onFetch: opts.OnJWKSFetch, provider: pr.ID}
 		v.providers[pr.ID] = pr
-		v.byIssuer[pr.Issuer] = append(v.byIssuer[pr.Issuer], pr)
+		issuers[pr.Issuer] = true
 	}
+	v.qualify = len(issuers) > 1
 	return v, nil
 }
 
@@ -179,19 +237,31 @@ func normalizeAudience(a string) string {
 	return strings.TrimSuffix(a, "/")
 }
 
-// Verify checks raw against the allowed providers: signature by the
-// issuer's keys, exp/nbf/iat, and audience. An issuer that none of the
-// allowed providers has is 401; an audience not allowed is 403.
-func (v *Verifier) Verify(ctx context.Context, raw string, allowed []string) (*Claims, error) {
+// audiences are the ones a requirement accepts.
+func (r *Requirement) audiences(p *Provider) []string {
+	if r.Audiences != nil {
+		return r.Audiences
+	}
+	return p.Audiences
+}
+
+// Verify checks raw against a rule's requirements: signature by the
+// issuer's keys, exp/nbf/iat, and audience. Every requirement whose
+// provider has the token's issuer is tried (providers may share an
+// issuer, with other keys or audiences); the first that accepts the token
+// wins. An issuer that none of them has is 401; an audience not allowed
+// is 403. Under WithoutFetch it returns ErrWouldBlock when no provider
+// accepts the token with the keys at hand and one needs keys fetched.
+func (v *Verifier) Verify(ctx context.Context, raw string, reqs []Requirement) (*Claims, error) {
 	now := v.now()
 	// A token verified before costs one map lookup: parsing it (base64 and
 	// two JSON documents) would cost more than all the rest of a proxied call.
-	if c := v.cache.get(raw, now); c != nil && slices.Contains(allowed, c.Provider) {
+	if c := v.cached(raw, now); c != nil && v.admits(reqs, c) {
 		return c, nil
 	}
 	tok, err := jwt.ParseSigned(raw, allowedAlgs)
 	if err != nil {
-		if strings.Contains(err.Error(), "unexpected signature algorithm") {
+		if _, ok := errors.AsType[*jose.ErrUnexpectedSignatureAlgorithm](err); ok {
 			return nil, unauthenticated("bad_algorithm", "Jwt verification fails: the token's signature algorithm is not allowed (asymmetric algorithms only)")
 		}
 		return nil, unauthenticated("malformed", "Jwt is not in the form of Header.Payload.Signature")
@@ -200,25 +270,102 @@ func (v *Verifier) Verify(ctx context.Context, raw string, allowed []string) (*C
 	if err := tok.UnsafeClaimsWithoutVerification(&unverified); err != nil {
 		return nil, unauthenticated("malformed", "Jwt payload is not a JSON object with standard claims")
 	}
-	var p *Provider
-	for _, cand := range v.byIssuer[unverified.Issuer] {
-		for _, id := range allowed {
-			if cand.ID == id {
-				p = cand
+	var best *Error
+	blocked := false
+	for i := range reqs {
+		p := v.providers[reqs[i].ProviderID]
+		if p == nil || p.Issuer != unverified.Issuer || seenBefore(reqs[:i], p.ID, reqs[i].Audiences) {
+			continue
+		}
+		claims, err := v.verifyWith(ctx, p, tok, raw, now)
+		if err == nil && !audienceAllowed(claims.Audience, reqs[i].audiences(p)) {
+			err = &Error{HTTPStatus: http.StatusForbidden, Code: codes.PermissionDenied, Reason: "audience",
+				Message: "Audiences in Jwt are not allowed"}
+		}
+		if err == nil {
+			if claims.Owner, err = v.owner(claims.Issuer, claims.Subject, claims.Email); err != nil {
+				return nil, err
 			}
+			v.remember(raw, claims)
+			return claims, nil
+		}
+		var e *Error
+		switch {
+		case errors.Is(err, ErrWouldBlock):
+			blocked = true
+		case errors.As(err, &e):
+			if best == nil || rank(e) > rank(best) {
+				best = e
+			}
+		default:
+			return nil, err
 		}
 	}
-	if p == nil {
-		return nil, unauthenticated("unknown_issuer", "Jwt issuer is not configured")
+	switch {
+	case blocked:
+		return nil, ErrWouldBlock
+	case best != nil:
+		return nil, best
 	}
-	claims, err := v.verifyWith(ctx, p, tok, raw, now)
-	if err != nil {
-		return nil, err
-	}
-	v.cache.put(raw, claims, now)
-	return claims, nil
+	return nil, unauthenticated("unknown_issuer", "Jwt issuer is not configured")
 }
 
+// seenBefore reports whether an earlier requirement already tried this
+// provider with these audiences.
+func seenBefore(earlier []Requirement, id string, aud []string) bool {
+	for _, r := range earlier {
+		if r.ProviderID == id && slicesEqual(r.Audiences, aud) {
+			return true
+		}
+	}
+	return false
+}
+
+func slicesEqual(a, b []string) bool {
+	if (a == nil) != (b == nil) || len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// rank orders refusals by how far the token got, so that when several
+// providers refuse it the answer names the furthest check: the keys of a
+// provider sharing the issuer not matching says less than the audience
+// of the one whose keys did.
+func rank(e *Error) int {
+	switch e.Reason {
+	case "jwks_unavailable":
+		return 0
+	case "unknown_kid":
+		return 1
+	case "bad_signature":
+		return 2
+	case "audience":
+		return 4
+	}
+	return 3 // time and claim checks, after the signature
+}
+
+// admits reports whether a cached token passes one of reqs.
+func (v *Verifier) admits(reqs []Requirement, c *Claims) bool {
+	for i := range reqs {
+		if reqs[i].ProviderID != c.Provider {
+			continue
+		}
+		if p := v.providers[c.Provider]; p != nil && audienceAllowed(c.Audience, reqs[i].audiences(p)) {
+			return true
+		}
+	}
+	return false
+}
+
+// verifyWith checks the token with one provider's keys, and its times;
+// the caller checks the audience and names the owner.
 func (v *Verifier) verifyWith(ctx context.Context, p *Provider, tok *jwt.JSONWebToken, raw string, now time.Time) (*Claims, error) {
 	kid := tok.Headers[0].KeyID
 	alg := tok.Headers[0].Algorithm
@@ -240,7 +387,7 @@ func (v *Verifier) verifyWith(ctx context.Context, p *Provider, tok *jwt.JSONWeb
 		}
 	}
 	if len(cands) == 0 {
-		return nil, unauthenticated("unknown_kid", "Jwt verification fails: no key with kid %q for issuer %s", kid, p.Issuer)
+		return nil, unauthenticated("unknown_kid", "Jwt verification fails: no key with kid %q for issuer %s", Clip(kid), p.Issuer)
 	}
 	var std jwt.Claims
 	var extra struct {
@@ -270,13 +417,48 @@ func (v *Verifier) verifyWith(ctx context.Context, p *Provider, tok *jwt.JSONWeb
 	if std.Expiry == nil {
 		return nil, unauthenticated("no_expiry", "Jwt has no exp claim")
 	}
-	if !audienceAllowed(std.Audience, p.Audiences) {
-		return nil, &Error{HTTPStatus: http.StatusForbidden, Code: codes.PermissionDenied, Reason: "audience",
-			Message: "Audiences in Jwt are not allowed"}
+	aud := make([]string, len(std.Audience))
+	for i, a := range std.Audience {
+		aud[i] = normalizeAudience(a)
 	}
 	payload := strings.Split(raw, ".")[1]
-	return &Claims{Provider: p.ID, Subject: std.Subject, Email: extra.Email, Issuer: std.Issuer,
+	return &Claims{Provider: p.ID, Subject: std.Subject, Email: extra.Email, Issuer: std.Issuer, Audience: aud,
 		UserInfo: strings.TrimRight(payload, "="), Expiry: std.Expiry.Time()}, nil
+}
+
+// owner names the caller: the subject, else the email, as the scheduler
+// always did; with more than one issuer configured, ISSUER#NAME, the form
+// Kubernetes gives OIDC usernames from claims other than email, since two
+// issuers may give one subject to two people.
+func (v *Verifier) owner(issuer, sub, email string) (string, error) {
+	name := sub
+	if name == "" {
+		name = email
+	}
+	if name == "" {
+		return "", nil
+	}
+	if v.qualify {
+		name = issuer + "#" + name
+	}
+	if err := ValidOwner(name); err != nil {
+		return "", unauthenticated("bad_owner", "Jwt subject is not usable as an owner name: %v", err)
+	}
+	return name, nil
+}
+
+// ValidOwner checks an owner name: 1 to MaxOwnerLen visible ASCII
+// characters, so that it travels as a header value unchanged.
+func ValidOwner(name string) error {
+	if name == "" || len(name) > MaxOwnerLen {
+		return fmt.Errorf("%d bytes; want 1 to %d", len(name), MaxOwnerLen)
+	}
+	for i := 0; i < len(name); i++ {
+		if c := name[i]; c < 0x21 || c > 0x7e {
+			return fmt.Errorf("byte %d is %#x; want visible ASCII (0x21-0x7e)", i, c)
+		}
+	}
+	return nil
 }
 
 func matchKeys(keys []jose.JSONWebKey, kid, alg string) []jose.JSONWebKey {
@@ -296,9 +478,9 @@ func matchKeys(keys []jose.JSONWebKey, kid, alg string) []jose.JSONWebKey {
 	return out
 }
 
-func audienceAllowed(got jwt.Audience, allowed []string) bool {
+// audienceAllowed: got holds normalized audiences.
+func audienceAllowed(got []string, allowed []string) bool {
 	for _, g := range got {
-		g = normalizeAudience(g)
 		for _, a := range allowed {
 			if g == a {
 				return true
@@ -308,46 +490,33 @@ func audienceAllowed(got jwt.Audience, allowed []string) bool {
 	return false
 }
 
-// DecodeUserInfo returns the JSON payload of an X-Endpoint-API-UserInfo value.
-func DecodeUserInfo(v string) ([]byte, error) { return base64.RawURLEncoding.DecodeString(v) }
-
-// tokenCache remembers verified tokens until they expire, so that the
-// signature (about 30 µs for RS256) is checked once per token, not per call.
-type tokenCache struct {
-	mu  sync.Mutex
-	max int
-	m   map[string]*Claims
-}
-
-func (c *tokenCache) get(k string, now time.Time) *Claims {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	cl, ok := c.m[k]
+// cached returns a verified token that has not expired.
+func (v *Verifier) cached(raw string, now time.Time) *Claims {
+	if v.cache == nil {
+		return nil
+	}
+	c, ok := v.cache.Get(raw)
 	if !ok {
 		return nil
 	}
-	if !now.Before(cl.Expiry.Add(ClockSkew)) {
-		delete(c.m, k)
+	if !now.Before(c.Expiry.Add(ClockSkew)) {
+		v.cache.Remove(raw)
 		return nil
 	}
-	return cl
+	return c
 }
 
-func (c *tokenCache) put(k string, cl *Claims, now time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if len(c.m) >= c.max {
-		for key, v := range c.m { // drop expired first, then anything
-			if !now.Before(v.Expiry) || len(c.m) >= c.max {
-				delete(c.m, key)
-			}
-			if len(c.m) < c.max*9/10 {
-				break
-			}
-		}
+// remember caches a verified token, so that its signature (about 30 µs
+// for RS256) is checked once per token, not per call. When full, the
+// least recently used token goes: O(1) per insert.
+func (v *Verifier) remember(raw string, c *Claims) {
+	if v.cache != nil {
+		v.cache.Add(raw, c)
 	}
-	c.m[k] = cl
 }
+
+// DecodeUserInfo returns the JSON payload of an X-Endpoint-API-UserInfo value.
+func DecodeUserInfo(v string) ([]byte, error) { return base64.RawURLEncoding.DecodeString(v) }
 
 // HashKey is how API keys are stored: hex SHA-256.
 func HashKey(key string) string {

@@ -21,7 +21,7 @@ func newGatewayCmd() *cobra.Command {
 	var o gateway.Options
 	var sslPort, httpPort, http2Port, statusPort int
 	var listenHost, accessLog, logLevel, maxBody, serviceJSON string
-	var jwksCache, gcPercent int
+	var jwksCache, jwtCache, gcPercent int
 	cmd := &cobra.Command{
 		Use:   "gateway",
 		Short: "Run the ESP-compatible sidecar: TLS, JWT/API-key auth, REST/JSON transcoding, gRPC proxy",
@@ -69,6 +69,9 @@ swaps changes in with no failed request; a bad change keeps the old config.`,
 				return fmt.Errorf("--client_max_body_size = %q: %w", maxBody, err)
 			}
 			o.JWKSCacheDuration = time.Duration(jwksCache) * time.Second
+			if o.JWTCacheSize = jwtCache; jwtCache == 0 {
+				o.JWTCacheSize = -1 // ESPv2's 0: no cache
+			}
 			switch accessLog {
 			case "off", "":
 			case "stdout", "/dev/stdout":
@@ -113,6 +116,7 @@ swaps changes in with no failed request; a bad change keeps the old config.`,
 	fl.StringVar(&o.CertDir, "ssl_server_cert_path", "/etc/nginx/ssl", "directory with server.crt/server.key or nginx.crt/nginx.key")
 	fl.StringVar(&o.APIKeys, "api_keys", "", "API key file: keys: [{consumer: NAME, sha256: HEX}] (re-read when it changes)")
 	fl.StringVar(&o.Healthz, "healthz", "", "a path the gateway answers 200 itself, e.g. /healthz")
+	fl.StringVar(&o.Reflection, "reflection", gateway.ReflectionOff, "gRPC server reflection of the config's apis (grpcurl, Postman): off, authenticated (the config's rules apply) or open")
 	fl.StringVar(&accessLog, "access_log", "stdout", "JSON access log: stdout, stderr, a file, or off")
 	fl.StringVar(&o.CORS.Preset, "cors_preset", "", "basic or cors_with_regex (empty: no CORS)")
 	fl.StringVar(&o.CORS.AllowOrigin, "cors_allow_origin", "*", "with --cors_preset=basic")
@@ -125,6 +129,7 @@ swaps changes in with no failed request; a bad change keeps the old config.`,
 	fl.StringVar(&maxBody, "client_max_body_size", "32m", "largest request body (k, m, g suffixes)")
 	fl.BoolVar(&o.HSTS, "enable_strict_transport_security", false, "send Strict-Transport-Security on TLS")
 	fl.IntVar(&jwksCache, "jwks_cache_duration_in_s", 300, "how long fetched JWKS are used")
+	fl.IntVar(&jwtCache, "jwt_cache_size", auth.DefaultTokenCacheSize, "verified JWTs remembered, least recently used out (0: none)")
 	// The proxy's live heap is a few MiB while each call allocates ~10 KiB:
 	// at Go's default of 100 it collects ~50 times a second at 10k calls/s.
 	fl.IntVar(&gcPercent, "go_gc_percent", 800, "Go GC target percentage (GOGC in the environment wins; set GOMEMLIMIT to cap memory)")
