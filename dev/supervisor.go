@@ -525,6 +525,7 @@ func (s *Supervisor) controlHandler() http.Handler {
 
 func (s *Supervisor) printWelcome() {
 	r0 := s.info.Regions[0]
+	m := selfCommand()
 	fmt.Fprintf(s.opts.Out, `
 Meridian is up: %d regions (a scheduler and an ESP-compatible gateway each, one shared
 store %s) behind the edge at %s.
@@ -532,25 +533,47 @@ store %s) behind the edge at %s.
 
 Try it (through the edge: TLS, JWT, nearest healthy region):
   export MERIDIAN_ENDPOINT=%s MERIDIAN_CACERT=%s
-  export MERIDIAN_TOKEN=$(meridian dev token --user alice --state_dir %s)
-  meridian sessions create --pool cpu --wait
-  meridian sessions list
-  meridian quota
-  meridian status --state_dir %s
+  export MERIDIAN_TOKEN=$(%s dev token --user alice --state_dir %s)
+  %s sessions create --pool cpu --wait
+  %s sessions list
+  %s quota
+  %s status --state_dir %s
   curl --cacert $MERIDIAN_CACERT -H "Authorization: Bearer $MERIDIAN_TOKEN" https://%s/v1/sessions
   curl --cacert $MERIDIAN_CACERT -H "Authorization: Bearer $MERIDIAN_TOKEN" -d '{"pool":"gpu-t4x2","requestId":"r-1"}' https://%s/v1/sessions
   curl --cacert $MERIDIAN_CACERT https://%s/v1/health
   grpcurl -cacert $MERIDIAN_CACERT -H "authorization: Bearer $MERIDIAN_TOKEN" %s meridian.scheduler.v1.SessionScheduler/GetQuota
 
 Failure drills (watch the dashboard):
-  meridian dev stop-region %s --state_dir %s
-  meridian dev start-region %s --state_dir %s
+  %s dev stop-region %s --state_dir %s
+  %s dev start-region %s --state_dir %s
 
 Logs: %s
 Ctrl-C stops everything.
 `, len(s.info.Regions), s.info.Store, s.info.Edge, s.info.Admin, InfoPath(s.opts.StateDir), s.info.Issuer,
-		s.info.Edge, s.info.CA, s.opts.StateDir, s.opts.StateDir, s.info.Edge, s.info.Edge, s.info.Edge, s.info.Edge,
-		r0.Name, s.opts.StateDir, r0.Name, s.opts.StateDir, filepath.Join(s.opts.StateDir, "logs"))
+		s.info.Edge, s.info.CA, m, s.opts.StateDir, m, m, m, m, s.opts.StateDir, s.info.Edge, s.info.Edge, s.info.Edge, s.info.Edge,
+		m, r0.Name, s.opts.StateDir, m, r0.Name, s.opts.StateDir, filepath.Join(s.opts.StateDir, "logs"))
+}
+
+// selfCommand is how to run this binary from the directory it was started
+// in, for commands to paste: its name when the shell found it on $PATH,
+// else its path (relative when it lies below, as bin/meridian does).
+func selfCommand() string {
+	if !strings.Contains(os.Args[0], "/") {
+		return os.Args[0]
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return os.Args[0]
+	}
+	if wd, err := os.Getwd(); err == nil {
+		if rel, err := filepath.Rel(wd, self); err == nil && !strings.HasPrefix(rel, "..") {
+			if !strings.Contains(rel, "/") {
+				rel = "./" + rel
+			}
+			return rel
+		}
+	}
+	return self
 }
 
 // waitServing polls grpc health until SERVING, the process exits, or timeout.
