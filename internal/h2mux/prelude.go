@@ -44,6 +44,8 @@ const (
 	maxHeaderList = 1 << 20
 	maxWindow     = 1<<31 - 1
 	initialWindow = 65535
+	// defaultMaxFrameSize is SETTINGS_MAX_FRAME_SIZE until one is sent.
+	defaultMaxFrameSize = 16384
 	// goAwayLinger is how long a connection ended with GOAWAY is read
 	// (and what it sends discarded) before it closes, so that closing
 	// with unread data does not reset it before the client reads the
@@ -121,9 +123,10 @@ type setting struct {
 }
 
 type preludeLimits struct {
-	timeout   time.Duration
-	maxFrames int
-	settings  []byte // the SETTINGS frame to send: net/http's (see Server.H2)
+	timeout      time.Duration
+	maxFrames    int
+	settings     []byte // the SETTINGS frame to send: net/http's (see Server.H2)
+	maxFrameSize uint32 // as settings say
 }
 
 // classify serves c until its first request's headers are complete and
@@ -144,11 +147,15 @@ func classify(c net.Conn, l preludeLimits) (*handoff, error) {
 	p.fr = http2.NewFramer(c, io.TeeReader(p.left, &p.raw))
 	p.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 	p.fr.MaxHeaderListSize = maxHeaderList
+	p.fr.SetMaxReadFrameSize(l.maxFrameSize)
 	if _, err := c.Write(l.settings); err != nil {
 		return nil, err
 	}
 	for {
 		h, err := p.next()
+		if errors.Is(err, os.ErrDeadlineExceeded) { // reading or answering
+			return nil, p.goAway(http2.ErrCodeNo, fmt.Sprintf("no request within %v", l.timeout))
+		}
 		if h != nil || err != nil {
 			return h, err
 		}
@@ -277,11 +284,9 @@ func (p *prelude) readFailed(err error) error {
 		}
 		return p.goAway(http2.ErrCode(ce), reason)
 	case errors.Is(err, http2.ErrFrameTooLarge):
-		return p.goAway(http2.ErrCodeFrameSize, "frame larger than SETTINGS_MAX_FRAME_SIZE (16384)")
+		return p.goAway(http2.ErrCodeFrameSize, fmt.Sprintf("frame larger than SETTINGS_MAX_FRAME_SIZE (%d)", p.limits.maxFrameSize))
 	case p.left.N <= 0:
 		return p.goAway(http2.ErrCodeEnhanceYourCalm, fmt.Sprintf("more than %d bytes before the first request", peekLimit))
-	case errors.Is(err, os.ErrDeadlineExceeded):
-		return p.goAway(http2.ErrCodeNo, fmt.Sprintf("no request within %v", p.limits.timeout))
 	}
 	return err
 }

@@ -70,6 +70,7 @@ func grpcConn(c net.Conn, h *handoff) net.Conn {
 	w := http2.NewFramer(&b, nil)
 	_ = w.WriteSettings(h.settings...) // to a bytes.Buffer: no error
 	h.writeRest(w, &b)
+	b.Write(h.ahead)
 	rc := &replayConn{Conn: c, replay: b.Bytes()}
 	rc.out.acks = 1
 	rc.filtering.Store(true)

@@ -50,13 +50,14 @@ type Server struct {
 	// Default DefaultMaxFramesBeforeRequest (100).
 	MaxFramesBeforeRequest int
 
-	once     sync.Once
-	settings []byte // H2's first SETTINGS frame
-	grpcL    *chanListener
-	httpL    *chanListener
-	conns    sync.Map // connections not yet handed to a server, and hijacked HTTP/2 ones: closed at Shutdown
-	wg       sync.WaitGroup
-	closed   chan struct{}
+	once         sync.Once
+	settings     []byte // H2's first SETTINGS frame
+	maxFrameSize uint32 // its SETTINGS_MAX_FRAME_SIZE
+	grpcL        *chanListener
+	httpL        *chanListener
+	conns        sync.Map // connections not yet handed to a server, and hijacked HTTP/2 ones: closed at Shutdown
+	wg           sync.WaitGroup
+	closed       chan struct{}
 }
 
 func (s *Server) init() {
@@ -65,11 +66,17 @@ func (s *Server) init() {
 		s.httpL = newChanListener(&net.TCPAddr{})
 		s.closed = make(chan struct{})
 		if s.H2 == nil {
-			s.H2 = &http2.Server{IdleTimeout: 5 * time.Minute, MaxConcurrentStreams: 1000, //lint:ignore SA1019 see Server.H2
-				MaxReadFrameSize: 16 << 10, MaxUploadBufferPerStream: initialWindow}
+			//lint:ignore SA1019 see Server.H2
+			s.H2 = &http2.Server{IdleTimeout: 5 * time.Minute, MaxConcurrentStreams: 1000, MaxReadFrameSize: defaultMaxFrameSize, MaxUploadBufferPerStream: initialWindow}
 		}
 		_ = http2.ConfigureServer(s.HTTP, s.H2) //lint:ignore SA1019 see Server.H2
 		s.settings = h2Settings(s.H2, s.HTTP)
+		s.maxFrameSize = defaultMaxFrameSize
+		if f, err := http2.NewFramer(nil, bytes.NewReader(s.settings)).ReadFrame(); err == nil {
+			if v, ok := f.(*http2.SettingsFrame).Value(http2.SettingMaxFrameSize); ok {
+				s.maxFrameSize = v // clients may send frames as large as these SETTINGS allow
+			}
+		}
 		s.wg.Go(func() { _ = s.GRPC.Serve(s.grpcL) })
 		s.wg.Go(func() { _ = s.HTTP.Serve(s.httpL) })
 	})
@@ -137,7 +144,7 @@ func (s *Server) route(ctx context.Context, c net.Conn, isTLS bool) {
 }
 
 func (s *Server) preludeLimits() preludeLimits {
-	l := preludeLimits{timeout: s.FirstRequestTimeout, maxFrames: s.MaxFramesBeforeRequest, settings: s.settings}
+	l := preludeLimits{timeout: s.FirstRequestTimeout, maxFrames: s.MaxFramesBeforeRequest, settings: s.settings, maxFrameSize: s.maxFrameSize}
 	if l.timeout <= 0 {
 		l.timeout = DefaultFirstRequestTimeout
 	}
@@ -175,9 +182,11 @@ func (s *Server) Shutdown(timeout time.Duration) {
 
 // h2Settings returns the SETTINGS frame that h2 sends first on a
 // connection served with base, as it wrote it on a pipe: this follows
-// x/net's choices, whatever its version. If that fails (it does not), the
-// SETTINGS that net/http's server would send for the defaults.
-func h2Settings(h2 *http2.Server, base *http.Server) []byte { //lint:ignore SA1019 see Server.H2
+// x/net's choices, whatever its version. If that fails (it does not),
+// SETTINGS that x/net's will differ from, so that they are not dropped.
+//
+//lint:ignore SA1019 see Server.H2
+func h2Settings(h2 *http2.Server, base *http.Server) []byte {
 	client, server := net.Pipe()
 	defer client.Close()
 	go h2.ServeConn(server, &http2.ServeConnOpts{BaseConfig: base, Handler: http.NotFoundHandler()}) //lint:ignore SA1019 see Server.H2
