@@ -16,13 +16,13 @@ func TestSettingsAcknowledgedBeforeFirstRequest(t *testing.T) {
 	m := startMux(t)
 	for _, tc := range []struct {
 		name string
-		dial func() *rawConn
+		dial func(t *testing.T) *rawConn
 	}{
-		{"h2c", func() *rawConn { return dialRaw(t, m.h2c, nil) }},
-		{"TLS", func() *rawConn { return dialRaw(t, m.tls, m.roots) }},
+		{"h2c", func(t *testing.T) *rawConn { return dialRaw(t, m.h2c, nil) }},
+		{"TLS", func(t *testing.T) *rawConn { return dialRaw(t, m.tls, m.roots) }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			r := tc.dial().start(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1 << 20})
+			r := tc.dial(t).start(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1 << 20})
 			fs := r.readUntil("SETTINGS ACK", isSettingsAck)
 			s, ok := fs[0].(*settingsCopy)
 			if !ok || s.Flags.Has(http2.FlagSettingsAck) {
