@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"net"
@@ -19,6 +20,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	testpb "google.golang.org/grpc/interop/grpc_testing"
+	"google.golang.org/protobuf/proto"
 )
 
 // The server that takes a connection over must see the client's settings
@@ -238,6 +240,20 @@ func TestGoClientsOverMux(t *testing.T) {
 					t.Errorf("%d connections for all the requests, want 1 (a connection error makes the client redial)", n)
 				}
 			})
+			// Go's client on the GRPC server's path: a connection whose
+			// first request is gRPC.
+			t.Run("gRPC "+tc.name+" "+g.name, func(t *testing.T) {
+				c := tc.client()
+				c.Timeout = 10 * time.Second
+				defer c.CloseIdleConnections()
+				before := m.accepted.Load()
+				for range 3 {
+					grpcOverHTTP(t, c, tc.url, 100<<10)
+				}
+				if n := m.accepted.Load() - before; n != 1 {
+					t.Errorf("%d connections for all the calls, want 1 (a connection error makes the client redial)", n)
+				}
+			})
 		}
 		for _, tc := range []struct {
 			name  string
@@ -255,6 +271,29 @@ func TestGoClientsOverMux(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// grpcOverHTTP makes a unary gRPC call (TestService.UnaryCall, n bytes
+// each way) with an HTTP client.
+func grpcOverHTTP(t *testing.T, c *http.Client, url string, n int) {
+	t.Helper()
+	msg, err := proto.Marshal(&testpb.SimpleRequest{Payload: &testpb.Payload{Body: make([]byte, n)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := append(binary.BigEndian.AppendUint32([]byte{0}, uint32(len(msg))), msg...)
+	req, _ := http.NewRequest("POST", url+"/grpc.testing.TestService/UnaryCall", bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/grpc")
+	req.Header.Set("TE", "trailers")
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatalf("UnaryCall: %v", err)
+	}
+	defer resp.Body.Close()
+	got, err := io.ReadAll(resp.Body)
+	if err != nil || resp.Trailer.Get("Grpc-Status") != "0" || len(got) < n {
+		t.Fatalf("UnaryCall: %v, grpc-status %q (%s), %d bytes", err, resp.Trailer.Get("Grpc-Status"), resp.Trailer.Get("Grpc-Message"), len(got))
 	}
 }
 
