@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the tests need when they are missing:
-# protoc (with the well-known types) for the generated-code check, curl, Chromium.
+# Installs the tools the tests need when they are missing: Debian packages
+# (protoc with the well-known types for the generated-code check, curl,
+# Chromium) and h2spec, the HTTP/2 conformance suite (test/h2spec).
 set -euo pipefail
 need=()
 command -v protoc >/dev/null 2>&1 && [ -f /usr/include/google/protobuf/timestamp.proto ] || need+=(protobuf-compiler)
@@ -12,4 +13,14 @@ if [ ${#need[@]} -gt 0 ]; then
   echo "ensure-tools: installing ${need[*]}…" >&2
   apt-get update -qq >&2
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >&2
+fi
+
+# h2spec, pinned, into $(go env GOPATH)/bin, where test/h2spec looks first.
+# v2.2.1 has no go.mod, so its own dependencies resolve when it installs.
+H2SPEC_VERSION=v2.2.1+incompatible
+go=${GO:-go}
+bin="$($go env GOPATH)/bin"
+if ! $go version -m "$bin/h2spec" 2>/dev/null | grep -q "mod[[:space:]]*github.com/summerwind/h2spec[[:space:]]*$H2SPEC_VERSION"; then
+  echo "ensure-tools: installing h2spec $H2SPEC_VERSION into $bin…" >&2
+  GOBIN="$bin" $go install "github.com/summerwind/h2spec/cmd/h2spec@$H2SPEC_VERSION" >&2
 fi

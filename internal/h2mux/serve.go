@@ -1,6 +1,7 @@
 package h2mux
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"net"
@@ -28,16 +29,35 @@ type Server struct {
 	// used (deprecated in favour of net/http's) because it alone serves a
 	// connection whose first bytes were already read: net/http would need
 	// the TLS state it can no longer see.
+	//
+	// Its SETTINGS are what every HTTP/2 connection is sent first, before
+	// its first request decides which server takes it; values that the
+	// GRPC server does not restate in its own SETTINGS stay in force on its
+	// connections and must suit it. Default: idle timeout 5 minutes, 1000
+	// concurrent streams, frames up to 16 KiB (the relay reads no larger),
+	// stream windows of 64 KiB (grpc-go's default, which it does not state;
+	// the relay states its own).
 	H2 *http2.Server //lint:ignore SA1019 see above
 	// TLS, when set, is used on listeners served with ServeTLS.
 	TLS *tls.Config
+	// FirstRequestTimeout bounds how long an HTTP/2 connection may go
+	// without a complete first request (it then gets GOAWAY NO_ERROR).
+	// Default DefaultFirstRequestTimeout (10 s).
+	FirstRequestTimeout time.Duration
+	// MaxFramesBeforeRequest bounds the frames (SETTINGS, PING,
+	// WINDOW_UPDATE, PRIORITY, unknown types) a connection may send before
+	// its first request; beyond it is a flood: GOAWAY ENHANCE_YOUR_CALM.
+	// Default DefaultMaxFramesBeforeRequest (100).
+	MaxFramesBeforeRequest int
 
-	once   sync.Once
-	grpcL  *chanListener
-	httpL  *chanListener
-	conns  sync.Map // connections not yet handed to a server, and hijacked HTTP/2 ones: closed at Shutdown
-	wg     sync.WaitGroup
-	closed chan struct{}
+	once         sync.Once
+	settings     []byte // H2's first SETTINGS frame
+	maxFrameSize uint32 // its SETTINGS_MAX_FRAME_SIZE
+	grpcL        *chanListener
+	httpL        *chanListener
+	conns        sync.Map // connections not yet handed to a server, and hijacked HTTP/2 ones: closed at Shutdown
+	wg           sync.WaitGroup
+	closed       chan struct{}
 }
 
 func (s *Server) init() {
@@ -46,9 +66,17 @@ func (s *Server) init() {
 		s.httpL = newChanListener(&net.TCPAddr{})
 		s.closed = make(chan struct{})
 		if s.H2 == nil {
-			s.H2 = &http2.Server{IdleTimeout: 5 * time.Minute, MaxConcurrentStreams: 1000} //lint:ignore SA1019 see Server.H2
+			//lint:ignore SA1019 see Server.H2
+			s.H2 = &http2.Server{IdleTimeout: 5 * time.Minute, MaxConcurrentStreams: 1000, MaxReadFrameSize: defaultMaxFrameSize, MaxUploadBufferPerStream: initialWindow}
 		}
 		_ = http2.ConfigureServer(s.HTTP, s.H2) //lint:ignore SA1019 see Server.H2
+		s.settings = h2Settings(s.H2, s.HTTP)
+		s.maxFrameSize = defaultMaxFrameSize
+		if f, err := http2.NewFramer(nil, bytes.NewReader(s.settings)).ReadFrame(); err == nil {
+			if v, ok := f.(*http2.SettingsFrame).Value(http2.SettingMaxFrameSize); ok {
+				s.maxFrameSize = v // clients may send frames as large as these SETTINGS allow
+			}
+		}
 		s.wg.Go(func() { _ = s.GRPC.Serve(s.grpcL) })
 		s.wg.Go(func() { _ = s.HTTP.Serve(s.httpL) })
 	})
@@ -99,19 +127,31 @@ func (s *Server) route(ctx context.Context, c net.Conn, isTLS bool) {
 		}
 		c = tc
 	}
-	isGRPC, read, err := classify(c, 10*time.Second)
+	h, err := classify(c, s.preludeLimits())
 	if err != nil {
 		c.Close()
 		return
 	}
-	if isGRPC {
-		s.grpcL.put(newReplayConn(c, read, false))
+	if h.isGRPC {
+		s.grpcL.put(grpcConn(c, h))
 		return
 	}
-	rc := newReplayConn(c, read, true)
+	rc := h2Conn(c, h, s.settings)
 	s.conns.Store(rc, struct{}{})
 	defer s.conns.Delete(rc)
-	s.H2.ServeConn(rc, &http2.ServeConnOpts{Context: ctx, BaseConfig: s.HTTP, Handler: s.HTTP.Handler}) //lint:ignore SA1019 see Server.H2
+	s.H2.ServeConn(rc, &http2.ServeConnOpts{Context: ctx, BaseConfig: s.HTTP, Handler: s.HTTP.Handler, //lint:ignore SA1019 see Server.H2
+		SawClientPreface: true, Settings: h.settingsPayload()})
+}
+
+func (s *Server) preludeLimits() preludeLimits {
+	l := preludeLimits{timeout: s.FirstRequestTimeout, maxFrames: s.MaxFramesBeforeRequest, settings: s.settings, maxFrameSize: s.maxFrameSize}
+	if l.timeout <= 0 {
+		l.timeout = DefaultFirstRequestTimeout
+	}
+	if l.maxFrames <= 0 {
+		l.maxFrames = DefaultMaxFramesBeforeRequest
+	}
+	return l
 }
 
 // Shutdown stops both servers gracefully (forcefully after timeout) and
@@ -138,4 +178,31 @@ func (s *Server) Shutdown(timeout time.Duration) {
 	s.grpcL.Close()
 	s.httpL.Close()
 	s.wg.Wait()
+}
+
+// h2Settings returns the SETTINGS frame that h2 sends first on a
+// connection served with base, as it wrote it on a pipe: this follows
+// x/net's choices, whatever its version. If that fails (it does not),
+// SETTINGS that x/net's will differ from, so that they are not dropped.
+//
+//lint:ignore SA1019 see Server.H2
+func h2Settings(h2 *http2.Server, base *http.Server) []byte {
+	client, server := net.Pipe()
+	defer client.Close()
+	go h2.ServeConn(server, &http2.ServeConnOpts{BaseConfig: base, Handler: http.NotFoundHandler()}) //lint:ignore SA1019 see Server.H2
+	_ = client.SetReadDeadline(time.Now().Add(5 * time.Second))
+	fr := http2.NewFramer(nil, client)
+	if f, err := fr.ReadFrame(); err == nil {
+		if sf, ok := f.(*http2.SettingsFrame); ok && !sf.IsAck() {
+			var b bytes.Buffer
+			var s []http2.Setting
+			_ = sf.ForeachSetting(func(v http2.Setting) error { s = append(s, v); return nil })
+			_ = http2.NewFramer(&b, nil).WriteSettings(s...)
+			return b.Bytes()
+		}
+	}
+	var b bytes.Buffer
+	_ = http2.NewFramer(&b, nil).WriteSettings(http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: 250},
+		http2.Setting{ID: settingNoRFC7540Priorities, Val: 1})
+	return b.Bytes()
 }
