@@ -123,10 +123,10 @@ func TestAfterFlushRacesNotWithTrailers(t *testing.T) {
 	go io.Copy(io.Discard, xb)
 	go io.Copy(io.Discard, yb)
 	srv := &Server{Handler: stallHandler{}}
-	x := newConn(xa, false, srv.settings())
+	x := newConn(xa, false, srv.settings(), srv.Limits)
 	x.srv = srv
 	u := NewUpstream("unused:1", UpstreamOptions{})
-	y := newConn(ya, true, u.set)
+	y := newConn(ya, true, u.set, Limits{})
 	y.up = u
 	call := &Call{srv: srv, up: u}
 	front := &stream{id: 1, c: x, call: call, front: true, recvEnd: true, recvWin: 1 << 20}
@@ -200,8 +200,8 @@ func TestRapidResetByStreamErrorsIsStopped(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatalf("%d streams opened and reset with no GOAWAY; the upstream saw %d HEADERS", n, heads.Load())
 	}
-	if h := heads.Load(); h > maxResetsPerSecond+100 {
-		t.Fatalf("the upstream saw %d HEADERS before the relay stopped the client, want about %d at most", h, maxResetsPerSecond)
+	if h := heads.Load(); h > DefaultMaxResetsPerSecond+100 {
+		t.Fatalf("the upstream saw %d HEADERS before the relay stopped the client, want about %d at most", h, DefaultMaxResetsPerSecond)
 	}
 }
 

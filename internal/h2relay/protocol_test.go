@@ -132,7 +132,7 @@ func TestRapidResetIsStopped(t *testing.T) {
 	b := startBackend(t)
 	e := startRelay(t, &forwarder{ups: []*Upstream{NewUpstream(b.addr, UpstreamOptions{})}}, false)
 	r := dialRaw(t, e.addr)
-	for i := range maxResetsPerSecond + 10 {
+	for i := range DefaultMaxResetsPerSecond + 10 {
 		id := uint32(2*i + 1)
 		r.headers(id, false, grpcReq...)
 		if err := r.fr.WriteRSTStream(id, http2.ErrCodeCancel); err != nil {
@@ -145,7 +145,7 @@ func TestRapidResetIsStopped(t *testing.T) {
 func TestPingFloodIsStopped(t *testing.T) {
 	e := startRelay(t, &forwarder{}, false)
 	r := dialRaw(t, e.addr)
-	for range maxPingsPerSecond + 10 {
+	for range DefaultMaxPingsPerSecond + 10 {
 		if err := r.fr.WritePing(false, [8]byte{}); err != nil {
 			break
 		}
