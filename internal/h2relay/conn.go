@@ -94,11 +94,11 @@ type conn struct {
 	pingSent      time.Time // keepalive ping outstanding since (client side)
 	dataSent      uint64    // DATA frames with a payload written, for pingBudget
 	resets        rateWindow
-	control       int  // acknowledgements queued since the writer last took wbuf
-	inflight      int  // bytes the writer took from wbuf and has not written yet
-	readerWaiting bool // the reader waits on room for the queue to drain
-	cutOff        bool // a flood error is ending the connection
-	pendBytes     int64     // DATA waiting in the streams' pend
+	control       int   // acknowledgements queued since the writer last took wbuf
+	inflight      int   // bytes the writer took from wbuf and has not written yet
+	readerWaiting bool  // the reader waits on room for the queue to drain
+	cutOff        bool  // a flood error is ending the connection
+	pendBytes     int64 // DATA waiting in the streams' pend
 	hk            *time.Timer
 	hkCount       uint64 // frames read at the last housekeeping
 	hkQuiet       time.Time
@@ -679,7 +679,7 @@ func (c *conn) onSettings(h frameHeader, p []byte) error {
 // setting appears twice (an upstream's: a client's is refused) the last
 // value holds.
 type settingValues struct {
-	has                                              uint16 // 1<<id for each setting present
+	has                                            uint16 // 1<<id for each setting present
 	initialWindow, maxFrame, maxStreams, tableSize uint32
 }
 

@@ -73,7 +73,7 @@ type Server struct {
 	accepted atomic.Uint64
 	open     atomic.Int64
 	errs     [http2.ErrCodeHTTP11Required + 1]atomic.Uint64 // connections ended for a client's error, by code
-	floods   [numFloods]atomic.Uint64                      // connections ended for abuse, by kind
+	floods   [numFloods]atomic.Uint64                       // connections ended for abuse, by kind
 }
 
 // Stats are a server's connection counts.
