@@ -209,8 +209,12 @@ func (c *conn) writeLoop() {
 		}
 		if closing {
 			// The last frames (a GOAWAY) are out: closing the socket ends
-			// the reader, which tears the connection down.
+			// the reader, which tears the connection down (a reader
+			// waiting for the queue to drain is woken to find it closing).
 			c.nc.Close()
+			c.mu.Lock()
+			c.wroteLocked(0)
+			c.mu.Unlock()
 			return
 		}
 		if cap(out) > 2*c.lim.MaxQueuedBytes {
@@ -286,12 +290,13 @@ func (c *conn) roomLocked() int64 { return int64(c.lim.MaxQueuedBytes - len(c.wb
 // waitRoomLocked holds the reader of a client connection while more than
 // MaxQueuedBytes is queued for the client: a client that does not read
 // gets no new requests, pings or settings read (and answered) either.
-// It releases c.mu while it waits.
+// It releases c.mu while it waits; the writer wakes it as the queue
+// drains, and fail and the writer's last write when it closes.
 func (c *conn) waitRoomLocked() error {
 	if c.client {
 		return nil
 	}
-	for c.queuedLocked() > c.lim.MaxQueuedBytes && !c.closed {
+	for c.queuedLocked() > c.lim.MaxQueuedBytes && !c.closed && !c.closing {
 		if err := c.queueCapLocked(); err != nil {
 			return err
 		}
