@@ -505,3 +505,46 @@ func TestEchoedStatusMessageIsCapped(t *testing.T) {
 		t.Fatalf("Call.Result message differs from the one sent: %d vs %d bytes", len(res), len(msg))
 	}
 }
+
+// parseRequest never panics, and what it accepts has each of :method,
+// :scheme and :path exactly once, pseudo-headers first, and a :path
+// without spaces or control characters; capMessage always fits.
+func FuzzParseRequest(f *testing.F) {
+	f.Add(":method\x00POST\x00:scheme\x00http\x00:path\x00/a/b\x00content-type\x00application/grpc")
+	f.Add(":method\x00POST\x00:scheme\x00http\x00:path\x00/a/b\x00:path\x00/c/d\x00content-type\x00application/grpc")
+	f.Add(":method\x00POST\x00:path\x00/a b\x00:scheme\x00http\x00host\x00x\x00host\x00y")
+	f.Fuzz(func(t *testing.T, s string) {
+		parts := strings.Split(s, "\x00")
+		var fields []hpack.HeaderField
+		for i := 0; i+1 < len(parts); i += 2 {
+			fields = append(fields, hpack.HeaderField{Name: parts[i], Value: parts[i+1]})
+		}
+		if msg := capMessage(s); len(encodeGrpcMessage(msg)) > maxStatusMessage {
+			t.Fatalf("capMessage: %d bytes encoded", len(encodeGrpcMessage(msg)))
+		}
+		r, status, _ := parseRequest(fields)
+		if status == -1 {
+			return
+		}
+		counts := map[string]int{}
+		regular := false
+		for _, f := range fields {
+			if strings.HasPrefix(f.Name, ":") {
+				if regular {
+					t.Fatalf("accepted a pseudo-header after a regular one: %q", fields)
+				}
+				counts[f.Name]++
+			} else {
+				regular = true
+			}
+		}
+		for _, name := range []string{":method", ":scheme", ":path"} {
+			if counts[name] != 1 {
+				t.Fatalf("accepted %d %s fields: %q", counts[name], name, fields)
+			}
+		}
+		if strings.ContainsAny(r.path, " \t\r\n\x00\x7f") {
+			t.Fatalf("accepted :path %q", r.path)
+		}
+	})
+}
