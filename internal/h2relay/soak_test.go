@@ -216,8 +216,14 @@ func TestQueueHardCapCutsOffClient(t *testing.T) {
 		r.headers(uint32(2*i+1), true, grpcReq...)
 	}
 	held := make([]*Call, 0, n)
+	timeout := time.After(20 * time.Second)
 	for range n {
-		held = append(held, <-calls)
+		select {
+		case c := <-calls:
+			held = append(held, c)
+		case <-timeout:
+			t.Fatalf("the handler got %d of the %d calls opened", len(held), n)
+		}
 	}
 	// Every call is answered at once with a distinct message: ~3 MB.
 	for i, c := range held {
