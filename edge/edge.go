@@ -55,8 +55,12 @@ type Options struct {
 	Idempotent []string
 	// ReloadInterval is how often the config is checked for changes. Default 1s.
 	ReloadInterval time.Duration
-	Registry       *prometheus.Registry
-	Log            *slog.Logger
+	// H2 bounds what one native gRPC (HTTP/2) client connection can make
+	// the edge spend (the --h2_* flags); zero fields take h2relay's
+	// defaults (docs/edge.md, "HTTP/2 limits").
+	H2       h2relay.Limits
+	Registry *prometheus.Registry
+	Log      *slog.Logger
 }
 
 // DefaultIdempotent: reads, health checks, and CreateSession with a request_id.
@@ -121,6 +125,9 @@ func New(opts Options) (*Edge, error) {
 	if opts.ReloadInterval <= 0 {
 		opts.ReloadInterval = time.Second
 	}
+	if err := opts.H2.Validate(); err != nil {
+		return nil, err
+	}
 	if opts.Registry == nil {
 		opts.Registry = prometheus.NewRegistry()
 	}
@@ -148,7 +155,7 @@ func New(opts Options) (*Edge, error) {
 	}
 	ed.transport = &http.Transport{TLSClientConfig: ed.upstreamTLS.Clone(), ForceAttemptHTTP2: true, MaxIdleConnsPerHost: 64,
 		IdleConnTimeout: 90 * time.Second, DialContext: (&net.Dialer{Timeout: 2 * time.Second}).DialContext}
-	ed.grpcRelay = &h2relay.Server{Handler: relayHandler{ed}, Log: ed.log}
+	ed.grpcRelay = &h2relay.Server{Handler: relayHandler{ed}, Limits: opts.H2, Log: ed.log}
 	opts.Registry.MustRegister(ed.grpcRelay.Collector("meridian_edge"))
 	cfg, err := Load(opts.Config)
 	if err != nil {

@@ -85,6 +85,10 @@ type Options struct {
 	CORS      CORSOptions
 	// ClientMaxBodySize caps request bodies. Default 32 MiB.
 	ClientMaxBodySize int64
+	// H2 bounds what one native gRPC (HTTP/2) client connection can make
+	// the gateway spend (the --h2_* flags); zero fields take h2relay's
+	// defaults (docs/gateway.md, "HTTP/2 limits").
+	H2 h2relay.Limits
 	// HSTS adds Strict-Transport-Security on TLS responses.
 	HSTS bool
 	// JWKSCacheDuration is how long fetched keys are trusted. Default 300s.
@@ -167,7 +171,7 @@ func New(opts Options) (*Gateway, error) {
 	}
 	g.upstream = h2relay.NewUpstream(host, h2relay.UpstreamOptions{TLS: tlsCfg, Dial: unixDialer(host)})
 	g.upstream.Connect()
-	g.relay = &h2relay.Server{Handler: relayHandler{g}, MaxRecvMsgSize: int(opts.ClientMaxBodySize), Log: g.log}
+	g.relay = &h2relay.Server{Handler: relayHandler{g}, Limits: opts.H2, MaxRecvMsgSize: int(opts.ClientMaxBodySize), Log: g.log}
 	opts.Registry.MustRegister(g.relay.Collector("meridian_gateway"))
 	opts.Registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "meridian_gateway_access_log_dropped_total",
 		Help: "Access log lines dropped because the log could not keep up (it never holds up calls)."}, func() float64 {
@@ -222,6 +226,9 @@ func (o *Options) defaults() error {
 	}
 	if o.Drain < 0 {
 		o.Drain = 0
+	}
+	if err := o.H2.Validate(); err != nil {
+		return err
 	}
 	if o.Registry == nil {
 		o.Registry = prometheus.NewRegistry()

@@ -14,6 +14,7 @@ func newEdgeCmd() *cobra.Command {
 	var o edge.Options
 	var logLevel string
 	var gcPercent int
+	var h2 *h2LimitFlags
 	cmd := &cobra.Command{
 		Use:   "edge",
 		Short: "Run the multi-cluster load balancer (MultiClusterIngress, MultiClusterService, BackendConfig)",
@@ -48,6 +49,9 @@ a request_id) also after a reset, within a 20% retry budget.
 			if err := undumpable(); err != nil {
 				return err
 			}
+			if err := h2.parse(); err != nil {
+				return err
+			}
 			if os.Getenv("GOGC") == "" && gcPercent > 0 {
 				debug.SetGCPercent(gcPercent)
 			}
@@ -69,6 +73,7 @@ a request_id) also after a reset, within a 20% retry budget.
 	fl.IntVar(&o.MaxAttempts, "max_attempts", 3, "attempts per request, the first included")
 	fl.IntVar(&o.RetryBufferLimit, "retry_buffer_limit", 1<<20, "request bytes kept for a retry")
 	fl.StringSliceVar(&o.Idempotent, "idempotent", edge.DefaultIdempotent, "gRPC methods safe to repeat: /pkg.Service/Method globs; METHOD=N when field N (a request id) is set")
+	h2 = addH2LimitFlags(cmd, &o.H2)
 	// The live heap is a few MiB while each call allocates ~10 KiB: Go's
 	// default GOGC of 100 collects dozens of times a second under load.
 	fl.IntVar(&gcPercent, "go_gc_percent", 800, "Go GC target percentage (GOGC in the environment wins; set GOMEMLIMIT to cap memory)")

@@ -12,6 +12,7 @@ import (
 
 	"github.com/meridian-gw/meridian/gateway"
 	"github.com/meridian-gw/meridian/gateway/auth"
+	"github.com/meridian-gw/meridian/internal/h2relay"
 	"github.com/meridian-gw/meridian/internal/logging"
 	"github.com/meridian-gw/meridian/internal/serving"
 	"github.com/spf13/cobra"
@@ -22,6 +23,7 @@ func newGatewayCmd() *cobra.Command {
 	var sslPort, httpPort, http2Port, statusPort int
 	var listenHost, accessLog, logLevel, maxBody, serviceJSON string
 	var jwksCache, jwtCache, gcPercent int
+	var h2 *h2LimitFlags
 	cmd := &cobra.Command{
 		Use:   "gateway",
 		Short: "Run the ESP-compatible sidecar: TLS, JWT/API-key auth, REST/JSON transcoding, gRPC proxy",
@@ -67,6 +69,9 @@ swaps changes in with no failed request; a bad change keeps the old config.`,
 			o.SSLAddr, o.HTTPAddr, o.HTTP2Addr, o.StatusAddr = addr(sslPort), addr(httpPort), addr(http2Port), addr(statusPort)
 			if o.ClientMaxBodySize, err = parseSize(maxBody); err != nil {
 				return fmt.Errorf("--client_max_body_size = %q: %w", maxBody, err)
+			}
+			if err := h2.parse(); err != nil {
+				return err
 			}
 			o.JWKSCacheDuration = time.Duration(jwksCache) * time.Second
 			if o.JWTCacheSize = jwtCache; jwtCache == 0 {
@@ -127,6 +132,7 @@ swaps changes in with no failed request; a bad change keeps the old config.`,
 	fl.BoolVar(&o.CORS.AllowCredentials, "cors_allow_credentials", false, "Access-Control-Allow-Credentials: true")
 	fl.IntVar(&o.CORS.MaxAge, "cors_max_age", 1728000, "Access-Control-Max-Age, seconds")
 	fl.StringVar(&maxBody, "client_max_body_size", "32m", "largest request body (k, m, g suffixes)")
+	h2 = addH2LimitFlags(cmd, &o.H2)
 	fl.BoolVar(&o.HSTS, "enable_strict_transport_security", false, "send Strict-Transport-Security on TLS")
 	fl.IntVar(&jwksCache, "jwks_cache_duration_in_s", 300, "how long fetched JWKS are used")
 	fl.IntVar(&jwtCache, "jwt_cache_size", auth.DefaultTokenCacheSize, "verified JWTs remembered, least recently used out (0: none)")
@@ -153,6 +159,50 @@ swaps changes in with no failed request; a bad change keeps the old config.`,
 		},
 	})
 	return cmd
+}
+
+// h2LimitFlags are the frame relay's limits per native gRPC (HTTP/2)
+// client connection, as flags of `meridian gateway` and `meridian edge`
+// (docs/gateway.md, "HTTP/2 limits"); sizes take k, m, g suffixes.
+type h2LimitFlags struct {
+	l                  *h2relay.Limits
+	headerList, queued string
+}
+
+func addH2LimitFlags(cmd *cobra.Command, l *h2relay.Limits) *h2LimitFlags {
+	f := &h2LimitFlags{l: l}
+	fl := cmd.Flags()
+	fl.Uint32Var(&l.MaxConcurrentStreams, "h2_max_concurrent_streams", h2relay.DefaultMaxConcurrentStreams,
+		"native gRPC: streams a client may have open on one connection; more are refused")
+	fl.StringVar(&f.headerList, "h2_max_header_list_size", "64k",
+		"native gRPC: largest request header list (decoded); larger requests get 431")
+	fl.StringVar(&f.queued, "h2_max_queued_bytes", "1m",
+		"native gRPC: bytes queued for a client that does not read before its requests are no longer read; at 4× this, or 30 s without progress, its connection is closed")
+	fl.IntVar(&l.MaxResetsPerSecond, "h2_max_resets_per_second", h2relay.DefaultMaxResetsPerSecond,
+		"native gRPC: streams a client may reset, or make the proxy reset, a second (rapid reset); past it the connection is closed")
+	fl.IntVar(&l.MaxPingsPerSecond, "h2_max_pings_per_second", h2relay.DefaultMaxPingsPerSecond,
+		"native gRPC: PING and SETTINGS frames a client may send a second, beyond one PING per DATA frame it received; past it the connection is closed")
+	return f
+}
+
+// parse reads the size flags into the limits.
+func (f *h2LimitFlags) parse() error {
+	hl, err := parseSize(f.headerList)
+	if err == nil && hl > 1<<31 {
+		err = fmt.Errorf("want at most 2g")
+	}
+	if err != nil {
+		return fmt.Errorf("--h2_max_header_list_size = %q: %w", f.headerList, err)
+	}
+	q, err := parseSize(f.queued)
+	if err == nil && q > 1<<31 {
+		err = fmt.Errorf("want at most 2g")
+	}
+	if err != nil {
+		return fmt.Errorf("--h2_max_queued_bytes = %q: %w", f.queued, err)
+	}
+	f.l.MaxHeaderListSize, f.l.MaxQueuedBytes = uint32(hl), int(q)
+	return nil
 }
 
 // parseSize reads "32m", "512k", "1g" or a byte count.

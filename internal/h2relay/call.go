@@ -239,19 +239,20 @@ func (c *Call) attach(y *conn) bool {
 }
 
 // onRequestData forwards client DATA to the attempt, or keeps it until
-// there is one.
-func (c *Call) onRequestData(p []byte, end bool) {
+// there is one. It reports whether it refused the call (a message over
+// the size limit), which the client's connection counts as a reset.
+func (c *Call) onRequestData(p []byte, end bool) (refused bool) {
 	c.mu.Lock()
 	if c.done {
 		c.mu.Unlock()
 		c.front.c.credit(c.front, int64(len(p)))
-		return
+		return false
 	}
 	if msg := c.checkFraming(p); msg != "" {
 		c.mu.Unlock()
 		c.front.c.credit(c.front, int64(len(p)))
-		c.Reject(codes.ResourceExhausted, msg)
-		return
+		c.reject(codes.ResourceExhausted, msg)
+		return true
 	}
 	c.reqLen += int64(len(p))
 	c.reqEnd = c.reqEnd || end
@@ -282,6 +283,7 @@ func (c *Call) onRequestData(p []byte, end bool) {
 	if t != nil {
 		c.creditRequest(t)
 	}
+	return false
 }
 
 // checkFraming follows the request's gRPC message framing to enforce the
@@ -378,6 +380,11 @@ func (c *Call) onResponseHeaders(t *stream, fields []hpack.HeaderField, end bool
 	}
 	first := !t.gotHeaders
 	t.gotHeaders = true
+	if !validResponse(fields, first) {
+		c.mu.Unlock()
+		c.upstreamFailed(t, Failure{Code: codes.Internal, Message: "upstream sent a malformed header block (pseudo-headers: RFC 9113 §8.3.2)", Reached: true}, true)
+		return
+	}
 	if first && !end {
 		if code, ok := httpStatusCode(fields); !ok {
 			c.mu.Unlock()
@@ -486,6 +493,7 @@ func (c *Call) onResponseData(t *stream, p []byte, end bool) {
 		x.kick()
 		c.abort(codes.ResourceExhausted, "the client does not read its responses: more than "+
 			strconv.Itoa(maxConnPending>>20)+" MiB wait for its flow-control window on its connection")
+		x.countResetAsync()
 		return
 	}
 	c.creditResponse(t)
@@ -645,12 +653,23 @@ func (c *Call) cancelUpstream(t *stream) {
 }
 
 // Reject ends the call with a gRPC status, as a trailers-only response if
-// nothing was sent yet. extra fields go with it (e.g. retry-after).
+// nothing was sent yet. extra fields go with it (e.g. retry-after). The
+// message is cut to maxStatusMessage bytes (encoded). Rejecting a call
+// that was sent upstream cancels the upstream stream, which counts as a
+// reset the client caused (MaxResetsPerSecond).
 func (c *Call) Reject(code codes.Code, msg string, extra ...hpack.HeaderField) {
+	if c.reject(code, msg, extra...) {
+		c.front.c.countResetAsync()
+	}
+}
+
+// reject is Reject; it reports whether an upstream stream was cancelled.
+func (c *Call) reject(code codes.Code, msg string, extra ...hpack.HeaderField) (cancelled bool) {
+	msg = capMessage(msg)
 	c.mu.Lock()
 	if c.done {
 		c.mu.Unlock()
-		return
+		return false
 	}
 	c.done, c.code, c.message = true, code, msg
 	t := c.back
@@ -670,6 +689,7 @@ func (c *Call) Reject(code codes.Code, msg string, extra ...hpack.HeaderField) {
 	if sent {
 		c.finish()
 	}
+	return t != nil
 }
 
 // Respond answers the call itself with one message (already serialized)

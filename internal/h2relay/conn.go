@@ -8,6 +8,7 @@ import (
 	"io"
 	"math"
 	"net"
+	"os"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -32,25 +33,9 @@ const (
 	// Streams assumed allowed before the peer's SETTINGS arrive.
 	initialPeerStreams = 100
 	maxStreamID        = 1<<31 - 1
-	// maxWriteQueue bounds the DATA a connection queues for its writer:
-	// the rest waits in its streams, uncredited, so that a peer that stops
-	// reading its socket holds back its sources instead of filling memory.
-	maxWriteQueue = 1 << 20
-	// maxQueuedControl bounds the frames a peer makes us queue (SETTINGS
-	// and PING acknowledgements) while it does not read: beyond it is a
-	// flood (CVE-2019-9512, -9515), and the connection ends.
-	maxQueuedControl = 10000
-	// writeStallTimeout: a write that makes no progress this long means
-	// the peer stopped reading (or the network is gone).
-	writeStallTimeout = 30 * time.Second
 	// writeChunk is how much one write may take before its deadline is
 	// renewed, so that a slow but live peer is not cut off.
 	writeChunk = 64 << 10
-	// maxConnPending bounds the response DATA a client connection's
-	// streams hold waiting for the client's flow-control windows (each is
-	// bounded by the upstream stream's window, but a client has many
-	// streams): past it, the call that adds more is ended.
-	maxConnPending = 32 << 20
 )
 
 // settings are what one side of the relay advertises.
@@ -72,6 +57,8 @@ type conn struct {
 	srv    *Server   // server side
 	up     *Upstream // client side
 	set    settings
+	lim    Limits        // with defaults filled in
+	stall  time.Duration // writeStallTimeout, shorter in tests
 
 	// Reader goroutine only.
 	dec        *hpack.Decoder
@@ -81,10 +68,7 @@ type conn struct {
 	blockID    uint32
 	blockEnd   bool // the HEADERS carried END_STREAM
 	inBlock    bool
-	pingWindow time.Time
-	pings      int // pings counted in pingWindow
-	resets     int
-	resetStart time.Time
+	pingBudget pingBudget
 
 	mu            sync.Mutex
 	wbuf          []byte
@@ -108,9 +92,13 @@ type conn struct {
 	closeErr      error
 	lastActive    time.Time // last time the stream count went to zero, or a frame arrived
 	pingSent      time.Time // keepalive ping outstanding since (client side)
-	sentSincePing bool      // HEADERS or DATA written since the peer's last PING
-	control       int       // acknowledgements queued since the writer last took wbuf
-	pendBytes     int64     // DATA waiting in the streams' pend
+	dataSent      uint64    // DATA frames with a payload written, for pingBudget
+	resets        rateWindow
+	control       int   // acknowledgements queued since the writer last took wbuf
+	inflight      int   // bytes the writer took from wbuf and has not written yet
+	readerWaiting bool  // the reader waits on room for the queue to drain
+	cutOff        bool  // a flood error is ending the connection
+	pendBytes     int64 // DATA waiting in the streams' pend
 	hk            *time.Timer
 	hkCount       uint64 // frames read at the last housekeeping
 	hkQuiet       time.Time
@@ -123,17 +111,22 @@ type conn struct {
 	hostOnce sync.Once // server side: the client's host, for Call.RemoteHost
 	host     string
 
+	room sync.Cond // on mu: the write queue drained (or the connection ended)
 	wake chan struct{}
 	done chan struct{}
 }
 
-func newConn(nc net.Conn, client bool, set settings) *conn {
+func newConn(nc net.Conn, client bool, set settings, lim Limits) *conn {
+	now := time.Now()
+	lim = lim.withDefaults()
 	c := &conn{
-		nc: nc, br: bufio.NewReaderSize(nc, readBufSize), client: client, set: set,
+		nc: nc, br: bufio.NewReaderSize(nc, readBufSize), client: client, set: set, lim: lim, stall: writeStallTimeout,
 		streams: map[uint32]*stream{}, sendWin: defaultWindow, peerInitWin: defaultWindow,
 		peerMaxFrame: defaultMaxFrame, peerStreams: initialPeerStreams, recvWin: defaultWindow,
-		wake: make(chan struct{}, 1), done: make(chan struct{}), lastActive: time.Now(),
+		wake: make(chan struct{}, 1), done: make(chan struct{}), lastActive: now,
+		pingBudget: pingBudget{tokens: float64(lim.MaxPingsPerSecond), at: now},
 	}
+	c.room.L = &c.mu
 	if client {
 		c.nextID = 1
 	}
@@ -205,26 +198,31 @@ func (c *conn) writeLoop() {
 			c.mu.Lock()
 		}
 		out, c.wbuf = c.wbuf, out[:0]
-		c.control = 0
+		c.control, c.inflight = 0, len(out)
 		closing := c.closing
 		c.mu.Unlock()
 		if len(out) > 0 {
 			if err := c.write(out); err != nil {
-				c.fail(err)
+				c.fail(c.writeFailed(err))
 				return
 			}
 		}
 		if closing {
 			// The last frames (a GOAWAY) are out: closing the socket ends
-			// the reader, which tears the connection down.
+			// the reader, which tears the connection down (a reader
+			// waiting for the queue to drain is woken to find it closing).
 			c.nc.Close()
+			c.mu.Lock()
+			c.wroteLocked(0)
+			c.mu.Unlock()
 			return
 		}
-		if cap(out) > 2*maxWriteQueue {
+		if cap(out) > 2*c.lim.MaxQueuedBytes {
 			out = nil // do not keep a burst's buffer for good
 		}
 		// Data that waited for room in the write queue can go now.
 		c.mu.Lock()
+		c.wroteLocked(0)
 		var flushed []*stream
 		if len(c.pendList) > 0 {
 			flushed = c.flushPendingLocked(nil)
@@ -238,26 +236,108 @@ func (c *conn) writeLoop() {
 }
 
 // write writes b, renewing the deadline for each chunk: a peer that
-// takes nothing for writeStallTimeout fails the connection.
+// takes nothing for the stall timeout fails the connection.
 func (c *conn) write(b []byte) error {
 	for len(b) > 0 {
 		n := min(len(b), writeChunk)
-		_ = c.nc.SetWriteDeadline(time.Now().Add(writeStallTimeout))
+		_ = c.nc.SetWriteDeadline(time.Now().Add(c.stall))
 		if _, err := c.nc.Write(b[:n]); err != nil {
 			return err
 		}
-		b = b[n:]
+		if b = b[n:]; len(b) > 0 {
+			// A long write: let a waiting reader see the progress. (The
+			// last chunk's is seen after the write.)
+			c.mu.Lock()
+			c.wroteLocked(len(b))
+			c.mu.Unlock()
+		}
 	}
 	return nil
 }
 
+// wroteLocked records that the writer has left bytes of what it took
+// to write, and wakes a reader waiting for the queue to drain.
+func (c *conn) wroteLocked(left int) {
+	c.inflight = left
+	if c.readerWaiting {
+		c.room.Broadcast()
+	}
+}
+
+// writeFailed is the error a failed write ends the connection with: a
+// client that read nothing for the stall timeout while more than
+// MaxQueuedBytes waited for it is a flood of its own making.
+func (c *conn) writeFailed(err error) error {
+	if c.client || !errors.Is(err, os.ErrDeadlineExceeded) {
+		return err
+	}
+	c.mu.Lock()
+	queued := c.queuedLocked()
+	c.mu.Unlock()
+	if queued <= c.lim.MaxQueuedBytes {
+		return err
+	}
+	return newFlood(floodWriteStall, http2.ErrCodeEnhanceYourCalm,
+		"the client read nothing for "+c.stall.String()+" with "+itoa(queued)+" bytes queued for it")
+}
+
+// queuedLocked is what waits to be written to the peer.
+func (c *conn) queuedLocked() int { return len(c.wbuf) + c.inflight }
+
 // roomLocked is how much DATA the write queue still takes.
-func (c *conn) roomLocked() int64 { return int64(maxWriteQueue - len(c.wbuf)) }
+func (c *conn) roomLocked() int64 { return int64(c.lim.MaxQueuedBytes - len(c.wbuf)) }
+
+// waitRoomLocked holds the reader of a client connection while more than
+// MaxQueuedBytes is queued for the client: a client that does not read
+// gets no new requests, pings or settings read (and answered) either.
+// It releases c.mu while it waits; the writer wakes it as the queue
+// drains, and fail and the writer's last write when it closes.
+func (c *conn) waitRoomLocked() error {
+	if c.client {
+		return nil
+	}
+	for c.queuedLocked() > c.lim.MaxQueuedBytes && !c.closed && !c.closing {
+		if err := c.queueCapLocked(); err != nil {
+			return err
+		}
+		c.readerWaiting = true
+		c.room.Wait()
+		c.readerWaiting = false
+	}
+	if c.closed {
+		return net.ErrClosed
+	}
+	return nil
+}
+
+// queueCapLocked is the flood error of a client connection whose queue
+// reached hardQueueFactor × MaxQueuedBytes, if it did.
+func (c *conn) queueCapLocked() error {
+	if c.client || c.queuedLocked() <= hardQueueFactor*c.lim.MaxQueuedBytes {
+		return nil
+	}
+	return newFlood(floodQueue, http2.ErrCodeEnhanceYourCalm,
+		"more than "+itoa(hardQueueFactor*c.lim.MaxQueuedBytes)+" bytes queued for a client that does not read")
+}
+
+// checkQueueLocked cuts off a client connection whose queue reached its
+// hard cap through frames the reader did not cause (responses of calls
+// already open). The connection ends on a goroutine of its own: the
+// caller may hold a call's lock, which ending it takes.
+func (c *conn) checkQueueLocked() {
+	if c.cutOff || c.closed {
+		return
+	}
+	if err := c.queueCapLocked(); err != nil {
+		c.cutOff = true
+		go c.fail(err)
+	}
+}
 
 // controlLocked counts an acknowledgement queued for the peer.
 func (c *conn) controlLocked() error {
 	if c.control++; c.control > maxQueuedControl {
-		return connError{http2.ErrCodeEnhanceYourCalm, "too many control frames queued: the peer does not read"}
+		return newFlood(floodControl, http2.ErrCodeEnhanceYourCalm, "too many control frames queued: the peer does not read")
 	}
 	return nil
 }
@@ -444,7 +524,9 @@ func (c *conn) onData(h frameHeader, p []byte) error {
 	}
 	c.mu.Unlock()
 	if s.front {
-		s.call.onRequestData(data, end)
+		if s.call.onRequestData(data, end) {
+			return c.countReset() // the call was refused: a reset the client caused
+		}
 	} else {
 		s.call.onResponseData(s, data, end)
 	}
@@ -502,17 +584,28 @@ func (c *conn) streamError(s *stream, code http2.ErrCode) error {
 
 // countReset bounds how many streams a client may reset a second, or
 // make the relay reset: a flood of HEADERS+RST_STREAM makes upstreams
-// work for nothing (the "rapid reset" attack, CVE-2023-44487).
+// work for nothing (the "rapid reset" attack, CVE-2023-44487). Every
+// reset a client can provoke counts, whatever the reason.
 func (c *conn) countReset() error {
-	now := time.Now()
-	if now.Sub(c.resetStart) > time.Second {
-		c.resetStart, c.resets = now, 0
+	if c.client {
+		return nil
 	}
-	c.resets++
-	if c.resets > maxResetsPerSecond {
-		return connError{http2.ErrCodeEnhanceYourCalm, "too many stream resets"}
+	c.mu.Lock()
+	over := c.resets.add(time.Now(), c.lim.MaxResetsPerSecond)
+	c.mu.Unlock()
+	if over {
+		return newFlood(floodRapidReset, http2.ErrCodeEnhanceYourCalm, "too many stream resets")
 	}
 	return nil
+}
+
+// countResetAsync is countReset off the reader goroutine (a handler's,
+// an upstream connection's reader): over the limit, the connection ends
+// on a goroutine of its own, since the caller may hold a call's lock.
+func (c *conn) countResetAsync() {
+	if err := c.countReset(); err != nil {
+		go c.fail(err)
+	}
 }
 
 func (c *conn) onSettings(h frameHeader, p []byte) error {
@@ -528,46 +621,48 @@ func (c *conn) onSettings(h frameHeader, p []byte) error {
 	if h.length%6 != 0 {
 		return connError{http2.ErrCodeFrameSize, "SETTINGS of the wrong size"}
 	}
+	if !c.client && (len(p)/6 > maxSettingsPerFrame || duplicateSettings(p)) {
+		// Not in the RFC; x/net's server hangs up on these too.
+		return newFlood(floodSettingsSize, http2.ErrCodeProtocol, "SETTINGS frame with more than 100 settings, or a setting twice")
+	}
+	v, err := parseSettings(p)
+	if err != nil {
+		return err
+	}
+	now := time.Now()
 	var flushed []*stream
-	sawMaxStreams := false
 	c.mu.Lock()
-	for i := 0; i < len(p); i += 6 {
-		id, v := http2.SettingID(binary.BigEndian.Uint16(p[i:])), binary.BigEndian.Uint32(p[i+2:])
-		switch id {
-		case http2.SettingInitialWindowSize:
-			if v > maxStreamID {
+	if err := c.waitRoomLocked(); err != nil {
+		c.mu.Unlock()
+		return err
+	}
+	if !c.pingBudget.take(now, c.dataSent, c.lim.MaxPingsPerSecond) {
+		c.mu.Unlock()
+		return newFlood(floodSettings, http2.ErrCodeEnhanceYourCalm, "too many SETTINGS frames")
+	}
+	if v.has&(1<<http2.SettingInitialWindowSize) != 0 {
+		// One pass over the streams per frame at most.
+		delta := int64(v.initialWindow) - c.peerInitWin
+		c.peerInitWin = int64(v.initialWindow)
+		for _, s := range c.streams {
+			if s.sendWin += delta; s.sendWin > maxStreamID {
 				c.mu.Unlock()
-				return connError{http2.ErrCodeFlowControl, "SETTINGS_INITIAL_WINDOW_SIZE above 2^31-1"}
-			}
-			delta := int64(v) - c.peerInitWin
-			c.peerInitWin = int64(v)
-			for _, s := range c.streams {
-				if s.sendWin += delta; s.sendWin > maxStreamID {
-					c.mu.Unlock()
-					return connError{http2.ErrCodeFlowControl, "SETTINGS_INITIAL_WINDOW_SIZE takes a stream window above 2^31-1"}
-				}
-			}
-		case http2.SettingMaxFrameSize:
-			if v < defaultMaxFrame || v > 1<<24-1 {
-				c.mu.Unlock()
-				return connError{http2.ErrCodeProtocol, "SETTINGS_MAX_FRAME_SIZE out of range"}
-			}
-			c.peerMaxFrame = int(v)
-		case http2.SettingMaxConcurrentStreams:
-			c.peerStreams, sawMaxStreams = v, true
-		case http2.SettingHeaderTableSize:
-			c.enc.SetMaxDynamicTableSizeLimit(v)
-		case http2.SettingEnablePush:
-			if v > 1 {
-				c.mu.Unlock()
-				return connError{http2.ErrCodeProtocol, "SETTINGS_ENABLE_PUSH not 0 or 1"}
+				return connError{http2.ErrCodeFlowControl, "SETTINGS_INITIAL_WINDOW_SIZE takes a stream window above 2^31-1"}
 			}
 		}
 	}
-	if !c.gotSettings && !sawMaxStreams {
+	if v.has&(1<<http2.SettingMaxFrameSize) != 0 {
+		c.peerMaxFrame = int(v.maxFrame)
+	}
+	if v.has&(1<<http2.SettingMaxConcurrentStreams) != 0 {
+		c.peerStreams = v.maxStreams
+	} else if !c.gotSettings {
 		// No limit (RFC 9113 §6.5.2), as grpc-go servers say by saying
 		// nothing: the guess made before SETTINGS no longer holds.
 		c.peerStreams = math.MaxUint32
+	}
+	if v.has&(1<<http2.SettingHeaderTableSize) != 0 {
+		c.enc.SetMaxDynamicTableSizeLimit(v.tableSize)
 	}
 	c.gotSettings = true
 	if err := c.controlLocked(); err != nil {
@@ -585,6 +680,45 @@ func (c *conn) onSettings(h frameHeader, p []byte) error {
 	return nil
 }
 
+// settingValues are the settings of one SETTINGS frame we act on; where a
+// setting appears twice (an upstream's: a client's is refused) the last
+// value holds.
+type settingValues struct {
+	has                                            uint16 // 1<<id for each setting present
+	initialWindow, maxFrame, maxStreams, tableSize uint32
+}
+
+// parseSettings reads and checks a SETTINGS payload, changing nothing.
+func parseSettings(p []byte) (v settingValues, err error) {
+	for i := 0; i+6 <= len(p); i += 6 {
+		id, val := http2.SettingID(binary.BigEndian.Uint16(p[i:])), binary.BigEndian.Uint32(p[i+2:])
+		switch id {
+		case http2.SettingInitialWindowSize:
+			if val > maxStreamID {
+				return v, connError{http2.ErrCodeFlowControl, "SETTINGS_INITIAL_WINDOW_SIZE above 2^31-1"}
+			}
+			v.initialWindow = val
+		case http2.SettingMaxFrameSize:
+			if val < defaultMaxFrame || val > 1<<24-1 {
+				return v, connError{http2.ErrCodeProtocol, "SETTINGS_MAX_FRAME_SIZE out of range"}
+			}
+			v.maxFrame = val
+		case http2.SettingMaxConcurrentStreams:
+			v.maxStreams = val
+		case http2.SettingHeaderTableSize:
+			v.tableSize = val
+		case http2.SettingEnablePush:
+			if val > 1 {
+				return v, connError{http2.ErrCodeProtocol, "SETTINGS_ENABLE_PUSH not 0 or 1"}
+			}
+		default:
+			continue
+		}
+		v.has |= 1 << id
+	}
+	return v, nil
+}
+
 func (c *conn) onPing(h frameHeader, p []byte) error {
 	if h.length != 8 || h.stream != 0 {
 		return connError{http2.ErrCodeProtocol, "bad PING"}
@@ -595,29 +729,21 @@ func (c *conn) onPing(h frameHeader, p []byte) error {
 		c.mu.Unlock()
 		return nil
 	}
-	// As grpc-go's server does, only pings while we send nothing count:
-	// grpc-go clients ping with every burst of data they receive (BDP
-	// estimation), which a busy connection must allow.
 	now := time.Now()
-	c.mu.Lock()
-	busy := c.sentSincePing
-	c.sentSincePing = false
-	c.mu.Unlock()
-	if busy || now.Sub(c.pingWindow) > time.Second {
-		c.pingWindow, c.pings = now, 0
-	}
-	if c.pings++; c.pings > maxPingsPerSecond {
-		return connError{http2.ErrCodeEnhanceYourCalm, "too many pings"}
-	}
 	var data [8]byte
 	copy(data[:], p)
 	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := c.waitRoomLocked(); err != nil {
+		return err
+	}
+	if !c.pingBudget.take(now, c.dataSent, c.lim.MaxPingsPerSecond) {
+		return newFlood(floodPing, http2.ErrCodeEnhanceYourCalm, "too many pings")
+	}
 	if err := c.controlLocked(); err != nil {
-		c.mu.Unlock()
 		return err
 	}
 	c.wbuf = appendPing(c.wbuf, true, data)
-	c.mu.Unlock()
 	c.kick()
 	return nil
 }
@@ -786,14 +912,15 @@ func (c *conn) credit(s *stream, n int64) {
 	}
 }
 
-// encodeHeadersLocked HPACK-encodes fields and frames them on stream id.
+// encodeHeadersLocked HPACK-encodes fields and frames them on stream id
+// of a client connection (response headers and trailers).
 func (c *conn) encodeHeadersLocked(id uint32, fields []hpack.HeaderField, end bool) {
-	c.sentSincePing = true
 	c.encBuf.Reset()
 	for _, f := range fields {
 		_ = c.enc.WriteField(f) // writes to a bytes.Buffer: no error
 	}
 	c.wbuf = appendHeaderBlock(c.wbuf, id, c.encBuf.Bytes(), end, c.peerMaxFrame)
+	c.checkQueueLocked()
 }
 
 // removeLocked forgets a finished stream.
@@ -841,6 +968,10 @@ func (c *conn) fail(err error) {
 		_, _ = c.nc.Write(b)
 	}
 	c.closed, c.closeErr = true, err
+	c.room.Broadcast()
+	if c.srv != nil {
+		c.srv.count(err)
+	}
 	if c.hk != nil {
 		c.hk.Stop()
 	}
@@ -920,11 +1051,7 @@ func (c *conn) goAway(code http2.ErrCode, debug string) {
 // Housekeeping, once per tickInterval on a timer: idle
 // connections close, and an upstream that stops answering keepalive
 // pings is given up on.
-const (
-	tickInterval       = 5 * time.Second
-	maxPingsPerSecond  = 100
-	maxResetsPerSecond = 1000
-)
+const tickInterval = 5 * time.Second
 
 func (c *conn) housekeep(now time.Time) {
 	c.mu.Lock()
@@ -1028,7 +1155,7 @@ func (s *stream) sendDataLocked(p []byte, end bool) bool {
 		}
 		last := n == len(p)
 		c.wbuf = appendData(c.wbuf, s.id, p[:n], end && last)
-		c.sentSincePing = true
+		c.dataSent++
 		s.sendWin -= int64(n)
 		c.sendWin -= int64(n)
 		s.wired.Add(int64(n))
@@ -1075,7 +1202,7 @@ func (s *stream) flushLocked() bool {
 		}
 		endNow := n == len(s.pend) && s.pendEnd
 		c.wbuf = appendData(c.wbuf, s.id, s.pend[:n], endNow)
-		c.sentSincePing = true
+		c.dataSent++
 		s.sendWin -= int64(n)
 		c.sendWin -= int64(n)
 		s.wired.Add(int64(n))

@@ -3,6 +3,8 @@ package h2relay
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
+	"errors"
 	"io"
 	"net"
 	"strings"
@@ -12,6 +14,7 @@ import (
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	testpb "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/status"
@@ -123,10 +126,10 @@ func TestAfterFlushRacesNotWithTrailers(t *testing.T) {
 	go io.Copy(io.Discard, xb)
 	go io.Copy(io.Discard, yb)
 	srv := &Server{Handler: stallHandler{}}
-	x := newConn(xa, false, srv.settings())
+	x := newConn(xa, false, srv.settings(), srv.Limits)
 	x.srv = srv
 	u := NewUpstream("unused:1", UpstreamOptions{})
-	y := newConn(ya, true, u.set)
+	y := newConn(ya, true, u.set, Limits{})
 	y.up = u
 	call := &Call{srv: srv, up: u}
 	front := &stream{id: 1, c: x, call: call, front: true, recvEnd: true, recvWin: 1 << 20}
@@ -200,8 +203,8 @@ func TestRapidResetByStreamErrorsIsStopped(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatalf("%d streams opened and reset with no GOAWAY; the upstream saw %d HEADERS", n, heads.Load())
 	}
-	if h := heads.Load(); h > maxResetsPerSecond+100 {
-		t.Fatalf("the upstream saw %d HEADERS before the relay stopped the client, want about %d at most", h, maxResetsPerSecond)
+	if h := heads.Load(); h > DefaultMaxResetsPerSecond+100 {
+		t.Fatalf("the upstream saw %d HEADERS before the relay stopped the client, want about %d at most", h, DefaultMaxResetsPerSecond)
 	}
 }
 
@@ -378,3 +381,249 @@ func TestClientPendingIsBounded(t *testing.T) {
 	})
 	t.Logf("RST_STREAM %v on stream %d; %d MiB held for the client", f.(*http2.RSTStreamFrame).ErrCode, f.Header().StreamID, pending>>20)
 }
+
+// wantCutOff expects the relay to end r's connection with GOAWAY code,
+// and to count it in its stats as a flood of that kind.
+func wantCutOff(t *testing.T, e *relayEnv, r *rawClient, code http2.ErrCode, kind string) {
+	t.Helper()
+	_ = r.nc.SetReadDeadline(time.Now().Add(20 * time.Second))
+	if ga := r.next(isGoAway).(*http2.GoAwayFrame); ga.ErrCode != code {
+		t.Fatalf("GOAWAY %v (%s), want %v", ga.ErrCode, ga.DebugData(), code)
+	}
+	waitFlood(t, e, kind)
+}
+
+// waitFlood waits for the relay to count one connection cut off for kind.
+func waitFlood(t *testing.T, e *relayEnv, kind string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for e.srv.Stats().Floods[kind] != 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("stats: %+v, want one %s flood", e.srv.Stats(), kind)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// A SETTINGS frame with more than 100 settings, or one setting twice, is
+// refused as x/net's server refuses it: each INITIAL_WINDOW_SIZE costs a
+// pass over the connection's streams, and a 16 KB frame holds 2,730.
+func TestOversizedOrDuplicateSettingsAreRefused(t *testing.T) {
+	for name, payload := range map[string][]byte{
+		"101 settings":                      settingsPayload(101, func(i int) uint16 { return uint16(0x100 + i) }),
+		"INITIAL_WINDOW_SIZE twice":         settingsPayload(2, func(int) uint16 { return uint16(http2.SettingInitialWindowSize) }),
+		"2,730 INITIAL_WINDOW_SIZE (16 KB)": settingsPayload(2730, func(int) uint16 { return uint16(http2.SettingInitialWindowSize) }),
+	} {
+		t.Run(name, func(t *testing.T) {
+			e := startRelay(t, &forwarder{}, false)
+			r := dialRaw(t, e.addr)
+			if err := r.fr.WriteRawFrame(http2.FrameSettings, 0, 0, payload); err != nil {
+				t.Fatal(err)
+			}
+			wantCutOff(t, e, r, http2.ErrCodeProtocol, "settings_size")
+		})
+	}
+	// 100 distinct settings are taken.
+	e := startRelay(t, &forwarder{}, false)
+	r := dialRaw(t, e.addr)
+	if err := r.fr.WriteRawFrame(http2.FrameSettings, 0, 0, settingsPayload(100, func(i int) uint16 { return uint16(0x100 + i) })); err != nil {
+		t.Fatal(err)
+	}
+	r.headers(1, true, withField(grpcReq, "x-reject", "still served")...)
+	r.next(headersOn(1))
+}
+
+// settingsPayload is n settings with the ids id(i), each of value 1<<20.
+func settingsPayload(n int, id func(int) uint16) []byte {
+	var p []byte
+	for i := range n {
+		p = binary.BigEndian.AppendUint16(p, id(i))
+		p = binary.BigEndian.AppendUint32(p, 1<<20)
+	}
+	return p
+}
+
+// SETTINGS frames count against the same budget as pings: a client that
+// reads every acknowledgement cannot make the relay process SETTINGS
+// frames without end.
+func TestSettingsFloodIsStopped(t *testing.T) {
+	e := startRelay(t, &forwarder{}, false)
+	r := dialRaw(t, e.addr)
+	for range 2 * DefaultMaxPingsPerSecond {
+		if err := r.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1 << 20}); err != nil {
+			break
+		}
+	}
+	wantCutOff(t, e, r, http2.ErrCodeEnhanceYourCalm, "settings")
+}
+
+// Rejected calls do not buy pings: each makes the relay write response
+// headers, which used to reset the ping count (as data did).
+func TestPingFloodMixedWithRejectedCallsIsStopped(t *testing.T) {
+	e := startRelay(t, &forwarder{}, false)
+	r := dialRaw(t, e.addr)
+	for i := range 3 * DefaultMaxPingsPerSecond {
+		if r.tryHeaders(uint32(2*i+1), true, withField(grpcReq, "x-reject", "no")...) != nil || r.fr.WritePing(false, [8]byte{}) != nil {
+			break
+		}
+	}
+	wantCutOff(t, e, r, http2.ErrCodeEnhanceYourCalm, "ping")
+}
+
+// grpc-go clients ping on DATA they receive, to size their windows (BDP
+// estimation): on a busy stream that is many pings a second. Each DATA
+// frame the relay sends buys one ping, so even a limit of 2 a second
+// does not cut them off.
+func TestGRPCClientBDPPingsAreAllowed(t *testing.T) {
+	b := startBackend(t)
+	e := startRelay(t, &forwarder{ups: []*Upstream{NewUpstream(b.addr, UpstreamOptions{})}}, false,
+		func(s *Server) { s.MaxPingsPerSecond = 2 })
+	var pings atomic.Int32
+	cl := e.dial(t, grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
+		nc, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+		return &pingCounter{Conn: nc, pings: &pings}, err
+	}))
+	start := time.Now()
+	for range 3 {
+		var params []*testpb.ResponseParameters
+		for range 400 {
+			params = append(params, &testpb.ResponseParameters{Size: 16 << 10})
+		}
+		st, err := cl.StreamingOutputCall(ctxT(t), &testpb.StreamingOutputCallRequest{ResponseParameters: params})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for {
+			if _, err = st.Recv(); err != nil {
+				break
+			}
+		}
+		if !errors.Is(err, io.EOF) {
+			t.Fatalf("6 MiB stream with BDP pings: %v", err)
+		}
+	}
+	t.Logf("%d pings in %v", pings.Load(), time.Since(start))
+	if n, allowance := pings.Load(), 2+2*time.Since(start).Seconds(); float64(n) <= allowance {
+		t.Fatalf("the client sent %d pings, no more than the %.0f the limit allows without DATA: the test proves nothing", n, allowance)
+	}
+	if st := e.srv.Stats(); len(st.Floods) > 0 || st.Accepted != 1 {
+		t.Fatalf("stats %+v: want one connection, never cut off", st)
+	}
+}
+
+// pingCounter counts the PING frames written on a client's connection
+// (h2c: the preface, then whole frames).
+type pingCounter struct {
+	net.Conn
+	pings *atomic.Int32
+	buf   []byte
+	skip  int // preface bytes still to skip
+	init  bool
+}
+
+func (c *pingCounter) Write(p []byte) (int, error) {
+	if !c.init {
+		c.init, c.skip = true, len(http2.ClientPreface)
+	}
+	c.buf = append(c.buf, p...)
+	for {
+		if c.skip > 0 {
+			n := min(c.skip, len(c.buf))
+			c.skip -= n
+			c.buf = c.buf[n:]
+		}
+		if len(c.buf) < frameHeaderLen {
+			break
+		}
+		h := parseFrameHeader(c.buf)
+		if len(c.buf) < frameHeaderLen+h.length {
+			break
+		}
+		if h.typ == http2.FramePing && h.flags&http2.FlagPingAck == 0 {
+			c.pings.Add(1)
+		}
+		c.buf = c.buf[frameHeaderLen+h.length:]
+	}
+	return c.Conn.Write(p)
+}
+
+// Every reset a client can provoke counts toward MaxResetsPerSecond,
+// whatever the reason: here each way, on its own connection, past the
+// limit within a second ends the connection.
+func TestEveryProvokedResetCounts(t *testing.T) {
+	b := startBackend(t)
+	huge := []byte{0, 0x40, 0, 0, 0} // a message of 1 GiB announced
+	cases := map[string]struct {
+		configure func(*Server)
+		handler   func() Handler
+		provoke   func(r *rawClient, id uint32) error
+	}{
+		"message over the size limit": {
+			configure: func(s *Server) { s.MaxRecvMsgSize = 1 << 20 },
+			provoke: func(r *rawClient, id uint32) error {
+				if err := r.tryHeaders(id, false, grpcReq...); err != nil {
+					return err
+				}
+				return r.fr.WriteData(id, false, huge)
+			},
+		},
+		"HEADERS on a closed stream": {
+			provoke: func(r *rawClient, id uint32) error {
+				if id == 1 {
+					return r.tryHeaders(1, true, withField(grpcReq, "x-reject", "no")...)
+				}
+				return r.tryHeaders(1, true, grpcReq...)
+			},
+		},
+		"HTTP error while the client still sends": {
+			provoke: func(r *rawClient, id uint32) error {
+				return r.tryHeaders(id, false, ":method", "POST", ":scheme", "http", ":path", "/", "content-type", "text/plain")
+			},
+		},
+		"refused stream": {
+			configure: func(s *Server) { s.MaxConcurrentStreams = 1 },
+			handler:   func() Handler { return stallHandler{} },
+			provoke: func(r *rawClient, id uint32) error {
+				return r.tryHeaders(id, true, grpcReq...)
+			},
+		},
+		"call rejected after it was sent upstream": {
+			handler: func() Handler {
+				return &rejectAfterForward{up: NewUpstream(b.addr, UpstreamOptions{})}
+			},
+			provoke: func(r *rawClient, id uint32) error {
+				return r.tryHeaders(id, false, grpcReq...)
+			},
+		},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			var h Handler = &forwarder{ups: []*Upstream{NewUpstream(b.addr, UpstreamOptions{})}}
+			if tc.handler != nil {
+				h = tc.handler()
+			}
+			var configure []func(*Server)
+			if tc.configure != nil {
+				configure = append(configure, tc.configure)
+			}
+			e := startRelay(t, h, false, configure...)
+			r := dialRaw(t, e.addr)
+			for i := range 3 * DefaultMaxResetsPerSecond {
+				if tc.provoke(r, uint32(2*i+1)) != nil {
+					break // the relay closed the connection
+				}
+			}
+			wantCutOff(t, e, r, http2.ErrCodeEnhanceYourCalm, "rapid_reset")
+		})
+	}
+}
+
+// rejectAfterForward sends every call upstream, then rejects it.
+type rejectAfterForward struct{ up *Upstream }
+
+func (h *rejectAfterForward) ServeCall(c *Call) {
+	c.Forward(h.up, c.Headers(), ForwardOptions{})
+	c.Reject(codes.PermissionDenied, "changed my mind")
+}
+func (*rejectAfterForward) AttemptFailed(*Call, Failure) {}
+func (*rejectAfterForward) CallDone(*Call)               {}

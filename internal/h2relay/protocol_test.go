@@ -10,11 +10,15 @@ import (
 	"testing"
 	"time"
 
+	"unicode/utf8"
+
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	testpb "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/tap"
 )
 
 // rawClient speaks HTTP/2 frame by frame, to send what well-behaved
@@ -132,7 +136,7 @@ func TestRapidResetIsStopped(t *testing.T) {
 	b := startBackend(t)
 	e := startRelay(t, &forwarder{ups: []*Upstream{NewUpstream(b.addr, UpstreamOptions{})}}, false)
 	r := dialRaw(t, e.addr)
-	for i := range maxResetsPerSecond + 10 {
+	for i := range DefaultMaxResetsPerSecond + 10 {
 		id := uint32(2*i + 1)
 		r.headers(id, false, grpcReq...)
 		if err := r.fr.WriteRSTStream(id, http2.ErrCodeCancel); err != nil {
@@ -145,7 +149,7 @@ func TestRapidResetIsStopped(t *testing.T) {
 func TestPingFloodIsStopped(t *testing.T) {
 	e := startRelay(t, &forwarder{}, false)
 	r := dialRaw(t, e.addr)
-	for range maxPingsPerSecond + 10 {
+	for range DefaultMaxPingsPerSecond + 10 {
 		if err := r.fr.WritePing(false, [8]byte{}); err != nil {
 			break
 		}
@@ -349,4 +353,198 @@ func (e *relayEnv) conns(f func(*conn) int) (n, total int) {
 		c.mu.Unlock()
 	}
 	return len(e.srv.conns), total
+}
+
+// startCountingBackend is startBackend with a count of the streams the
+// grpc-go server saw opened (its tap runs on every new stream's headers).
+func startCountingBackend(t *testing.T) (*backend, *atomic.Int32) {
+	var n atomic.Int32
+	b := startBackend(t, grpc.InTapHandle(func(ctx context.Context, _ *tap.Info) (context.Context, error) {
+		n.Add(1)
+		return ctx, nil
+	}))
+	return b, &n
+}
+
+func withField(fields []string, kv ...string) []string {
+	return append(append([]string{}, fields...), kv...)
+}
+
+// Requests that RFC 9113 §8.2–8.3 calls malformed are reset with
+// PROTOCOL_ERROR and never reach the upstream. With two :path fields the
+// relay (and the gateway's auth) would decide on one while a backend that
+// reads the other serves it.
+func TestDuplicateAndInvalidPseudoHeadersAreMalformed(t *testing.T) {
+	b, opened := startCountingBackend(t)
+	e := startRelay(t, &forwarder{ups: []*Upstream{NewUpstream(b.addr, UpstreamOptions{})}}, false)
+	r := dialRaw(t, e.addr)
+	cases := map[string][]string{
+		"two :path":              withField(grpcReq[:6], ":path", "/grpc.testing.TestService/EmptyCall", "content-type", "application/grpc"),
+		"two :method":            {":method", "POST", ":method", "POST", ":scheme", "http", ":path", "/a/b", "content-type", "application/grpc"},
+		"two :scheme":            {":method", "POST", ":scheme", "http", ":scheme", "https", ":path", "/a/b", "content-type", "application/grpc"},
+		"two :authority":         {":method", "POST", ":scheme", "http", ":path", "/a/b", ":authority", "a", ":authority", "b", "content-type", "application/grpc"},
+		"two host":               {":method", "POST", ":scheme", "http", ":path", "/a/b", "host", "a", "host", "b", "content-type", "application/grpc"},
+		"space in :path":         {":method", "POST", ":scheme", "http", ":path", "/grpc.testing.TestService/UnaryCall /x", "content-type", "application/grpc"},
+		"control in :path":       {":method", "POST", ":scheme", "http", ":path", "/grpc.testing.TestService/UnaryCall\x01", "content-type", "application/grpc"},
+		"space in :authority":    {":method", "POST", ":scheme", "http", ":path", "/a/b", ":authority", "a b", "content-type", "application/grpc"},
+		"userinfo in :authority": {":method", "POST", ":scheme", "http", ":path", "/a/b", ":authority", "user@host", "content-type", "application/grpc"},
+		"bad :method":            {":method", "PO ST", ":scheme", "http", ":path", "/a/b", "content-type", "application/grpc"},
+		"bad :scheme":            {":method", "POST", ":scheme", "ht tp", ":path", "/a/b", "content-type", "application/grpc"},
+	}
+	id := uint32(1)
+	for name, fields := range cases {
+		r.headers(id, true, fields...)
+		f := r.next(func(f http2.Frame) bool { return rstOn(id)(f) || headersOn(id)(f) })
+		if rf, ok := f.(*http2.RSTStreamFrame); !ok || rf.ErrCode != http2.ErrCodeProtocol {
+			t.Errorf("%s: got %v, want RST_STREAM PROTOCOL_ERROR", name, f)
+		}
+		id += 2
+	}
+	// A well-formed call on the same connection still works, and it is
+	// the only stream the upstream saw.
+	r.headers(id, false, grpcReq...)
+	if err := r.fr.WriteData(id, true, grpcFrame(nil)); err != nil {
+		t.Fatal(err)
+	}
+	if hf := r.next(headersOn(id)).(*http2.MetaHeadersFrame); hf.PseudoValue("status") != "200" {
+		t.Fatalf("well-formed call: %v", hf.Fields)
+	}
+	if n := opened.Load(); n != 1 {
+		t.Fatalf("the upstream saw %d streams opened, want 1 (malformed requests are never forwarded)", n)
+	}
+
+	// Trailers carry no pseudo-headers.
+	r2 := dialRaw(t, startRelay(t, stallHandler{}, false).addr)
+	r2.headers(1, false, grpcReq...)
+	r2.headers(1, true, ":path", "/x")
+	if rst := r2.next(rstOn(1)).(*http2.RSTStreamFrame); rst.ErrCode != http2.ErrCodeProtocol {
+		t.Fatalf("trailers with :path: RST_STREAM %v, want PROTOCOL_ERROR", rst.ErrCode)
+	}
+}
+
+// HEADERS on a stream that is closed, or half-closed by the client, is a
+// stream error STREAM_CLOSED (RFC 9113 §5.1), not ignored or taken as
+// trailers.
+func TestHeadersOnClosedStreamIsStreamClosed(t *testing.T) {
+	e := startRelay(t, &forwarder{}, false)
+	r := dialRaw(t, e.addr)
+	// Stream 1: rejected by the handler, closed both ways.
+	r.headers(1, true, withField(grpcReq, "x-reject", "no")...)
+	if hf := r.next(headersOn(1)).(*http2.MetaHeadersFrame); !hf.StreamEnded() {
+		t.Fatalf("want a trailers-only answer, got %v", hf.Fields)
+	}
+	r.headers(1, true, grpcReq...)
+	if rst := r.next(rstOn(1)).(*http2.RSTStreamFrame); rst.ErrCode != http2.ErrCodeStreamClosed {
+		t.Fatalf("HEADERS on a closed stream: RST_STREAM %v, want STREAM_CLOSED", rst.ErrCode)
+	}
+
+	// Stream 1 of a handler that holds the call: half-closed (remote).
+	e2 := startRelay(t, stallHandler{}, false)
+	r2 := dialRaw(t, e2.addr)
+	r2.headers(1, true, grpcReq...)
+	r2.headers(1, true, "x-trailer", "1")
+	if rst := r2.next(rstOn(1)).(*http2.RSTStreamFrame); rst.ErrCode != http2.ErrCodeStreamClosed {
+		t.Fatalf("HEADERS on a half-closed stream: RST_STREAM %v, want STREAM_CLOSED", rst.ErrCode)
+	}
+}
+
+// An upstream whose response headers carry :status twice (or any other
+// pseudo-header) sent a malformed response: the call fails INTERNAL
+// instead of relaying it.
+func TestUpstreamDuplicateStatusIsMalformed(t *testing.T) {
+	addr := rawUpstream(t, func(fr *http2.Framer, f http2.Frame) bool {
+		hf, ok := f.(*http2.HeadersFrame)
+		if !ok {
+			return true
+		}
+		var b bytes.Buffer
+		enc := hpack.NewEncoder(&b)
+		for _, kv := range [][2]string{{":status", "200"}, {":status", "200"}, {"content-type", "application/grpc"}} {
+			_ = enc.WriteField(hpack.HeaderField{Name: kv[0], Value: kv[1]})
+		}
+		_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: hf.StreamID, BlockFragment: b.Bytes(), EndHeaders: true})
+		b.Reset()
+		_ = enc.WriteField(hpack.HeaderField{Name: "grpc-status", Value: "0"})
+		_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: hf.StreamID, BlockFragment: b.Bytes(), EndHeaders: true, EndStream: true})
+		return true
+	})
+	done := make(chan *Call, 1)
+	cl := startRelay(t, &forwarder{ups: []*Upstream{NewUpstream(addr, UpstreamOptions{})}, done: done}, false).dial(t)
+	_, err := cl.UnaryCall(ctxT(t), &testpb.SimpleRequest{})
+	if status.Code(err) != codes.Internal {
+		t.Errorf("client: %v, want INTERNAL", err)
+	}
+	if code, msg := (<-done).Result(); code != codes.Internal || !strings.Contains(msg, "malformed") {
+		t.Fatalf("call result %v %q, want INTERNAL for a malformed response", code, msg)
+	}
+}
+
+// What the relay writes into grpc-message is capped: an error text that
+// echoes a client's input (here a 10 KB header of non-ASCII bytes, each
+// percent-encoded in three) must not make every rejected call cost its
+// size.
+func TestEchoedStatusMessageIsCapped(t *testing.T) {
+	done := make(chan *Call, 1)
+	r := dialRaw(t, startRelay(t, &forwarder{done: done}, false).addr)
+	r.headers(1, true, withField(grpcReq, "x-reject", strings.Repeat("é", 5000))...)
+	hf := r.next(headersOn(1)).(*http2.MetaHeadersFrame)
+	var raw string
+	for _, f := range hf.Fields {
+		if f.Name == "grpc-message" {
+			raw = f.Value
+		}
+	}
+	if len(raw) > maxStatusMessage {
+		t.Fatalf("grpc-message of %d bytes, want at most %d", len(raw), maxStatusMessage)
+	}
+	msg := decodeGrpcMessage(raw)
+	if !strings.HasPrefix(msg, "rejected: éé") || !strings.HasSuffix(msg, "...") || !utf8.ValidString(msg) {
+		t.Fatalf("grpc-message %q: want the start of the message, cut at a character and marked", msg)
+	}
+	if _, res := (<-done).Result(); res != msg {
+		t.Fatalf("Call.Result message differs from the one sent: %d vs %d bytes", len(res), len(msg))
+	}
+}
+
+// parseRequest never panics, and what it accepts has each of :method,
+// :scheme and :path exactly once, pseudo-headers first, and a :path
+// without spaces or control characters; capMessage always fits.
+func FuzzParseRequest(f *testing.F) {
+	f.Add(":method\x00POST\x00:scheme\x00http\x00:path\x00/a/b\x00content-type\x00application/grpc")
+	f.Add(":method\x00POST\x00:scheme\x00http\x00:path\x00/a/b\x00:path\x00/c/d\x00content-type\x00application/grpc")
+	f.Add(":method\x00POST\x00:path\x00/a b\x00:scheme\x00http\x00host\x00x\x00host\x00y")
+	f.Fuzz(func(t *testing.T, s string) {
+		parts := strings.Split(s, "\x00")
+		var fields []hpack.HeaderField
+		for i := 0; i+1 < len(parts); i += 2 {
+			fields = append(fields, hpack.HeaderField{Name: parts[i], Value: parts[i+1]})
+		}
+		if msg := capMessage(s); len(encodeGrpcMessage(msg)) > maxStatusMessage {
+			t.Fatalf("capMessage: %d bytes encoded", len(encodeGrpcMessage(msg)))
+		}
+		r, status, _ := parseRequest(fields)
+		if status == -1 {
+			return
+		}
+		counts := map[string]int{}
+		regular := false
+		for _, f := range fields {
+			if strings.HasPrefix(f.Name, ":") {
+				if regular {
+					t.Fatalf("accepted a pseudo-header after a regular one: %q", fields)
+				}
+				counts[f.Name]++
+			} else {
+				regular = true
+			}
+		}
+		for _, name := range []string{":method", ":scheme", ":path"} {
+			if counts[name] != 1 {
+				t.Fatalf("accepted %d %s fields: %q", counts[name], name, fields)
+			}
+		}
+		if strings.ContainsAny(r.path, " \t\r\n\x00\x7f") {
+			t.Fatalf("accepted :path %q", r.path)
+		}
+	})
 }

@@ -171,13 +171,18 @@ type relayEnv struct {
 	pool *x509.CertPool
 }
 
-func startRelay(t *testing.T, h Handler, tlsOn bool) *relayEnv {
+// startRelay serves h on loopback; configure, if any, sets the server's
+// fields before it serves.
+func startRelay(t *testing.T, h Handler, tlsOn bool, configure ...func(*Server)) *relayEnv {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	e := &relayEnv{srv: &Server{Handler: h}, addr: ln.Addr().String()}
+	for _, f := range configure {
+		f(e.srv)
+	}
 	if tlsOn {
 		e.cert, e.pool = selfSigned(t)
 		ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{e.cert}, NextProtos: []string{"h2"}})

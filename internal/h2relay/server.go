@@ -19,10 +19,11 @@
 // upstream connection's window is returned at once, so that one client
 // that does not read cannot stall others sharing it), HPACK via
 // golang.org/x/net/http2/hpack, GOAWAY and graceful drain, keepalive pings
-// to upstreams (on a timer of their own), and limits: pings, resets
-// (the client's and those it provokes), queued control frames, header
-// sizes, a bounded write queue per connection with a stall timeout, and
-// a bound on what a client's streams may hold for it. It
+// to upstreams (on a timer of their own), and limits (Limits, limits.go):
+// pings and SETTINGS, resets (the client's and every one it provokes),
+// queued control frames, header sizes, the bytes queued per connection
+// (in bytes, with backpressure on the reader and a stall timeout), and a
+// bound on what a client's streams may hold for it. It
 // knows enough gRPC to answer with a status (trailers-only), to read the
 // status an upstream returns, to hold response headers so a failed
 // attempt can be retried elsewhere, and to enforce a message size limit.
@@ -48,14 +49,12 @@ import (
 type Server struct {
 	// Handler decides each call. Required.
 	Handler Handler
-	// MaxConcurrentStreams per client connection. Default 1000.
-	MaxConcurrentStreams uint32
+	// Limits bound what each client connection can make the relay spend.
+	Limits
 	// StreamWindow is the flow-control window per stream. Default 1 MiB.
 	StreamWindow uint32
 	// ConnWindow is the flow-control window per connection. Default 8 MiB.
 	ConnWindow uint32
-	// MaxHeaderListSize bounds a request's headers. Default 1 MiB.
-	MaxHeaderListSize uint32
 	// MaxRecvMsgSize bounds one request message; 0: no limit.
 	MaxRecvMsgSize int
 	// IdleTimeout closes a connection without streams. Default 5 minutes.
@@ -68,9 +67,13 @@ type Server struct {
 	stopping bool
 	wg       sync.WaitGroup
 
+	// stallTimeout replaces writeStallTimeout in tests.
+	stallTimeout time.Duration
+
 	accepted atomic.Uint64
 	open     atomic.Int64
 	errs     [http2.ErrCodeHTTP11Required + 1]atomic.Uint64 // connections ended for a client's error, by code
+	floods   [numFloods]atomic.Uint64                       // connections ended for abuse, by kind
 }
 
 // Stats are a server's connection counts.
@@ -80,32 +83,49 @@ type Stats struct {
 	// Errors counts connections ended for an error of the client's
 	// (the code of the GOAWAY sent: PROTOCOL_ERROR, ENHANCE_YOUR_CALM, …).
 	Errors map[http2.ErrCode]uint64
+	// Floods counts the connections among those that were cut off for
+	// crossing a limit, by kind: rapid_reset, ping, settings,
+	// settings_size, control_frames, queued_bytes, write_stall.
+	Floods map[string]uint64
 }
 
 // Stats returns the server's connection counts.
 func (s *Server) Stats() Stats {
-	st := Stats{Open: s.open.Load(), Accepted: s.accepted.Load(), Errors: map[http2.ErrCode]uint64{}}
+	st := Stats{Open: s.open.Load(), Accepted: s.accepted.Load(), Errors: map[http2.ErrCode]uint64{}, Floods: map[string]uint64{}}
 	for code := range s.errs {
 		if n := s.errs[code].Load(); n > 0 {
 			st.Errors[http2.ErrCode(code)] = n
 		}
 	}
+	for kind := range s.floods {
+		if n := s.floods[kind].Load(); n > 0 {
+			st.Floods[flood(kind).String()] = n
+		}
+	}
 	return st
 }
 
+// count records why a client connection ended, if it was the client's
+// doing.
+func (s *Server) count(err error) {
+	var ce connError
+	if errors.As(err, &ce) && int(ce.code) < len(s.errs) {
+		s.errs[ce.code].Add(1)
+	}
+	var fe floodError
+	if errors.As(err, &fe) {
+		s.floods[fe.kind].Add(1)
+	}
+}
+
 func (s *Server) settings() settings {
-	set := settings{streamWindow: s.StreamWindow, connWindow: s.ConnWindow, maxStreams: s.MaxConcurrentStreams, maxHeaderList: s.MaxHeaderListSize}
+	lim := s.Limits.withDefaults()
+	set := settings{streamWindow: s.StreamWindow, connWindow: s.ConnWindow, maxStreams: lim.MaxConcurrentStreams, maxHeaderList: lim.MaxHeaderListSize}
 	if set.streamWindow == 0 {
 		set.streamWindow = 1 << 20
 	}
 	if set.connWindow == 0 {
 		set.connWindow = 8 << 20
-	}
-	if set.maxStreams == 0 {
-		set.maxStreams = 1000
-	}
-	if set.maxHeaderList == 0 {
-		set.maxHeaderList = 1 << 20
 	}
 	return set
 }
@@ -141,8 +161,11 @@ func (s *Server) Serve(ln net.Listener) error {
 
 // ServeConn serves one connection until it ends.
 func (s *Server) ServeConn(nc net.Conn) {
-	c := newConn(nc, false, s.settings())
+	c := newConn(nc, false, s.settings(), s.Limits)
 	c.srv = s
+	if s.stallTimeout > 0 {
+		c.stall = s.stallTimeout
+	}
 	c.start() // our SETTINGS first, before a GracefulStop's GOAWAY
 	s.mu.Lock()
 	if s.stopping {
@@ -158,15 +181,13 @@ func (s *Server) ServeConn(nc net.Conn) {
 	s.accepted.Add(1)
 	s.open.Add(1)
 	defer s.open.Add(-1)
-	err := c.readFrames()
+	c.fail(c.readFrames()) // counts the error that ended the connection
+	c.mu.Lock()
+	err := c.closeErr
+	c.mu.Unlock()
 	if !errors.Is(err, net.ErrClosed) && !errors.Is(err, io.EOF) {
 		s.log().Debug("client connection ended", "remote", nc.RemoteAddr().String(), "err", err)
 	}
-	var ce connError
-	if errors.As(err, &ce) && int(ce.code) < len(s.errs) {
-		s.errs[ce.code].Add(1)
-	}
-	c.fail(err)
 }
 
 func (s *Server) connGone(c *conn) {
@@ -215,13 +236,28 @@ func (c *conn) onRequestHeaders(id uint32, fields []hpack.HeaderField, end, tooL
 		return connError{http2.ErrCodeProtocol, "client opened an even stream id"}
 	}
 	c.mu.Lock()
+	if err := c.waitRoomLocked(); err != nil {
+		c.mu.Unlock()
+		return err
+	}
 	if id <= c.lastPeerID {
 		s := c.streams[id]
-		c.mu.Unlock()
 		if s == nil {
-			return nil // a stream we reset; its frames are still arriving
+			// A closed stream (RFC 9113 §5.1): stream error STREAM_CLOSED.
+			// (After a reset of ours it could be the client's trailers in
+			// flight; a gRPC client sends none, and one RST_STREAM more
+			// is harmless.)
+			c.wbuf = appendRSTStream(c.wbuf, id, http2.ErrCodeStreamClosed)
+			c.mu.Unlock()
+			c.kick()
+			return c.countReset()
 		}
-		if !end {
+		halfClosed := s.recvEnd
+		c.mu.Unlock()
+		switch {
+		case halfClosed:
+			return c.streamError(s, http2.ErrCodeStreamClosed)
+		case !end || !validTrailers(fields):
 			return c.streamError(s, http2.ErrCodeProtocol)
 		}
 		c.mu.Lock()
@@ -236,7 +272,7 @@ func (c *conn) onRequestHeaders(id uint32, fields []hpack.HeaderField, end, tooL
 		c.wbuf = appendRSTStream(c.wbuf, id, http2.ErrCodeRefusedStream)
 		c.mu.Unlock()
 		c.kick()
-		return nil
+		return c.countReset()
 	}
 	c.mu.Unlock()
 	req, status, msg := parseRequest(fields)
@@ -258,6 +294,9 @@ func (c *conn) onRequestHeaders(id uint32, fields []hpack.HeaderField, end, tooL
 		}
 		c.mu.Unlock()
 		c.kick()
+		if !end {
+			return c.countReset()
+		}
 		return nil
 	}
 	call := &Call{srv: c.srv, start: time.Now(), path: req.path, auth: req.authority, code: codes.Unknown}
@@ -275,51 +314,72 @@ func (c *conn) onRequestHeaders(id uint32, fields []hpack.HeaderField, end, tooL
 
 type request struct{ path, authority string }
 
+// Pseudo-headers of a request, one bit each, to find duplicates.
+const (
+	hasMethod = 1 << iota
+	hasScheme
+	hasPath
+	hasAuthority
+	hasHost
+)
+
 // parseRequest checks a request's header fields (RFC 9113 §8.2–8.3) and
-// that it is gRPC. status -1 means malformed (RST_STREAM); another
-// non-zero status is an HTTP answer to send.
+// that it is gRPC. status -1 means malformed (RST_STREAM PROTOCOL_ERROR,
+// never forwarded); another non-zero status is an HTTP answer to send.
+//
+// Each pseudo-header appears once: with two :path fields, a handler that
+// decides on one while an upstream serves the other is an auth bypass.
 func parseRequest(fields []hpack.HeaderField) (r request, status int, msg string) {
 	var method, scheme, contentType string
+	var seen uint8
 	regular := false
 	for _, f := range fields {
+		var bit uint8
 		if strings.HasPrefix(f.Name, ":") {
 			if regular {
-				return r, -1, ""
+				return r, -1, "" // pseudo-headers come first
 			}
 			switch f.Name {
 			case ":method":
-				method = f.Value
+				bit, method = hasMethod, f.Value
 			case ":scheme":
-				scheme = f.Value
+				bit, scheme = hasScheme, f.Value
 			case ":path":
-				r.path = f.Value
+				bit, r.path = hasPath, f.Value
 			case ":authority":
-				r.authority = f.Value
+				bit, r.authority = hasAuthority, f.Value
 			default:
 				return r, -1, ""
 			}
-			continue
-		}
-		regular = true
-		if !validFieldName(f.Name) || !httpguts.ValidHeaderFieldValue(f.Value) {
-			return r, -1, ""
-		}
-		switch f.Name {
-		case "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade":
-			return r, -1, ""
-		case "te":
-			if f.Value != "trailers" {
+		} else {
+			regular = true
+			if !validFieldName(f.Name) || !httpguts.ValidHeaderFieldValue(f.Value) {
 				return r, -1, ""
 			}
-		case "content-type":
-			contentType = f.Value
-		case "host":
-			if r.authority == "" {
-				r.authority = f.Value
+			switch f.Name {
+			case "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade":
+				return r, -1, ""
+			case "te":
+				if f.Value != "trailers" {
+					return r, -1, ""
+				}
+			case "content-type":
+				contentType = f.Value
+			case "host":
+				bit = hasHost
+				if seen&hasAuthority == 0 {
+					r.authority = f.Value
+				}
 			}
 		}
+		if seen&bit != 0 {
+			return r, -1, ""
+		}
+		seen |= bit
 	}
-	if method == "" || scheme == "" || r.path == "" || r.path[0] != '/' {
+	if seen&(hasMethod|hasScheme|hasPath) != hasMethod|hasScheme|hasPath ||
+		!httpguts.ValidHeaderFieldName(method) || !validScheme(scheme) ||
+		r.path == "" || r.path[0] != '/' || !validURIPart(r.path, &badInPath) || !validURIPart(r.authority, &badInAuthority) {
 		return r, -1, ""
 	}
 	if !isGRPC(contentType) {
@@ -329,6 +389,49 @@ func parseRequest(fields []hpack.HeaderField) (r request, status int, msg string
 		return r, 405, "gRPC requires POST, not " + method
 	}
 	return r, 0, ""
+}
+
+// validTrailers: a request's trailers carry no pseudo-headers (RFC 9113
+// §8.1).
+func validTrailers(fields []hpack.HeaderField) bool {
+	for _, f := range fields {
+		if strings.HasPrefix(f.Name, ":") {
+			return false
+		}
+	}
+	return true
+}
+
+// Bytes that may not appear in :path (control characters, space, DEL:
+// RFC 9113 §8.3.1, RFC 3986) and in :authority (those, and what would end
+// the host or carry the deprecated userinfo).
+var badInPath, badInAuthority = func() (p, a [256]bool) {
+	for c := range 256 {
+		p[c] = c <= ' ' || c == 0x7f
+		a[c] = p[c] || c == '/' || c == '?' || c == '#' || c == '@'
+	}
+	return p, a
+}()
+
+func validURIPart(s string, bad *[256]bool) bool {
+	for i := 0; i < len(s); i++ {
+		if bad[s[i]] {
+			return false
+		}
+	}
+	return true
+}
+
+// validScheme: ALPHA *( ALPHA / DIGIT / "+" / "-" / "." ) (RFC 3986 §3.1).
+func validScheme(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		letter := 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z'
+		if !letter && (i == 0 || !('0' <= c && c <= '9' || c == '+' || c == '-' || c == '.')) {
+			return false
+		}
+	}
+	return s != ""
 }
 
 // validFieldName: a token, in lower case (upper case is malformed in

@@ -2,18 +2,69 @@ package h2relay
 
 import (
 	"strconv"
+	"strings"
+	"unicode/utf8"
 
 	"golang.org/x/net/http2/hpack"
 	"google.golang.org/grpc/codes"
 )
 
+// maxStatusMessage caps the grpc-message the relay writes, in bytes as
+// sent (percent-encoded). Messages may echo what a client sent (a key id,
+// a content-type): uncapped, a client that sends the same cheap
+// (HPACK-indexed) request again and again makes each answer cost
+// kilobytes of memory until it reads them.
+const maxStatusMessage = 512
+
 // statusFields appends grpc-status and grpc-message.
 func statusFields(f []hpack.HeaderField, code codes.Code, msg string) []hpack.HeaderField {
 	f = append(f, hpack.HeaderField{Name: "grpc-status", Value: itoa(int(code))})
 	if msg != "" {
-		f = append(f, hpack.HeaderField{Name: "grpc-message", Value: encodeGrpcMessage(msg)})
+		f = append(f, hpack.HeaderField{Name: "grpc-message", Value: encodeGrpcMessage(capMessage(msg))})
 	}
 	return f
+}
+
+// capMessage cuts msg, at a character boundary and marked with "...", so
+// that it takes at most maxStatusMessage bytes percent-encoded.
+func capMessage(msg string) string {
+	if encodedLen(msg) <= maxStatusMessage {
+		return msg
+	}
+	n, i := 0, 0
+	for i < len(msg) {
+		_, size := utf8.DecodeRuneInString(msg[i:])
+		w := encodedLen(msg[i : i+size])
+		if n+w > maxStatusMessage-len("...") {
+			break
+		}
+		n, i = n+w, i+size
+	}
+	return msg[:i] + "..."
+}
+
+// encodedLen is the length of encodeGrpcMessage(msg).
+func encodedLen(msg string) int {
+	n := len(msg)
+	for i := 0; i < len(msg); i++ {
+		if c := msg[i]; c < ' ' || c > '~' || c == '%' {
+			n += 2
+		}
+	}
+	return n
+}
+
+// validResponse checks the pseudo-headers of an upstream's header block
+// (RFC 9113 §8.3.2): a response's headers start with exactly one
+// :status and have no other pseudo-header; trailers have none.
+// (A missing :status is the caller's: it answers as grpc-go does.)
+func validResponse(fields []hpack.HeaderField, first bool) bool {
+	for i, f := range fields {
+		if strings.HasPrefix(f.Name, ":") && (!first || f.Name != ":status" || i > 0) {
+			return false
+		}
+	}
+	return true
 }
 
 // grpcStatus reads the status of a response's trailers (or of a

@@ -263,7 +263,7 @@ func (u *Upstream) dial() {
 		return
 	}
 	u.backoff, u.lastErr = 0, nil
-	y := newConn(nc, true, u.set)
+	y := newConn(nc, true, u.set, Limits{})
 	y.up = u
 	// The preface and SETTINGS go first in its write buffer, before any
 	// call can be attached to it.
