@@ -58,9 +58,11 @@ type Options struct {
 	// H2 bounds what one native gRPC (HTTP/2) client connection can make
 	// the edge spend (the --h2_* flags); zero fields take h2relay's
 	// defaults (docs/edge.md, "HTTP/2 limits").
-	H2       h2relay.Limits
-	Registry *prometheus.Registry
-	Log      *slog.Logger
+	H2 h2relay.Limits
+	// H2Prelude bounds an HTTP/2 connection before its first request.
+	H2Prelude h2mux.PreludeLimits
+	Registry  *prometheus.Registry
+	Log       *slog.Logger
 }
 
 // DefaultIdempotent: reads, health checks, and CreateSession with a request_id.
@@ -124,6 +126,9 @@ func New(opts Options) (*Edge, error) {
 	}
 	if opts.ReloadInterval <= 0 {
 		opts.ReloadInterval = time.Second
+	}
+	if err := opts.H2Prelude.Validate(); err != nil {
+		return nil, err
 	}
 	if err := opts.H2.Validate(); err != nil {
 		return nil, err
@@ -405,7 +410,7 @@ func (ed *Edge) Run(ctx context.Context) error {
 	ed.restartCheckers()
 	httpSrv := &http.Server{Handler: http.HandlerFunc(ed.serveHTTP), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 5 * time.Minute,
 		ErrorLog: slog.NewLogLogger(ed.log.Handler(), slog.LevelDebug)}
-	mux := &h2mux.Server{GRPC: ed.grpcRelay, HTTP: httpSrv, TLS: &tls.Config{MinVersion: tls.VersionTLS12, NextProtos: []string{"h2", "http/1.1"},
+	mux := &h2mux.Server{GRPC: ed.grpcRelay, HTTP: httpSrv, PreludeLimits: ed.opts.H2Prelude, TLS: &tls.Config{MinVersion: tls.VersionTLS12, NextProtos: []string{"h2", "http/1.1"},
 		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return ed.cert.Load(), nil }}}
 	var wg sync.WaitGroup
 	wg.Go(func() { mux.ServeTLS(ctx, ln) })

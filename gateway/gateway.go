@@ -89,6 +89,8 @@ type Options struct {
 	// the gateway spend (the --h2_* flags); zero fields take h2relay's
 	// defaults (docs/gateway.md, "HTTP/2 limits").
 	H2 h2relay.Limits
+	// H2Prelude bounds an HTTP/2 connection before its first request.
+	H2Prelude h2mux.PreludeLimits
 	// HSTS adds Strict-Transport-Security on TLS responses.
 	HSTS bool
 	// JWKSCacheDuration is how long fetched keys are trusted. Default 300s.
@@ -226,6 +228,9 @@ func (o *Options) defaults() error {
 	}
 	if o.Drain < 0 {
 		o.Drain = 0
+	}
+	if err := o.H2Prelude.Validate(); err != nil {
+		return err
 	}
 	if err := o.H2.Validate(); err != nil {
 		return err
@@ -559,7 +564,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 
 	httpSrv := &http.Server{Handler: g, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 5 * time.Minute, MaxHeaderBytes: 1 << 20,
 		ErrorLog: slog.NewLogLogger(g.log.Handler(), slog.LevelDebug)}
-	mux := &h2mux.Server{GRPC: g.relay, HTTP: httpSrv, TLS: g.tlsConfig()}
+	mux := &h2mux.Server{GRPC: g.relay, HTTP: httpSrv, TLS: g.tlsConfig(), PreludeLimits: g.opts.H2Prelude}
 	var wg sync.WaitGroup
 	for kind, ln := range g.listeners {
 		switch kind {

@@ -73,7 +73,7 @@ a request_id) also after a reset, within a 20% retry budget.
 	fl.IntVar(&o.MaxAttempts, "max_attempts", 3, "attempts per request, the first included")
 	fl.IntVar(&o.RetryBufferLimit, "retry_buffer_limit", 1<<20, "request bytes kept for a retry")
 	fl.StringSliceVar(&o.Idempotent, "idempotent", edge.DefaultIdempotent, "gRPC methods safe to repeat: /pkg.Service/Method globs; METHOD=N when field N (a request id) is set")
-	h2 = addH2LimitFlags(cmd, &o.H2)
+	h2 = addH2LimitFlags(cmd, &o.H2, &o.H2Prelude)
 	// The live heap is a few MiB while each call allocates ~10 KiB: Go's
 	// default GOGC of 100 collects dozens of times a second under load.
 	fl.IntVar(&gcPercent, "go_gc_percent", 800, "Go GC target percentage (GOGC in the environment wins; set GOMEMLIMIT to cap memory)")

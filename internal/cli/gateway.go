@@ -12,6 +12,7 @@ import (
 
 	"github.com/meridian-gw/meridian/gateway"
 	"github.com/meridian-gw/meridian/gateway/auth"
+	"github.com/meridian-gw/meridian/internal/h2mux"
 	"github.com/meridian-gw/meridian/internal/h2relay"
 	"github.com/meridian-gw/meridian/internal/logging"
 	"github.com/meridian-gw/meridian/internal/serving"
@@ -132,7 +133,7 @@ swaps changes in with no failed request; a bad change keeps the old config.`,
 	fl.BoolVar(&o.CORS.AllowCredentials, "cors_allow_credentials", false, "Access-Control-Allow-Credentials: true")
 	fl.IntVar(&o.CORS.MaxAge, "cors_max_age", 1728000, "Access-Control-Max-Age, seconds")
 	fl.StringVar(&maxBody, "client_max_body_size", "32m", "largest request body (k, m, g suffixes)")
-	h2 = addH2LimitFlags(cmd, &o.H2)
+	h2 = addH2LimitFlags(cmd, &o.H2, &o.H2Prelude)
 	fl.BoolVar(&o.HSTS, "enable_strict_transport_security", false, "send Strict-Transport-Security on TLS")
 	fl.IntVar(&jwksCache, "jwks_cache_duration_in_s", 300, "how long fetched JWKS are used")
 	fl.IntVar(&jwtCache, "jwt_cache_size", auth.DefaultTokenCacheSize, "verified JWTs remembered, least recently used out (0: none)")
@@ -169,9 +170,13 @@ type h2LimitFlags struct {
 	headerList, queued string
 }
 
-func addH2LimitFlags(cmd *cobra.Command, l *h2relay.Limits) *h2LimitFlags {
+func addH2LimitFlags(cmd *cobra.Command, l *h2relay.Limits, pre *h2mux.PreludeLimits) *h2LimitFlags {
 	f := &h2LimitFlags{l: l}
 	fl := cmd.Flags()
+	fl.DurationVar(&pre.FirstRequestTimeout, "h2_first_request_timeout", h2mux.DefaultFirstRequestTimeout,
+		"HTTP/2: how long a connection may go without a complete first request; it then gets GOAWAY")
+	fl.IntVar(&pre.MaxFramesBeforeRequest, "h2_max_frames_before_request", h2mux.DefaultMaxFramesBeforeRequest,
+		"HTTP/2: frames (SETTINGS, PING, WINDOW_UPDATE, …) a connection may send before its first request; more is a flood: GOAWAY ENHANCE_YOUR_CALM")
 	fl.Uint32Var(&l.MaxConcurrentStreams, "h2_max_concurrent_streams", h2relay.DefaultMaxConcurrentStreams,
 		"native gRPC: streams a client may have open on one connection; more are refused")
 	fl.StringVar(&f.headerList, "h2_max_header_list_size", "64k",

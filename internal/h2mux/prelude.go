@@ -30,6 +30,32 @@ import (
 // settingNoRFC7540Priorities is SETTINGS_NO_RFC7540_PRIORITIES (RFC 9218).
 const settingNoRFC7540Priorities http2.SettingID = 0x9
 
+// PreludeLimits bound what an HTTP/2 connection may do before its first
+// request, while the demultiplexer is its server. Zero values take the
+// defaults.
+type PreludeLimits struct {
+	// FirstRequestTimeout bounds how long a connection may go without a
+	// complete first request (it then gets GOAWAY NO_ERROR). Default
+	// DefaultFirstRequestTimeout (10 s).
+	FirstRequestTimeout time.Duration
+	// MaxFramesBeforeRequest bounds the frames (SETTINGS, PING,
+	// WINDOW_UPDATE, PRIORITY, unknown types) a connection may send before
+	// its first request; beyond it is a flood: GOAWAY ENHANCE_YOUR_CALM.
+	// Default DefaultMaxFramesBeforeRequest (100).
+	MaxFramesBeforeRequest int
+}
+
+// Validate rejects negative limits, naming the flag.
+func (l PreludeLimits) Validate() error {
+	switch {
+	case l.FirstRequestTimeout < 0:
+		return fmt.Errorf("--h2_first_request_timeout = %s: must be >= 0 (0: the default, %s)", l.FirstRequestTimeout, DefaultFirstRequestTimeout)
+	case l.MaxFramesBeforeRequest < 0:
+		return fmt.Errorf("--h2_max_frames_before_request = %d: must be >= 0 (0: the default, %d)", l.MaxFramesBeforeRequest, DefaultMaxFramesBeforeRequest)
+	}
+	return nil
+}
+
 const (
 	// peekLimit bounds the bytes a client may send before its first
 	// request is complete.

@@ -40,15 +40,8 @@ type Server struct {
 	H2 *http2.Server //lint:ignore SA1019 see above
 	// TLS, when set, is used on listeners served with ServeTLS.
 	TLS *tls.Config
-	// FirstRequestTimeout bounds how long an HTTP/2 connection may go
-	// without a complete first request (it then gets GOAWAY NO_ERROR).
-	// Default DefaultFirstRequestTimeout (10 s).
-	FirstRequestTimeout time.Duration
-	// MaxFramesBeforeRequest bounds the frames (SETTINGS, PING,
-	// WINDOW_UPDATE, PRIORITY, unknown types) a connection may send before
-	// its first request; beyond it is a flood: GOAWAY ENHANCE_YOUR_CALM.
-	// Default DefaultMaxFramesBeforeRequest (100).
-	MaxFramesBeforeRequest int
+	// PreludeLimits bound an HTTP/2 connection before its first request.
+	PreludeLimits
 
 	once         sync.Once
 	settings     []byte // H2's first SETTINGS frame
