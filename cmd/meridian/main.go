@@ -6,7 +6,7 @@ package main
 import (
 	"os"
 
-	"github.com/meridian-gw/meridian/internal/cli"
+	"github.com/meridian-gw/meridian/cmd/meridian/cli"
 )
 
 func main() { os.Exit(cli.Main(os.Args[1:])) }
