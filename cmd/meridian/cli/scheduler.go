@@ -11,15 +11,12 @@ import (
 	"strings"
 	"time"
 
-	schedulerv1 "github.com/meridian-gw/meridian/api/meridian/scheduler/v1"
 	"github.com/meridian-gw/meridian/internal/logging"
 	"github.com/meridian-gw/meridian/internal/serving"
 	"github.com/meridian-gw/meridian/scheduler"
 	"github.com/meridian-gw/meridian/scheduler/runtime"
 	"github.com/meridian-gw/meridian/scheduler/store"
 	"github.com/spf13/cobra"
-	"golang.org/x/sync/errgroup"
-	"google.golang.org/grpc"
 )
 
 type schedulerFlags struct {
@@ -160,43 +157,10 @@ func runScheduler(ctx context.Context, f schedulerFlags) error {
 		return err
 	}
 	rt.OnChange = func(string) { sched.Wake() }
-	srv := serving.NewGRPC(log.With("component", "grpc"), []string{schedulerv1.SessionScheduler_ServiceDesc.ServiceName},
-		grpc.MaxRecvMsgSize(1<<20))
-	scheduler.NewServer(sched, peers).Register(srv.Server)
-
-	g, gctx := errgroup.WithContext(ctx)
-	runCtx, stopRun := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopRun()
-	runDone := make(chan struct{})
-	g.Go(func() error { defer close(runDone); return sched.Run(runCtx) })
-	g.Go(func() error {
-		scheduler.WatchStore(gctx, st, 2*time.Second, func(ok bool, err error) {
-			srv.SetServing(ok)
-			if ok {
-				log.Info("store reachable; SERVING")
-			} else {
-				log.Warn("store unreachable; NOT_SERVING", "err", err)
-			}
-		})
-		return nil
-	})
-	if mln != nil {
-		g.Go(func() error { return serving.ServeMetrics(gctx, mln, reg) })
-	}
-	g.Go(func() error {
-		err := srv.Serve(gctx, lns, f.drain, 30*time.Second)
-		// Serving has ended: stop this instance's workloads (local
-		// processes die with us anyway) and say so in their sessions.
-		sctx, cancel := context.WithTimeout(context.Background(), f.workloadGrace+10*time.Second)
-		defer cancel()
-		stopRun()
-		<-runDone // Shutdown runs after the reconciler has stopped
-		sched.Shutdown(sctx)
-		return err
-	})
 	log.Info("scheduler serving", "listen", listenAddr(lns, "tcp"), "listen_unix", listenAddr(lns, "unix"), "region", f.region, "store", st.Kind(),
 		"pools", strings.Join(cfg.PoolNames(), ","), "metrics", f.metricsListen)
-	return g.Wait()
+	return sched.Serve(ctx, scheduler.ServeOptions{Listeners: lns, Peers: peers, MetricsListener: mln, Registry: reg,
+		Drain: f.drain, ShutdownTimeout: f.workloadGrace + 10*time.Second})
 }
 
 // schedulerListeners opens --listen (TCP) and --listen_unix.
