@@ -3,19 +3,19 @@ package edge
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/meridian-gw/meridian/internal/certs"
+	"github.com/meridian-gw/meridian/internal/filestamp"
 	"github.com/meridian-gw/meridian/internal/h2mux"
 	"github.com/meridian-gw/meridian/internal/h2relay"
 	"github.com/prometheus/client_golang/prometheus"
@@ -148,13 +148,9 @@ func New(opts Options) (*Edge, error) {
 	ed.metrics = newMetrics(opts.Registry)
 	ed.upstreamTLS = &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: opts.UpstreamInsecure}
 	if opts.UpstreamCA != "" {
-		pem, err := os.ReadFile(opts.UpstreamCA)
+		pool, err := certs.Pool(opts.UpstreamCA)
 		if err != nil {
 			return nil, fmt.Errorf("--upstream_ca: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("--upstream_ca %s: no PEM certificates", opts.UpstreamCA)
 		}
 		ed.upstreamTLS.RootCAs = pool
 	}
@@ -343,30 +339,22 @@ func splitList(s string) []string {
 // loadCert finds the front certificate: --cert_dir, else tls[0].secretName
 // as a directory (tls.crt, tls.key) or a pair NAME.crt/NAME.key beside the config.
 func (ed *Edge) loadCert(cfg *Config, mci *MultiClusterIngress) (*tls.Certificate, error) {
-	var tries [][2]string
+	var tries []certs.Pair
 	if d := ed.opts.CertDir; d != "" {
-		tries = append(tries, [2]string{filepath.Join(d, "tls.crt"), filepath.Join(d, "tls.key")},
-			[2]string{filepath.Join(d, "server.crt"), filepath.Join(d, "server.key")})
+		tries = append(tries, certs.Pair{Cert: filepath.Join(d, "tls.crt"), Key: filepath.Join(d, "tls.key")},
+			certs.Pair{Cert: filepath.Join(d, "server.crt"), Key: filepath.Join(d, "server.key")})
 	} else if ts := mci.Spec.Template.Spec.TLS; len(ts) > 0 {
 		n := ts[0].SecretName
-		tries = append(tries, [2]string{filepath.Join(cfg.Dir, n, "tls.crt"), filepath.Join(cfg.Dir, n, "tls.key")},
-			[2]string{filepath.Join(cfg.Dir, n+".crt"), filepath.Join(cfg.Dir, n+".key")})
+		tries = append(tries, certs.Pair{Cert: filepath.Join(cfg.Dir, n, "tls.crt"), Key: filepath.Join(cfg.Dir, n, "tls.key")},
+			certs.Pair{Cert: filepath.Join(cfg.Dir, n+".crt"), Key: filepath.Join(cfg.Dir, n+".key")})
 	} else {
 		return nil, fmt.Errorf("MultiClusterIngress %s: no spec.template.spec.tls[].secretName and no --cert_dir: the edge serves TLS only", mci.Metadata.Name)
 	}
-	var tried []string
-	for _, t := range tries {
-		if _, err := os.Stat(t[0]); err != nil {
-			tried = append(tried, t[0])
-			continue
-		}
-		c, err := tls.LoadX509KeyPair(t[0], t[1])
-		if err != nil {
-			return nil, fmt.Errorf("TLS key pair %s: %w", t[0], err)
-		}
-		return &c, nil
+	c, err := certs.FirstPair(tries...)
+	if errors.Is(err, certs.ErrNoPair) {
+		return nil, fmt.Errorf("%w (in file mode a tls secretName is a directory with tls.crt and tls.key beside the config)", err)
 	}
-	return nil, fmt.Errorf("no certificate: none of %s exists (in file mode a tls secretName is a directory with tls.crt and tls.key beside the config)", strings.Join(tried, ", "))
+	return c, err
 }
 
 // listenAddr: --listen, else the static-ip annotation on :443.
@@ -438,14 +426,14 @@ func (ed *Edge) Run(ctx context.Context) error {
 func (ed *Edge) reloadLoop(ctx context.Context) {
 	t := time.NewTicker(ed.opts.ReloadInterval)
 	defer t.Stop()
-	ed.stamp = configStamp(ed.opts.Config)
+	ed.stamp = filestamp.Of(ed.opts.Config)
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
-		st := configStamp(ed.opts.Config)
+		st := filestamp.Of(ed.opts.Config)
 		if st == ed.stamp {
 			continue
 		}
@@ -465,21 +453,4 @@ func (ed *Edge) reloadLoop(ctx context.Context) {
 		}
 		ed.metrics.reloads.WithLabelValues("ok").Inc()
 	}
-}
-
-// configStamp summarises the config files' sizes and times.
-func configStamp(path string) string {
-	var b strings.Builder
-	add := func(p string) {
-		if fi, err := os.Stat(p); err == nil {
-			fmt.Fprintf(&b, "%s:%d:%d;", p, fi.Size(), fi.ModTime().UnixNano())
-		}
-	}
-	add(path)
-	if entries, err := os.ReadDir(path); err == nil {
-		for _, e := range entries {
-			add(filepath.Join(path, e.Name()))
-		}
-	}
-	return b.String()
 }

@@ -2,17 +2,10 @@ package edge
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -25,6 +18,7 @@ import (
 
 	"github.com/meridian-gw/meridian/internal/h2mux"
 	"github.com/meridian-gw/meridian/internal/rawgrpc"
+	"github.com/meridian-gw/meridian/internal/testcert"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -33,43 +27,6 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 )
-
-// testCA signs every test server's certificate.
-type testCA struct {
-	cert    *x509.Certificate
-	key     *ecdsa.PrivateKey
-	pemPath string
-	pool    *x509.CertPool
-}
-
-func newCA(t *testing.T) *testCA {
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"}, IsCA: true, BasicConstraintsValid: true,
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), KeyUsage: x509.KeyUsageCertSign}
-	der, _ := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	cert, _ := x509.ParseCertificate(der)
-	p := filepath.Join(t.TempDir(), "ca.pem")
-	_ = os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644)
-	pool := x509.NewCertPool()
-	pool.AddCert(cert)
-	return &testCA{cert: cert, key: key, pemPath: p, pool: pool}
-}
-
-func (ca *testCA) leaf(t *testing.T) (tls.Certificate, []byte, []byte) {
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: "localhost"},
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, DNSNames: []string{"localhost"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
-	der, _ := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	kb, _ := x509.MarshalECPrivateKey(key)
-	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
-	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb})
-	c, err := tls.X509KeyPair(certPEM, keyPEM)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c, certPEM, keyPEM
-}
 
 // gateway is a real TLS HTTP/2 server standing in for a cluster's gateway:
 // it answers gRPC and REST with its region's name, health over HTTPS and
@@ -87,8 +44,8 @@ type gateway struct {
 	health  *health.Server
 }
 
-func newGateway(t *testing.T, ca *testCA, region string) *gateway {
-	cert, _, _ := ca.leaf(t)
+func newGateway(t *testing.T, ca *testcert.CA, region string) *gateway {
+	cert := ca.Leaf(t).TLS
 	g := &gateway{t: t, region: region, cert: cert}
 	g.serving.Store(true)
 	g.start("127.0.0.1:0")
@@ -197,7 +154,7 @@ func (g *gateway) restart() { g.start(g.addr) }
 
 // rig is an edge in us-central1 over three regions' gateways.
 type rig struct {
-	ca    *testCA
+	ca    *testcert.CA
 	ed    *Edge
 	gws   map[string]*gateway
 	conn  *grpc.ClientConn
@@ -206,7 +163,7 @@ type rig struct {
 }
 
 func newRig(t *testing.T, checkType string) *rig {
-	ca := newCA(t)
+	ca := testcert.NewCA(t)
 	dir := t.TempDir()
 	gws := map[string]*gateway{}
 	var clusters strings.Builder
@@ -221,12 +178,13 @@ func newRig(t *testing.T, checkType string) *rig {
 	y = strings.Replace(y, "networking.gke.io/static-ip: GLOBAL_IP_ADDRESS",
 		"networking.gke.io/static-ip: GLOBAL_IP_ADDRESS\n    meridian.dev/failover-order: us-central1,europe-west1,asia-east1", 1)
 	_ = os.WriteFile(filepath.Join(dir, "edge.yaml"), []byte(y+clusters.String()), 0o644)
-	_, certPEM, keyPEM := ca.leaf(t)
+	leaf := ca.Leaf(t)
+	certPEM, keyPEM := leaf.CertPEM, leaf.KeyPEM
 	_ = os.MkdirAll(filepath.Join(dir, "session-scheduler-tls"), 0o700)
 	_ = os.WriteFile(filepath.Join(dir, "session-scheduler-tls", "tls.crt"), certPEM, 0o600)
 	_ = os.WriteFile(filepath.Join(dir, "session-scheduler-tls", "tls.key"), keyPEM, 0o600)
 	ed, err := New(Options{Config: dir, Region: "us-central1", Listen: "127.0.0.1:0", AdminListen: "127.0.0.1:0",
-		UpstreamCA: ca.pemPath, ReloadInterval: 100 * time.Millisecond})
+		UpstreamCA: ca.File(t), ReloadInterval: 100 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -235,12 +193,12 @@ func newRig(t *testing.T, checkType string) *rig {
 	go func() { _ = ed.Run(ctx); close(done) }()
 	t.Cleanup(func() { cancel(); <-done })
 	addr, _ := ed.Addr()
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: ca.pool})))
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: ca.Pool})))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.pool}, ForceAttemptHTTP2: true}}
+	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.Pool}, ForceAttemptHTTP2: true}}
 	t.Cleanup(hc.CloseIdleConnections)
 	r := &rig{ca: ca, ed: ed, gws: gws, conn: conn, https: hc, url: "https://" + addr}
 	r.waitChecked(t)
@@ -391,7 +349,7 @@ func TestNotServingDrainsAndRESTFailsOver(t *testing.T) {
 
 // caForTest returns a CA whose leaves the edge trusts: the rig's gateways'
 // certificates are all from one CA, so a new gateway reuses it.
-func (r *rig) caForTest(t *testing.T) *testCA { return r.ca }
+func (r *rig) caForTest(t *testing.T) *testcert.CA { return r.ca }
 
 func newReq(url, cookie string) (*http.Request, error) {
 	req, err := http.NewRequest(http.MethodGet, url, nil)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/meridian-gw/meridian/internal/h2relay"
+	"github.com/meridian-gw/meridian/internal/testcert"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 )
@@ -21,17 +22,18 @@ import (
 // meridian_edge_h2_floods_total by kind: here a ping flood with a limit
 // of 5 a second.
 func TestH2LimitsReachTheRelayAndFloodsAreMetrics(t *testing.T) {
-	ca := newCA(t)
+	ca := testcert.NewCA(t)
 	dir := t.TempDir()
 	g := newGateway(t, ca, "us-central1")
 	clusters := fmt.Sprintf("---\nkind: Cluster\nmetadata: {name: us-1}\nspec:\n  region: us-central1\n  endpoints: [{address: %q}]\n", g.addr)
 	seed, _ := os.ReadFile("testdata/seed.yaml")
 	_ = os.WriteFile(filepath.Join(dir, "edge.yaml"), append(seed, clusters...), 0o644)
-	_, certPEM, keyPEM := ca.leaf(t)
+	leaf := ca.Leaf(t)
+	certPEM, keyPEM := leaf.CertPEM, leaf.KeyPEM
 	_ = os.MkdirAll(filepath.Join(dir, "session-scheduler-tls"), 0o700)
 	_ = os.WriteFile(filepath.Join(dir, "session-scheduler-tls", "tls.crt"), certPEM, 0o600)
 	_ = os.WriteFile(filepath.Join(dir, "session-scheduler-tls", "tls.key"), keyPEM, 0o600)
-	ed, err := New(Options{Config: dir, Region: "us-central1", Listen: "127.0.0.1:0", UpstreamCA: ca.pemPath,
+	ed, err := New(Options{Config: dir, Region: "us-central1", Listen: "127.0.0.1:0", UpstreamCA: ca.File(t),
 		H2: h2relay.Limits{MaxPingsPerSecond: 5}})
 	if err != nil {
 		t.Fatal(err)
@@ -42,7 +44,7 @@ func TestH2LimitsReachTheRelayAndFloodsAreMetrics(t *testing.T) {
 	t.Cleanup(func() { cancel(); <-stopped })
 	addr, _ := ed.Addr()
 
-	nc, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: ca.pool, NextProtos: []string{"h2"}})
+	nc, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: ca.Pool, NextProtos: []string{"h2"}})
 	if err != nil {
 		t.Fatal(err)
 	}

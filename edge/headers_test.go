@@ -20,7 +20,10 @@ func TestForwardsHeadersGRPCWebAndDeadlines(t *testing.T) {
 	r := newRig(t, "HTTPS")
 	req, _ := http.NewRequest("GET", r.url+"/v1/headers", nil)
 	req.Header.Set("Authorization", "Bearer abc")
-	req.Header.Set("X-Forwarded-For", "203.0.113.9")
+	// Two header lines: both reach the gateway, in order. (Regression:
+	// the HTTP path kept only the first line.)
+	req.Header.Add("X-Forwarded-For", "203.0.113.9")
+	req.Header.Add("X-Forwarded-For", "198.51.100.2")
 	resp, err := r.https.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -29,7 +32,7 @@ func TestForwardsHeadersGRPCWebAndDeadlines(t *testing.T) {
 	_ = json.NewDecoder(resp.Body).Decode(&seen)
 	resp.Body.Close()
 	if seen.Get("Authorization") != "Bearer abc" || seen.Get("X-Forwarded-Proto") != "https" ||
-		!strings.HasPrefix(seen.Get("X-Forwarded-For"), "203.0.113.9, 127.0.0.1") {
+		!strings.HasPrefix(seen.Get("X-Forwarded-For"), "203.0.113.9, 198.51.100.2, 127.0.0.1") {
 		t.Fatalf("headers at the gateway: %v", seen)
 	}
 	// gRPC: the same forwarding headers; a client's X-Forwarded-Proto is

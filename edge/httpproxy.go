@@ -12,6 +12,9 @@ import (
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/meridian-gw/meridian/internal/forwarded"
+	"github.com/meridian-gw/meridian/internal/grpcframe"
 )
 
 const affinityCookie = "MERIDIAN_AFFINITY"
@@ -37,7 +40,7 @@ func (ed *Edge) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	idempotent := func() bool {
 		if strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc-web") {
-			return ed.idem.grpcOK(r.URL.Path, firstWebFrame(body))
+			return ed.idem.grpcOK(r.URL.Path, grpcframe.First(body))
 		}
 		return ed.idem.httpOK(r.Method, r.URL.Path, body)
 	}
@@ -123,12 +126,8 @@ func (ed *Edge) roundTrip(r *http.Request, e *endpoint, p *pool, body io.Reader)
 	for _, h := range []string{"Connection", "Keep-Alive", "Proxy-Connection", "Te", "Transfer-Encoding", "Upgrade"} {
 		out.Header.Del(h)
 	}
-	if ip, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
-		if prior := r.Header.Get("X-Forwarded-For"); prior != "" {
-			ip = prior + ", " + ip
-		}
-		out.Header.Set("X-Forwarded-For", ip)
-	}
+	peer, _, _ := net.SplitHostPort(r.RemoteAddr)
+	out.Header.Set("X-Forwarded-For", forwarded.For(r.Header.Values("X-Forwarded-For"), peer))
 	out.Header.Set("X-Forwarded-Proto", "https")
 	for _, h := range p.settings.headers {
 		out.Header.Set(h[0], h[1])
@@ -191,17 +190,6 @@ func readUpTo(r io.Reader, limit int) (b []byte, over bool, err error) {
 		return b, true, nil
 	}
 	return b, false, nil
-}
-
-func firstWebFrame(b []byte) []byte {
-	if len(b) < 5 {
-		return nil
-	}
-	n := int(b[1])<<24 | int(b[2])<<16 | int(b[3])<<8 | int(b[4])
-	if len(b) < 5+n {
-		return nil
-	}
-	return b[5 : 5+n]
 }
 
 func httpCode(c int) string {

@@ -4,6 +4,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/meridian-gw/meridian/internal/forwarded"
 	"github.com/meridian-gw/meridian/internal/h2relay"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
@@ -111,11 +112,7 @@ func forwardFields(c *h2relay.Call, custom [][2]string) []h2relay.HeaderField {
 			out = append(out, f)
 		}
 	}
-	xff := c.RemoteHost()
-	if len(prior) > 0 {
-		xff = strings.Join(prior, ", ") + ", " + xff
-	}
-	out = append(out, h2relay.HeaderField{Name: "x-forwarded-for", Value: xff}, h2relay.HeaderField{Name: "x-forwarded-proto", Value: "https"})
+	out = append(out, h2relay.HeaderField{Name: "x-forwarded-for", Value: forwarded.For(prior, c.RemoteHost())}, h2relay.HeaderField{Name: "x-forwarded-proto", Value: "https"})
 	for _, h := range custom {
 		out = append(out, h2relay.HeaderField{Name: strings.ToLower(h[0]), Value: h[1]})
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/meridian-gw/meridian/internal/h2relay"
 	"github.com/meridian-gw/meridian/internal/rawgrpc"
+	"github.com/meridian-gw/meridian/internal/testcert"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 )
@@ -41,7 +42,7 @@ func (w *widen) CallDone(c *h2relay.Call) {
 }
 
 func TestAttemptFailedConcurrentWithCallDoneLeaksInflight(t *testing.T) {
-	ca := newCA(t)
+	ca := testcert.NewCA(t)
 	dir := t.TempDir()
 	var clusters strings.Builder
 	for _, r := range []string{"us-central1", "europe-west1"} {
@@ -52,11 +53,12 @@ func TestAttemptFailedConcurrentWithCallDoneLeaksInflight(t *testing.T) {
 	y := strings.Replace(string(seed), "networking.gke.io/static-ip: GLOBAL_IP_ADDRESS",
 		"networking.gke.io/static-ip: GLOBAL_IP_ADDRESS\n    meridian.dev/failover-order: us-central1,europe-west1", 1)
 	_ = os.WriteFile(filepath.Join(dir, "edge.yaml"), []byte(y+clusters.String()), 0o644)
-	_, certPEM, keyPEM := ca.leaf(t)
+	leaf := ca.Leaf(t)
+	certPEM, keyPEM := leaf.CertPEM, leaf.KeyPEM
 	_ = os.MkdirAll(filepath.Join(dir, "session-scheduler-tls"), 0o700)
 	_ = os.WriteFile(filepath.Join(dir, "session-scheduler-tls", "tls.crt"), certPEM, 0o600)
 	_ = os.WriteFile(filepath.Join(dir, "session-scheduler-tls", "tls.key"), keyPEM, 0o600)
-	ed, err := New(Options{Config: dir, Region: "us-central1", Listen: "127.0.0.1:0", UpstreamCA: ca.pemPath,
+	ed, err := New(Options{Config: dir, Region: "us-central1", Listen: "127.0.0.1:0", UpstreamCA: ca.File(t),
 		Idempotent: []string{"/test.Echo/Unavailable"}})
 	if err != nil {
 		t.Fatal(err)
@@ -68,7 +70,7 @@ func TestAttemptFailedConcurrentWithCallDoneLeaksInflight(t *testing.T) {
 	go func() { _ = ed.Run(ctx); close(stopped) }()
 	t.Cleanup(func() { cancel(); <-stopped })
 	addr, _ := ed.Addr()
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: ca.pool})))
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: ca.Pool})))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,22 +10,24 @@ import (
 	"testing"
 
 	"github.com/meridian-gw/meridian/internal/rawgrpc"
+	"github.com/meridian-gw/meridian/internal/testcert"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 )
 
 func TestRetryCountedWhenNoEndpointLeft(t *testing.T) {
-	ca := newCA(t)
+	ca := testcert.NewCA(t)
 	dir := t.TempDir()
 	g := newGateway(t, ca, "us-central1")
 	clusters := fmt.Sprintf("---\nkind: Cluster\nmetadata: {name: us-1}\nspec:\n  region: us-central1\n  endpoints: [{address: %q}]\n", g.addr)
 	seed, _ := os.ReadFile("testdata/seed.yaml")
 	_ = os.WriteFile(filepath.Join(dir, "edge.yaml"), append(seed, clusters...), 0o644)
-	_, certPEM, keyPEM := ca.leaf(t)
+	leaf := ca.Leaf(t)
+	certPEM, keyPEM := leaf.CertPEM, leaf.KeyPEM
 	_ = os.MkdirAll(filepath.Join(dir, "session-scheduler-tls"), 0o700)
 	_ = os.WriteFile(filepath.Join(dir, "session-scheduler-tls", "tls.crt"), certPEM, 0o600)
 	_ = os.WriteFile(filepath.Join(dir, "session-scheduler-tls", "tls.key"), keyPEM, 0o600)
-	ed, err := New(Options{Config: dir, Region: "us-central1", Listen: "127.0.0.1:0", UpstreamCA: ca.pemPath})
+	ed, err := New(Options{Config: dir, Region: "us-central1", Listen: "127.0.0.1:0", UpstreamCA: ca.File(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -34,7 +36,7 @@ func TestRetryCountedWhenNoEndpointLeft(t *testing.T) {
 	go func() { _ = ed.Run(ctx); close(stopped) }()
 	t.Cleanup(func() { cancel(); <-stopped })
 	addr, _ := ed.Addr()
-	conn, _ := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: ca.pool})))
+	conn, _ := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: ca.Pool})))
 	defer conn.Close()
 	g.kill()
 	err = conn.Invoke(context.Background(), "/test.Echo/GetRegion", rawgrpc.FrameOf([]byte("x")), &rawgrpc.Frame{}, grpc.ForceCodecV2(rawgrpc.Codec{}))

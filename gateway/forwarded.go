@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/meridian-gw/meridian/internal/forwarded"
 	"github.com/meridian-gw/meridian/internal/h2relay"
 	"google.golang.org/grpc/metadata"
 )
@@ -32,7 +33,7 @@ func forwardedHeaders(id identity, prior []string, host, proto string) (hs [4]he
 		n = 2
 	}
 	if host != "" || len(prior) > 0 {
-		hs[n] = header{"x-forwarded-for", forwardedFor(prior, host)}
+		hs[n] = header{"x-forwarded-for", forwarded.For(prior, host)}
 		n++
 	}
 	if proto != "" {
@@ -46,18 +47,6 @@ func forwardedHeaders(id identity, prior []string, host, proto string) (hs [4]he
 // case) because it sets that header itself.
 func replaced(name, proto string) bool {
 	return strings.HasPrefix(name, "x-endpoint-") || name == "x-forwarded-for" || (proto != "" && name == "x-forwarded-proto")
-}
-
-// forwardedFor appends the client's host (when known) to the
-// X-Forwarded-For values it sent.
-func forwardedFor(prior []string, host string) string {
-	switch {
-	case len(prior) == 0:
-		return host
-	case host == "":
-		return strings.Join(prior, ", ")
-	}
-	return strings.Join(prior, ", ") + ", " + host
 }
 
 // userInfoKey and ownerKey are UserInfoHeader and OwnerHeader as

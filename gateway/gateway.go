@@ -7,7 +7,6 @@ package gateway
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -15,7 +14,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -24,6 +22,8 @@ import (
 
 	"github.com/meridian-gw/meridian/gateway/auth"
 	"github.com/meridian-gw/meridian/gateway/transcode"
+	"github.com/meridian-gw/meridian/internal/certs"
+	"github.com/meridian-gw/meridian/internal/filestamp"
 	"github.com/meridian-gw/meridian/internal/h2mux"
 	"github.com/meridian-gw/meridian/internal/h2relay"
 	"github.com/meridian-gw/meridian/internal/rawgrpc"
@@ -134,16 +134,11 @@ type Gateway struct {
 	mu        sync.Mutex
 	files     *protoregistry.Files
 	descErr   error
-	stamps    map[string]fileStamp
+	stamp     string // of the watched files, at the last load
 	lastErr   error
 	loadedAt  time.Time
 	listeners map[string]net.Listener
 	ready     chan struct{}
-}
-
-type fileStamp struct {
-	mod  time.Time
-	size int64
 }
 
 // New loads the configuration and connects to the backend (lazily).
@@ -151,7 +146,7 @@ func New(opts Options) (*Gateway, error) {
 	if err := opts.defaults(); err != nil {
 		return nil, err
 	}
-	g := &Gateway{opts: opts, log: opts.Log.With("component", "gateway"), stamps: map[string]fileStamp{},
+	g := &Gateway{opts: opts, log: opts.Log.With("component", "gateway"),
 		listeners: map[string]net.Listener{}, ready: make(chan struct{})}
 	g.metrics = newMetrics(opts.Registry)
 	if opts.AccessLog != nil {
@@ -294,14 +289,11 @@ func backendTarget(raw, caFile string) (string, *tls.Config, error) {
 	case "grpcs", "https":
 		cfg := &tls.Config{MinVersion: tls.VersionTLS12}
 		if caFile != "" {
-			pem, err := os.ReadFile(caFile)
+			pool, err := certs.Pool(caFile)
 			if err != nil {
 				return "", nil, fmt.Errorf("--backend_ca: %w", err)
 			}
-			cfg.RootCAs = x509.NewCertPool()
-			if !cfg.RootCAs.AppendCertsFromPEM(pem) {
-				return "", nil, fmt.Errorf("--backend_ca %s: no PEM certificates in it", caFile)
-			}
+			cfg.RootCAs = pool
 		}
 		return u.Host, cfg, nil
 	}
@@ -393,7 +385,7 @@ func (g *Gateway) loadAll(first bool) error {
 	g.state.Store(st)
 	g.mu.Lock()
 	g.files, g.descErr, g.loadedAt = files, descErr, time.Now()
-	g.stamps = g.watchedStamps()
+	g.stamp = filestamp.Of(g.watchedFiles()...)
 	g.mu.Unlock()
 	return nil
 }
@@ -421,21 +413,15 @@ func (g *Gateway) descriptors(svc *serviceconfig.Service) (*protoregistry.Files,
 	return files, err
 }
 
+// loadCert reads ESPv2's server.crt/server.key, else ESP v1's
+// nginx.crt/nginx.key, from dir.
 func loadCert(dir string) (*tls.Certificate, error) {
-	var tried []string
-	for _, pair := range [][2]string{{"server.crt", "server.key"}, {"nginx.crt", "nginx.key"}} {
-		crt, key := filepath.Join(dir, pair[0]), filepath.Join(dir, pair[1])
-		if _, err := os.Stat(crt); err != nil {
-			tried = append(tried, crt)
-			continue
-		}
-		c, err := tls.LoadX509KeyPair(crt, key)
-		if err != nil {
-			return nil, fmt.Errorf("TLS key pair %s, %s: %w", crt, key, err)
-		}
-		return &c, nil
+	c, err := certs.FirstPair(certs.Pair{Cert: filepath.Join(dir, "server.crt"), Key: filepath.Join(dir, "server.key")},
+		certs.Pair{Cert: filepath.Join(dir, "nginx.crt"), Key: filepath.Join(dir, "nginx.key")})
+	if errors.Is(err, certs.ErrNoPair) {
+		return nil, fmt.Errorf("--ssl_port needs a certificate: %w (set --ssl_server_cert_path)", err)
 	}
-	return nil, fmt.Errorf("--ssl_port needs a certificate: none of %v exists (set --ssl_server_cert_path)", tried)
+	return c, err
 }
 
 func (g *Gateway) watchedFiles() []string {
@@ -449,16 +435,6 @@ func (g *Gateway) watchedFiles() []string {
 		}
 	}
 	return files
-}
-
-func (g *Gateway) watchedStamps() map[string]fileStamp {
-	m := map[string]fileStamp{}
-	for _, f := range g.watchedFiles() {
-		if fi, err := os.Stat(f); err == nil {
-			m[f] = fileStamp{fi.ModTime(), fi.Size()}
-		}
-	}
-	return m
 }
 
 // reloadLoop swaps in changed files (managed rollout), re-reads API keys,
@@ -476,7 +452,7 @@ func (g *Gateway) reloadLoop(ctx context.Context) {
 			g.recordReload("api_keys", err)
 		}
 		g.mu.Lock()
-		stale := !equalStamps(g.stamps, g.watchedStamps())
+		stale := g.stamp != filestamp.Of(g.watchedFiles()...)
 		retryDesc := g.descErr != nil && g.opts.Descriptor == ""
 		g.mu.Unlock()
 		if (stale && g.opts.Rollout == "managed") || retryDesc {
@@ -511,18 +487,6 @@ func (g *Gateway) recordReload(what string, err error) {
 	g.metrics.reloads.WithLabelValues(what, "ok").Inc()
 	g.metrics.configOK.Set(1)
 	g.log.Info("configuration reloaded", "what", what)
-}
-
-func equalStamps(a, b map[string]fileStamp) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, v := range a {
-		if b[k] != v {
-			return false
-		}
-	}
-	return true
 }
 
 // Addr returns the bound address of a listener ("ssl", "http", "http2",

@@ -3,7 +3,6 @@ package gateway
 import (
 	"context"
 	"encoding/base64"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -13,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/meridian-gw/meridian/internal/grpcframe"
 	"github.com/meridian-gw/meridian/internal/rawgrpc"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -58,7 +58,7 @@ func (g *Gateway) serveGRPCWeb(w http.ResponseWriter, r *http.Request, ct string
 		rec.httpStatus = http.StatusOK
 		out, enc := webWriter(w, text)
 		writeFrame(out, 0, notServing)
-		writeFrame(out, 0x80, []byte("grpc-status: 0\r\ngrpc-message: \r\n"))
+		writeFrame(out, grpcframe.FlagTrailers, []byte("grpc-status: 0\r\ngrpc-message: \r\n"))
 		if enc != nil {
 			_ = enc.Close()
 		}
@@ -128,7 +128,7 @@ func (g *Gateway) serveGRPCWeb(w http.ResponseWriter, r *http.Request, ct string
 			fmt.Fprintf(&tr, "%s: %s\r\n", k, v)
 		}
 	}
-	writeFrame(out, 0x80, []byte(tr.String()))
+	writeFrame(out, grpcframe.FlagTrailers, []byte(tr.String()))
 	if enc != nil {
 		_ = enc.Close()
 	}
@@ -144,31 +144,24 @@ func webWriter(w io.Writer, text bool) (io.Writer, io.WriteCloser) {
 	return enc, enc
 }
 
+// parseFrames splits a gRPC-Web request body into its messages.
 func parseFrames(b []byte) ([][]byte, error) {
 	var out [][]byte
 	for len(b) > 0 {
-		if len(b) < 5 {
+		flag, msg, rest, err := grpcframe.Next(b)
+		if err != nil {
 			return nil, errors.New("truncated gRPC-Web frame")
 		}
-		if b[0]&0x01 != 0 {
+		if flag&grpcframe.FlagCompressed != 0 {
 			return nil, errors.New("compressed gRPC-Web frames are not supported")
 		}
-		n := binary.BigEndian.Uint32(b[1:5])
-		if uint64(len(b)-5) < uint64(n) {
-			return nil, errors.New("truncated gRPC-Web frame")
-		}
-		out = append(out, b[5:5+n])
-		b = b[5+n:]
+		out, b = append(out, msg), rest
 	}
 	return out, nil
 }
 
-func writeFrame(w io.Writer, flag byte, b []byte) {
-	var hdr [5]byte
-	hdr[0] = flag
-	binary.BigEndian.PutUint32(hdr[1:], uint32(len(b)))
-	_, _ = w.Write(hdr[:])
-	_, _ = w.Write(b)
-}
+// writeFrame writes one gRPC-Web frame; a failed write shows as the
+// client's disconnect, which ends the call.
+func writeFrame(w io.Writer, flag byte, b []byte) { _ = grpcframe.Write(w, flag, b) }
 
 func itoa(n int) string { return strconv.Itoa(n) }

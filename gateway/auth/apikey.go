@@ -7,8 +7,8 @@ import (
 	"os"
 	"regexp"
 	"sync/atomic"
-	"time"
 
+	"github.com/meridian-gw/meridian/internal/filestamp"
 	"sigs.k8s.io/yaml"
 )
 
@@ -22,8 +22,7 @@ import (
 type APIKeys struct {
 	path    string
 	current atomic.Pointer[apiKeyTable]
-	mtime   time.Time
-	size    int64
+	stamp   string // of the file, at the last load
 }
 
 type apiKeyTable struct {
@@ -58,11 +57,11 @@ func (k *APIKeys) Reload() (bool, error) {
 	if k.path == "" {
 		return false, nil
 	}
-	fi, err := os.Stat(k.path)
-	if err != nil {
+	if _, err := os.Stat(k.path); err != nil {
 		return false, fmt.Errorf("api keys %s: %w", k.path, err)
 	}
-	if fi.ModTime().Equal(k.mtime) && fi.Size() == k.size {
+	stamp := filestamp.Of(k.path)
+	if stamp == k.stamp {
 		return false, nil
 	}
 	b, err := os.ReadFile(k.path)
@@ -74,7 +73,7 @@ func (k *APIKeys) Reload() (bool, error) {
 		return false, fmt.Errorf("api keys %s: %w", k.path, err)
 	}
 	k.current.Store(t)
-	k.mtime, k.size = fi.ModTime(), fi.Size()
+	k.stamp = stamp
 	return true, nil
 }
 

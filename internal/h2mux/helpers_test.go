@@ -3,16 +3,11 @@ package h2mux
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"errors"
 	"io"
 	"log"
-	"math/big"
 	"net"
 	"net/http"
 	"strconv"
@@ -23,6 +18,7 @@ import (
 	"time"
 
 	"github.com/meridian-gw/meridian/internal/h2relay"
+	"github.com/meridian-gw/meridian/internal/testcert"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 	"google.golang.org/grpc"
@@ -115,7 +111,7 @@ func withGRPC(g GRPCServer) muxOpt { return func(s *Server) { s.GRPC = g } }
 
 func startMux(t *testing.T, opts ...muxOpt) *testMux {
 	t.Helper()
-	cert, roots := selfSigned(t)
+	cert, roots := testcert.Server(t)
 	m := &testMux{roots: roots}
 	m.srv = &Server{HTTP: &http.Server{Handler: restHandler(), ErrorLog: log.New(io.Discard, "", 0)},
 		TLS: &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2", "http/1.1"}}}
@@ -163,26 +159,6 @@ func (l countingListener) Accept() (net.Conn, error) {
 		l.n.Add(1)
 	}
 	return c, err
-}
-
-func selfSigned(t *testing.T) (tls.Certificate, *x509.CertPool) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "h2mux test"},
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		IsCA: true, BasicConstraintsValid: true}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, _ := x509.ParseCertificate(der)
-	roots := x509.NewCertPool()
-	roots.AddCert(c)
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, roots
 }
 
 // rawConn is an HTTP/2 client connection driven frame by frame.

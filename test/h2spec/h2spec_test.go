@@ -14,6 +14,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/meridian-gw/meridian/internal/testcert"
 )
 
 // grpcPath is a gRPC method: h2spec's requests (GET, no content-type)
@@ -33,7 +35,7 @@ type target struct {
 func TestH2specConformance(t *testing.T) {
 	bin := h2specBinary(t)
 	start := time.Now()
-	ca := newCA(t)
+	ca := testcert.NewCA(t)
 	gw := startGateway(t, ca)
 	ed := startEdge(t, ca, gw)
 	baseline := target{"net/http", startBaseline(t, ca), "/", true}

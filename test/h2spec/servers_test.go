@@ -2,18 +2,11 @@ package h2spec
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
 	"io"
 	"log"
 	"log/slog"
-	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -26,6 +19,7 @@ import (
 	"github.com/meridian-gw/meridian/edge"
 	"github.com/meridian-gw/meridian/gateway"
 	"github.com/meridian-gw/meridian/internal/h2relay"
+	"github.com/meridian-gw/meridian/internal/testcert"
 	"github.com/meridian-gw/meridian/scheduler"
 	"github.com/meridian-gw/meridian/scheduler/runtime"
 	"github.com/meridian-gw/meridian/scheduler/store"
@@ -34,60 +28,6 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 )
-
-// testCA signs the servers' certificates; the edge trusts it upstream.
-type testCA struct {
-	cert    *x509.Certificate
-	key     *ecdsa.PrivateKey
-	pemPath string
-}
-
-func newCA(t *testing.T) *testCA {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "h2spec test CA"}, IsCA: true,
-		BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour)}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	p := filepath.Join(t.TempDir(), "ca.pem")
-	writeFile(t, p, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
-	return &testCA{cert: cert, key: key, pemPath: p}
-}
-
-// leaf writes a certificate for 127.0.0.1 and localhost into dir under
-// the given file names (certificate, key).
-func (ca *testCA) leaf(t *testing.T, dir, certName, keyName string) tls.Certificate {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: "localhost"},
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, DNSNames: []string{"localhost"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kb, _ := x509.MarshalECPrivateKey(key)
-	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
-	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb})
-	writeFile(t, filepath.Join(dir, certName), certPEM)
-	writeFile(t, filepath.Join(dir, keyName), keyPEM)
-	c, err := tls.X509KeyPair(certPEM, keyPEM)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
-}
 
 func writeFile(t *testing.T, path string, b []byte) {
 	t.Helper()
@@ -100,9 +40,9 @@ func writeFile(t *testing.T, path string, b []byte) {
 }
 
 // startBaseline starts Go's own net/http server over TLS with HTTP/2.
-func startBaseline(t *testing.T, ca *testCA) string {
+func startBaseline(t *testing.T, ca *testcert.CA) string {
 	t.Helper()
-	cert := ca.leaf(t, t.TempDir(), "tls.crt", "tls.key")
+	cert := ca.Leaf(t).TLS
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.Copy(io.Discard, r.Body)
 		_, _ = io.WriteString(w, "ok\n")
@@ -152,7 +92,7 @@ func startScheduler(t *testing.T) string {
 // startGateway starts a real gateway with deploy/service.yaml in front of
 // a real scheduler and returns its TLS address. Tokens are never sent, so
 // its issuer serves an empty key set.
-func startGateway(t *testing.T, ca *testCA) string {
+func startGateway(t *testing.T, ca *testcert.CA) string {
 	t.Helper()
 	jwks := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = io.WriteString(w, `{"keys":[]}`)
@@ -167,7 +107,7 @@ func startGateway(t *testing.T, ca *testCA) string {
 		"jwks_uri: https://www.googleapis.com/robot/v1/metadata/x509/SERVICE_ACCOUNT", "jwks_uri: "+jwks.URL).Replace(string(seed))
 	dir := t.TempDir()
 	writeFile(t, filepath.Join(dir, "service.yaml"), []byte(cfg))
-	ca.leaf(t, dir, "server.crt", "server.key")
+	ca.Leaf(t).Write(t, dir, "server.crt", "server.key")
 	g, err := gateway.New(gateway.Options{ServiceConfig: filepath.Join(dir, "service.yaml"), Backend: "grpc://" + startScheduler(t),
 		SSLAddr: "127.0.0.1:0", CertDir: dir, Drain: 0, Log: slog.New(slog.DiscardHandler)})
 	if err != nil {
@@ -188,7 +128,7 @@ func startGateway(t *testing.T, ca *testCA) string {
 // startEdge starts a real edge (edge/testdata/seed.yaml) whose one
 // cluster is the gateway at gwAddr, and returns its listener's address
 // once the gateway has been health-checked.
-func startEdge(t *testing.T, ca *testCA, gwAddr string) string {
+func startEdge(t *testing.T, ca *testcert.CA, gwAddr string) string {
 	t.Helper()
 	dir := t.TempDir()
 	seed, err := os.ReadFile("../../edge/testdata/seed.yaml")
@@ -197,8 +137,8 @@ func startEdge(t *testing.T, ca *testCA, gwAddr string) string {
 	}
 	cluster := fmt.Sprintf("---\nkind: Cluster\nmetadata: {name: us-central1-1}\nspec:\n  region: us-central1\n  endpoints: [{address: %q}]\n", gwAddr)
 	writeFile(t, filepath.Join(dir, "edge.yaml"), append(seed, cluster...))
-	ca.leaf(t, filepath.Join(dir, "session-scheduler-tls"), "tls.crt", "tls.key")
-	ed, err := edge.New(edge.Options{Config: dir, Region: "us-central1", Listen: "127.0.0.1:0", UpstreamCA: ca.pemPath,
+	ca.Leaf(t).Write(t, filepath.Join(dir, "session-scheduler-tls"), "tls.crt", "tls.key")
+	ed, err := edge.New(edge.Options{Config: dir, Region: "us-central1", Listen: "127.0.0.1:0", UpstreamCA: ca.File(t),
 		Log: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)

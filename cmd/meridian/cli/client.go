@@ -3,11 +3,11 @@ package cli
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"fmt"
 	"os"
 	"strings"
 
+	"github.com/meridian-gw/meridian/internal/certs"
 	"github.com/meridian-gw/meridian/scheduler"
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
@@ -74,13 +74,9 @@ func (c *clientFlags) dial() (*grpc.ClientConn, error) {
 	} else {
 		cfg := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: c.insecure, ServerName: c.serverName}
 		if c.caFile != "" {
-			pem, err := os.ReadFile(c.caFile)
+			pool, err := certs.Pool(c.caFile)
 			if err != nil {
 				return nil, fmt.Errorf("--cacert: %w", err)
-			}
-			pool := x509.NewCertPool()
-			if !pool.AppendCertsFromPEM(pem) {
-				return nil, fmt.Errorf("--cacert %s: no PEM certificates in it", c.caFile)
 			}
 			cfg.RootCAs = pool
 		}
