@@ -4,14 +4,13 @@ import (
 	"context"
 	_ "embed"
 	"encoding/json"
-	"errors"
 	"net"
 	"net/http"
 	"sort"
 	"sync/atomic"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/meridian-gw/meridian/internal/serving"
 )
 
 //go:embed dashboard.html
@@ -137,21 +136,14 @@ func (ed *Edge) Status() Status {
 }
 
 func (ed *Edge) serveAdmin(ctx context.Context, ln net.Listener) {
-	mux := http.NewServeMux()
+	mux := serving.Admin(ed.opts.Registry, nil)
 	mux.HandleFunc("GET /api/status", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, ed.Status()) })
 	mux.HandleFunc("GET /api/events", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, ed.events.list()) })
-	mux.Handle("GET /metrics", promhttp.HandlerFor(ed.opts.Registry, promhttp.HandlerOpts{}))
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		_, _ = w.Write(dashboardHTML)
 	})
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go func() {
-		<-ctx.Done()
-		_ = srv.Close()
-	}()
-	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
+	if err := serving.ServeAdmin(ctx, ln, mux); err != nil {
 		ed.log.Warn("admin server stopped", "err", err)
 	}
 }

@@ -11,10 +11,10 @@ import (
 // healthCheck is the selector whose REST form is the seed's /v1/health.
 const healthCheck = "grpc.health.v1.Health.Check"
 
-// serving reports whether a Health.Check response says SERVING; the REST
+// reportsServing reports whether a Health.Check response says SERVING; the REST
 // answer is 503 otherwise, so that an HTTP probe fails when the app is not
 // serving (a 200 with {"status":"NOT_SERVING"} would pass it).
-func serving(resp proto.Message) bool {
+func reportsServing(resp proto.Message) bool {
 	m := resp.ProtoReflect()
 	fd := m.Descriptor().Fields().ByName("status")
 	return fd != nil && m.Get(fd).Enum() == protoreflect.EnumNumber(healthpb.HealthCheckResponse_SERVING)

@@ -98,7 +98,7 @@ func (g *Gateway) serveREST(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	code := http.StatusOK
-	if rec.selector == healthCheck && !serving(resp) {
+	if rec.selector == healthCheck && !reportsServing(resp) {
 		code = http.StatusServiceUnavailable
 	}
 	copyResponseHeaders(w.Header(), hdr)

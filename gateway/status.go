@@ -3,37 +3,23 @@ package gateway
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"net"
 	"net/http"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/meridian-gw/meridian/internal/serving"
 )
 
 // serveStatus serves /metrics, /status (JSON) and /healthz.
 func (g *Gateway) serveStatus(ctx context.Context, ln net.Listener) {
-	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(g.opts.Registry, promhttp.HandlerOpts{}))
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
-		if g.draining.Load() {
-			http.Error(w, "draining", http.StatusServiceUnavailable)
-			return
-		}
-		_, _ = w.Write([]byte("ok\n"))
-	})
-	mux.HandleFunc("/status", func(w http.ResponseWriter, _ *http.Request) {
+	mux := serving.Admin(g.opts.Registry, func() bool { return !g.draining.Load() })
+	mux.HandleFunc("GET /status", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
 		_ = enc.Encode(g.Status())
 	})
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go func() {
-		<-ctx.Done()
-		_ = srv.Close()
-	}()
-	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+	if err := serving.ServeAdmin(ctx, ln, mux); err != nil {
 		g.log.Warn("status server stopped", "err", err)
 	}
 }

@@ -103,20 +103,35 @@ func NewRegistry() *prometheus.Registry {
 	return r
 }
 
-// ServeMetrics serves /metrics (and /healthz) on addr until ctx ends.
-func ServeMetrics(ctx context.Context, ln net.Listener, reg *prometheus.Registry) error {
+// Admin is the mux of a component's admin port: /metrics from reg, and
+// /healthz answering 200 "ok" while healthy() (nil: always) and 503
+// otherwise. Components add their own pages (/status, /api/…).
+func Admin(reg *prometheus.Registry, healthy func() bool) *http.ServeMux {
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go func() {
-		<-ctx.Done()
-		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(sctx)
-	}()
-	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		if healthy != nil && !healthy() {
+			http.Error(w, "not healthy", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	return mux
+}
+
+// ServeAdmin serves h on ln until ctx ends (then closes it at once: admin
+// pages hold no work worth draining).
+func ServeAdmin(ctx context.Context, ln net.Listener, h http.Handler) error {
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, IdleTimeout: time.Minute}
+	stop := context.AfterFunc(ctx, func() { _ = srv.Close() })
+	defer stop()
+	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
 		return err
 	}
 	return nil
+}
+
+// ServeMetrics serves Admin(reg, nil) on ln until ctx ends.
+func ServeMetrics(ctx context.Context, ln net.Listener, reg *prometheus.Registry) error {
+	return ServeAdmin(ctx, ln, Admin(reg, nil))
 }
