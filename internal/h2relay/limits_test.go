@@ -640,13 +640,16 @@ func (c *pingCounter) Write(p []byte) (int, error) {
 
 // Every reset a client can provoke counts toward MaxResetsPerSecond,
 // whatever the reason: here each way, on its own connection, past the
-// limit within a second ends the connection.
+// limit within a second ends the connection. (The limit is 100 here: some
+// ways cost the relay an upstream stream each, and a slow machine under
+// -race does not provoke 1,000 of those in a second.)
 func TestEveryProvokedResetCounts(t *testing.T) {
+	const limit = 100
 	b := startBackend(t)
 	huge := []byte{0, 0x40, 0, 0, 0} // a message of 1 GiB announced
 	cases := map[string]struct {
 		configure func(*Server)
-		handler   func() Handler
+		handler   func(t *testing.T) Handler
 		provoke   func(r *rawClient, id uint32) error
 	}{
 		"message over the size limit": {
@@ -673,14 +676,19 @@ func TestEveryProvokedResetCounts(t *testing.T) {
 		},
 		"refused stream": {
 			configure: func(s *Server) { s.MaxConcurrentStreams = 1 },
-			handler:   func() Handler { return stallHandler{} },
+			handler:   func(*testing.T) Handler { return stallHandler{} },
 			provoke: func(r *rawClient, id uint32) error {
 				return r.tryHeaders(id, true, grpcReq...)
 			},
 		},
 		"call rejected after it was sent upstream": {
-			handler: func() Handler {
-				return &rejectAfterForward{up: NewUpstream(b.addr, UpstreamOptions{})}
+			handler: func(t *testing.T) Handler {
+				// Connected first: a call that waits for the dial is
+				// rejected before it is sent upstream, which is no reset.
+				up := NewUpstream(b.addr, UpstreamOptions{})
+				up.Connect()
+				waitUntil(t, 10*time.Second, up.Connected, func() string { return "the upstream never connected" })
+				return &rejectAfterForward{up: up}
 			},
 			provoke: func(r *rawClient, id uint32) error {
 				return r.tryHeaders(id, false, grpcReq...)
@@ -691,15 +699,15 @@ func TestEveryProvokedResetCounts(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			var h Handler = &forwarder{ups: []*Upstream{NewUpstream(b.addr, UpstreamOptions{})}}
 			if tc.handler != nil {
-				h = tc.handler()
+				h = tc.handler(t)
 			}
-			var configure []func(*Server)
+			configure := []func(*Server){func(s *Server) { s.MaxResetsPerSecond = limit }}
 			if tc.configure != nil {
 				configure = append(configure, tc.configure)
 			}
 			e := startRelay(t, h, false, configure...)
 			r := dialRaw(t, e.addr)
-			for i := range 3 * DefaultMaxResetsPerSecond {
+			for i := range 3 * limit {
 				if tc.provoke(r, uint32(2*i+1)) != nil {
 					break // the relay closed the connection
 				}
