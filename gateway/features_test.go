@@ -20,7 +20,15 @@ import (
 func TestAPIKeysEstablishIdentity(t *testing.T) {
 	keys := filepath.Join(t.TempDir(), "keys.yaml")
 	write := func(consumer, key string) {
+		old, _ := os.Stat(keys)
 		_ = os.WriteFile(keys, []byte(fmt.Sprintf("keys:\n- consumer: %s\n  sha256: %s\n", consumer, auth.HashKey(key))), 0o644)
+		if old != nil {
+			// A reload sees a change by mtime and size, and the new file
+			// has the old one's size: give it a later mtime than a write
+			// within the file system's timestamp granularity would.
+			later := old.ModTime().Add(time.Second)
+			_ = os.Chtimes(keys, later, later)
+		}
 	}
 	write("team-a", "k-123")
 	h := newGW(t, func(o *Options) { o.APIKeys = keys })
@@ -46,15 +54,8 @@ func TestAPIKeysEstablishIdentity(t *testing.T) {
 		}
 	}
 	// Hot reload: the old key stops working, the new one works.
-	time.Sleep(20 * time.Millisecond)
 	write("team-b", "k-456")
-	deadline := time.Now().Add(5 * time.Second)
-	for h.do(h.h1, "GET", h.tls("/v1/sessions?key=k-456"), tok, "").code != 200 {
-		if time.Now().After(deadline) {
-			t.Fatal("new API key not picked up")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	waitFor(t, func() bool { return h.do(h.h1, "GET", h.tls("/v1/sessions?key=k-456"), tok, "").code == 200 }, "the new API key")
 	if r := h.do(h.h1, "GET", h.tls("/v1/sessions?key=k-123"), tok, ""); r.code != 400 {
 		t.Fatalf("removed key still accepted: %d", r.code)
 	}
@@ -107,6 +108,9 @@ func TestLastGoodKeysServeWhileIssuerIsDown(t *testing.T) {
 		t.Fatal(r.body)
 	}
 	h.is.down.Store(true)
+	// The keys must be older than JWKSCacheDuration: the time passing is
+	// what is tested, and the gateway takes no clock (auth's own tests
+	// drive the same path with one).
 	time.Sleep(100 * time.Millisecond)
 	tok2 := h.is.token(t, "bob") // not cached: needs keys again
 	if r := h.do(h.h1, "GET", h.tls("/v1/sessions"), tok2, ""); r.code != 200 {
@@ -216,8 +220,12 @@ func TestManagedRolloutSwapsConfigWithNoFailedRequest(t *testing.T) {
 	}
 	cfg := h.g.opts.ServiceConfig
 	orig, _ := os.ReadFile(cfg)
+	// Requests flow (or fail) before the first change, and after the last.
+	served := func(n int64) func() bool {
+		return func() bool { return failed.Load() > 0 || ok.Load() >= n }
+	}
+	waitFor(t, served(5), "requests before the first reload")
 	// Add a route, break the config (kept out), rotate the certificate.
-	time.Sleep(100 * time.Millisecond)
 	_ = os.WriteFile(cfg, []byte(strings.Replace(string(orig), "get: /v1/quota", "get: /v1/quota\n    additional_bindings:\n    - get: /v1/me/quota", 1)), 0o644)
 	waitFor(t, func() bool { return h.do(h.h2, "GET", h.tls("/v1/me/quota"), tok, "").code == 200 }, "new route")
 	_ = os.WriteFile(cfg, []byte("name: [broken"), 0o644)
@@ -232,7 +240,7 @@ func TestManagedRolloutSwapsConfigWithNoFailedRequest(t *testing.T) {
 	}
 	_ = os.WriteFile(cfg, orig, 0o644)
 	waitFor(t, func() bool { return h.g.Status().LastReloadError == "" }, "recovery")
-	time.Sleep(200 * time.Millisecond)
+	waitFor(t, served(max(20, ok.Load()+8)), "requests after the last reload")
 	close(stop)
 	wg.Wait()
 	if failed.Load() != 0 || ok.Load() < 20 {

@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -287,22 +288,47 @@ func TestWatchStreamsAsJSONArray(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	go func() {
-		time.Sleep(200 * time.Millisecond)
-		_, _ = h.grpcClient().StopSession(bearer(tok), &schedulerv1.StopSessionRequest{Name: s.Name})
-	}()
-	// STARTING → STOPPING; no reconciler runs, so stop it for good via the store.
-	r := make(chan resp, 1)
-	go func() { r <- h.do(h.h2, "GET", h.tls("/v1/"+s.Name+":watch"), tok, "") }()
-	time.Sleep(500 * time.Millisecond)
-	finishSession(t, h.be, s.Name)
-	got := <-r
-	var arr []map[string]any
-	if err := json.Unmarshal([]byte(got.body), &arr); err != nil || got.code != 200 {
-		t.Fatalf("watch body is not a JSON array: %d %s (%v)", got.code, got.body, err)
+	req, _ := http.NewRequest("GET", h.tls("/v1/"+s.Name+":watch"), nil)
+	req.Header.Set("Authorization", "Bearer "+tok)
+	res, err := h.h2.Do(req)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if len(arr) < 2 || arr[0]["state"] != "STARTING" || arr[len(arr)-1]["state"] != "STOPPED" {
-		t.Fatalf("watch events %v; want STARTING … STOPPED", arr)
+	defer res.Body.Close()
+	var body bytes.Buffer // what was read, for the failure messages
+	dec := json.NewDecoder(io.TeeReader(res.Body, &body))
+	if tk, err := dec.Token(); err != nil || tk != json.Delim('[') || res.StatusCode != 200 {
+		rest, _ := io.ReadAll(res.Body)
+		t.Fatalf("watch: %d %s%s, want a JSON array (%v)", res.StatusCode, body.Bytes(), rest, err)
+	}
+	// Each event is read as it streams, and the session changes only once
+	// the watch has shown the state before: STARTING → STOPPING, then (no
+	// reconciler runs) STOPPED via the store.
+	var states []string // each state once, in the order shown
+	await := func(state string) {
+		t.Helper()
+		for len(states) == 0 || states[len(states)-1] != state {
+			var ev struct{ State string }
+			if err := dec.Decode(&ev); err != nil {
+				t.Fatalf("watch: waiting for %s after %v: %v (read: %s)", state, states, err, body.Bytes())
+			}
+			if len(states) == 0 || states[len(states)-1] != ev.State {
+				states = append(states, ev.State)
+			}
+		}
+	}
+	await("STARTING")
+	if _, err := h.grpcClient().StopSession(bearer(tok), &schedulerv1.StopSessionRequest{Name: s.Name}); err != nil {
+		t.Fatal(err)
+	}
+	await("STOPPING")
+	finishSession(t, h.be, s.Name)
+	await("STOPPED")
+	if tk, err := dec.Token(); err != nil || tk != json.Delim(']') {
+		t.Fatalf("watch body does not end the JSON array after STOPPED: %v %v (read: %s)", tk, err, body.Bytes())
+	}
+	if want := []string{"STARTING", "STOPPING", "STOPPED"}; !slices.Equal(states, want) {
+		t.Fatalf("watch events %v; want %v", states, want)
 	}
 }
 

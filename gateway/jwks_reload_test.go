@@ -3,15 +3,16 @@ package gateway
 import (
 	"net"
 	"testing"
-	"time"
 
 	schedulerv1 "github.com/meridian-gw/meridian/api/meridian/scheduler/v1"
 	"google.golang.org/grpc"
 )
 
 // A backend without server reflection (and no --descriptor) makes the
-// reload loop call loadAll every ReloadInterval; each builds a new
-// Verifier, dropping the JWKS keys and the token cache.
+// reload loop call loadAll every ReloadInterval. Each reload must keep the
+// Verifier of an unchanged authentication section, with its JWKS keys and
+// token cache: it used to build a new one, refetching every issuer's keys
+// each time and refusing every token while an issuer was down.
 func TestReflectionRetryDropsJWKS(t *testing.T) {
 	be := newBackend(t)
 	// A second listener on the same scheduler, but a server without reflection.
@@ -37,14 +38,28 @@ func TestReflectionRetryDropsJWKS(t *testing.T) {
 		t.Fatalf("first call: %v", err)
 	}
 	f0 := h.is.fetches.Load()
-	for range 10 {
-		time.Sleep(100 * time.Millisecond)
-		_, _ = gc.ListSessions(bearer(tok), &schedulerv1.ListSessionsRequest{})
+	// The reload loop rebuilds the state every ReloadInterval (it retries
+	// reflection); a call after each rebuild.
+	reloads := func(n int) {
+		t.Helper()
+		for range n {
+			h.g.mu.Lock()
+			at := h.g.loadedAt
+			h.g.mu.Unlock()
+			waitFor(t, func() bool {
+				h.g.mu.Lock()
+				defer h.g.mu.Unlock()
+				return h.g.loadedAt.After(at)
+			}, "the reload loop to retry reflection")
+			if _, err := gc.ListSessions(bearer(tok), &schedulerv1.ListSessionsRequest{}); err != nil {
+				t.Fatalf("a call after a reload: %v", err)
+			}
+		}
 	}
-	t.Logf("JWKS fetches during 1s of calls with one token: %d", h.is.fetches.Load()-f0)
+	reloads(5)
+	if n := h.is.fetches.Load() - f0; n != 0 {
+		t.Fatalf("the issuer's keys were fetched %d times in 5 reloads with one token, want 0: each reload dropped them", n)
+	}
 	h.is.down.Store(true)
-	time.Sleep(200 * time.Millisecond) // a few reloads
-	if _, err := gc.ListSessions(bearer(tok), &schedulerv1.ListSessionsRequest{}); err != nil {
-		t.Fatalf("issuer down: a token verified 200ms ago with keys fetched seconds ago is refused: %v", err)
-	}
+	reloads(2) // fails if the token's keys are gone
 }

@@ -5,9 +5,12 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"net"
+	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -56,8 +59,13 @@ func TestSlowClientDoesNotStallSharedUpstream(t *testing.T) {
 	e := startRelay(t, &forwarder{ups: []*Upstream{up}}, false)
 
 	// The slow client: 9 server-streaming calls of 4 MiB each, never read.
+	// The upstream fills their 1 MiB stream windows: the relay holds more
+	// for the slow client than the whole upstream connection's window.
 	unreadStreams(t, e.addr, 9, 4<<20)
-	time.Sleep(time.Second) // let the backend fill the windows
+	held := func() int { _, n := e.conns(func(c *conn) int { return int(c.pendBytes) }); return n }
+	waitUntil(t, 20*time.Second, func() bool { return held() > int(up.opts.ConnWindow) }, func() string {
+		return fmt.Sprintf("the relay holds %d bytes for the slow client, want more than the upstream connection window (%d): the upstream stopped sending", held(), up.opts.ConnWindow)
+	})
 
 	// An unrelated, well-behaved client.
 	cl := e.dial(t)
@@ -98,34 +106,46 @@ func TestSettingsFloodEndsConnection(t *testing.T) {
 			werr = io.EOF
 		}
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		n, queued := e.conns(func(c *conn) int { return len(c.wbuf) })
-		if n == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the flooding connection is still open, %d bytes queued for it", queued)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitUntil(t, 5*time.Second, func() bool { n, _ := e.conns(func(*conn) int { return 0 }); return n == 0 }, func() string {
+		_, queued := e.conns(func(c *conn) int { return len(c.wbuf) })
+		return fmt.Sprintf("the flooding connection is still open, %d bytes queued for it", queued)
+	})
 	t.Logf("the relay closed the connection (client saw: %v)", werr)
 }
 
 // The client connection's reader flushes a stream's last queued DATA on a
-// WINDOW_UPDATE while the upstream's reader writes the trailers and closes
-// the stream: Call.afterFlush must read stream.closed under the lock (a
-// white-box test; -race catches a regression).
+// WINDOW_UPDATE while the upstream connection's reader writes the
+// trailers and closes the stream. In either order, or both at once, the
+// client gets the DATA and then the trailers, the stream is forgotten, and
+// the call finishes exactly once. Call.afterFlush must read stream.closed
+// under the connection's lock: under -race the rounds "at once" catch a
+// regression there. (White-box: two conns on pipes, no reader or writer.)
 func TestAfterFlushRacesNotWithTrailers(t *testing.T) {
+	for _, tc := range []struct {
+		order  string
+		rounds int
+	}{{"window first", 1}, {"trailers first", 1}, {"at once", 200}} {
+		t.Run(tc.order, func(t *testing.T) {
+			for range tc.rounds {
+				afterFlushRound(t, tc.order)
+			}
+		})
+	}
+}
+
+// afterFlushRound sets up a committed call whose client stream has 100
+// bytes of DATA waiting for window, then gives it the window and the
+// upstream's trailers in the given order.
+func afterFlushRound(t *testing.T, order string) {
+	t.Helper()
 	xa, xb := net.Pipe()
 	ya, yb := net.Pipe()
 	defer xa.Close()
 	defer xb.Close()
 	defer ya.Close()
 	defer yb.Close()
-	go io.Copy(io.Discard, xb)
-	go io.Copy(io.Discard, yb)
-	srv := &Server{Handler: stallHandler{}}
+	var finished atomic.Int32
+	srv := &Server{Handler: doneCounter{&finished}}
 	x := newConn(xa, false, srv.settings(), srv.Limits)
 	x.srv = srv
 	u := NewUpstream("unused:1", UpstreamOptions{})
@@ -146,19 +166,76 @@ func TestAfterFlushRacesNotWithTrailers(t *testing.T) {
 	front.sendDataLocked(make([]byte, 100), false)
 	x.mu.Unlock()
 
-	start := make(chan struct{})
-	done := make(chan struct{})
-	go func() { // the upstream connection's reader
-		<-start
-		time.Sleep(50 * time.Millisecond)
+	var windowErr error
+	window := func() { // the client connection's reader: WINDOW_UPDATE(stream 1, 1000)
+		windowErr = x.onWindowUpdate(frameHeader{length: 4, typ: http2.FrameWindowUpdate, stream: 1}, []byte{0, 0, 3, 232})
+	}
+	trailers := func() { // the upstream connection's reader
 		call.onResponseHeaders(back, []hpack.HeaderField{{Name: "grpc-status", Value: "0"}}, true)
-		close(done)
-	}()
-	close(start)
-	// The client connection's reader: WINDOW_UPDATE(stream 1, 1000).
-	x.onWindowUpdate(frameHeader{length: 4, typ: http2.FrameWindowUpdate, stream: 1}, []byte{0, 0, 3, 232})
-	<-done
+	}
+	switch order {
+	case "window first":
+		window()
+		trailers()
+	case "trailers first":
+		trailers()
+		window()
+	default:
+		start := make(chan struct{})
+		var wg sync.WaitGroup
+		wg.Go(func() { <-start; trailers() })
+		wg.Go(func() { <-start; window() })
+		close(start)
+		wg.Wait()
+	}
+	if windowErr != nil {
+		t.Fatalf("%s: WINDOW_UPDATE: %v", order, windowErr)
+	}
+	if n := finished.Load(); n != 1 {
+		t.Fatalf("%s: CallDone ran %d times, want once", order, n)
+	}
+	x.mu.Lock()
+	out := bytes.Clone(x.wbuf)
+	_, open := x.streams[1]
+	closed, pend := front.closed, x.pendBytes
+	x.mu.Unlock()
+	if open || !closed || pend != 0 {
+		t.Fatalf("%s: client stream still known %v, closed %v, %d bytes pending; want forgotten with nothing pending", order, open, closed, pend)
+	}
+	// What the client is sent: the DATA, then the trailers ending the stream.
+	fr := http2.NewFramer(nil, bytes.NewReader(out))
+	fr.ReadMetaHeaders = hpack.NewDecoder(defaultTableSize, nil)
+	var got []string
+	for {
+		f, err := fr.ReadFrame()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatalf("%s: the frames queued for the client: %v", order, err)
+		}
+		switch f := f.(type) {
+		case *http2.DataFrame:
+			got = append(got, fmt.Sprintf("DATA on %d, %d bytes, end %v", f.StreamID, len(f.Data()), f.StreamEnded()))
+		case *http2.MetaHeadersFrame:
+			code, _ := grpcStatus(f.Fields)
+			got = append(got, fmt.Sprintf("HEADERS on %d, %v, end %v", f.StreamID, code, f.StreamEnded()))
+		default:
+			got = append(got, fmt.Sprint(f))
+		}
+	}
+	want := []string{"DATA on 1, 100 bytes, end false", "HEADERS on 1, OK, end true"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("%s: the client is sent %q, want %q", order, got, want)
+	}
 }
+
+// doneCounter counts CallDone.
+type doneCounter struct{ n *atomic.Int32 }
+
+func (doneCounter) ServeCall(*Call)              {}
+func (doneCounter) AttemptFailed(*Call, Failure) {}
+func (h doneCounter) CallDone(*Call)             { h.n.Add(1) }
 
 // A client that makes the relay reset each stream it opens (here with a
 // WINDOW_UPDATE of 0, a stream error) is a rapid reset too: each such
@@ -235,20 +312,38 @@ func TestNonReadingClientHoldsBackUpstream(t *testing.T) {
 	}
 	req, _ := protoMarshal(&testpb.StreamingOutputCallRequest{ResponseParameters: params})
 	_ = fr.WriteData(1, true, grpcFrame(req))
-	time.Sleep(3 * time.Second) // never read
-	e.srv.mu.Lock()
-	var c *conn
-	for x := range e.srv.conns {
-		c = x
-	}
-	e.srv.mu.Unlock()
-	c.mu.Lock()
-	n := len(c.wbuf)
-	c.mu.Unlock()
+	// Never read. The relay holds back once the upstream has used all the
+	// stream window it was given and gets no more: from then on nothing
+	// more arrives for the client (or the queue already broke its bound).
+	queued := func() int { _, n := e.conns(func(c *conn) int { return len(c.wbuf) }); return n }
+	waitUntil(t, 20*time.Second, func() bool { return queued() > 16<<20 || upstreamWindowUsedUp(e, 1) }, func() string {
+		return fmt.Sprintf("the upstream still sends for a client that does not read, %d bytes queued for it", queued())
+	})
+	n := queued()
 	t.Logf("unwritten bytes queued in the relay for this client: %d MB", n>>20)
 	if n > 16<<20 {
 		t.Fatalf("relay holds %d MB for one stream of a client that does not read (stream window 1 MiB, conn window 8 MiB)", n>>20)
 	}
+}
+
+// upstreamWindowUsedUp reports whether the upstream of client stream id
+// (on the relay's one client connection) has used up the window the relay
+// gave it.
+func upstreamWindowUsedUp(e *relayEnv, id uint32) bool {
+	var s *stream
+	e.conns(func(c *conn) int { s = c.streams[id]; return 0 })
+	if s == nil {
+		return false
+	}
+	s.call.mu.Lock()
+	t := s.call.back
+	s.call.mu.Unlock()
+	if t == nil {
+		return false
+	}
+	t.c.mu.Lock()
+	defer t.c.mu.Unlock()
+	return t.recvWin == 0
 }
 
 // grpc-go servers send no SETTINGS_MAX_CONCURRENT_STREAMS, which means
@@ -263,7 +358,7 @@ func TestUpstreamWithoutStreamLimit(t *testing.T) {
 			_, _ = cl.UnaryCall(ctxT(t), &testpb.SimpleRequest{Payload: &testpb.Payload{Body: []byte("block")}})
 		}()
 	}
-	time.Sleep(time.Second)
+	waitBlocked(t, b, 100) // 100 streams open on the one connection
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	_, err := cl.UnaryCall(ctx, &testpb.SimpleRequest{Payload: &testpb.Payload{Body: []byte("x")}})
@@ -396,13 +491,9 @@ func wantCutOff(t *testing.T, e *relayEnv, r *rawClient, code http2.ErrCode, kin
 // waitFlood waits for the relay to count one connection cut off for kind.
 func waitFlood(t *testing.T, e *relayEnv, kind string) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for e.srv.Stats().Floods[kind] != 1 {
-		if time.Now().After(deadline) {
-			t.Fatalf("stats: %+v, want one %s flood", e.srv.Stats(), kind)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitUntil(t, 10*time.Second, func() bool { return e.srv.Stats().Floods[kind] == 1 }, func() string {
+		return fmt.Sprintf("stats: %+v, want one %s flood", e.srv.Stats(), kind)
+	})
 }
 
 // A SETTINGS frame with more than 100 settings, or one setting twice, is
@@ -549,13 +640,16 @@ func (c *pingCounter) Write(p []byte) (int, error) {
 
 // Every reset a client can provoke counts toward MaxResetsPerSecond,
 // whatever the reason: here each way, on its own connection, past the
-// limit within a second ends the connection.
+// limit within a second ends the connection. (The limit is 100 here: some
+// ways cost the relay an upstream stream each, and a slow machine under
+// -race does not provoke 1,000 of those in a second.)
 func TestEveryProvokedResetCounts(t *testing.T) {
+	const limit = 100
 	b := startBackend(t)
 	huge := []byte{0, 0x40, 0, 0, 0} // a message of 1 GiB announced
 	cases := map[string]struct {
 		configure func(*Server)
-		handler   func() Handler
+		handler   func(t *testing.T) Handler
 		provoke   func(r *rawClient, id uint32) error
 	}{
 		"message over the size limit": {
@@ -582,14 +676,19 @@ func TestEveryProvokedResetCounts(t *testing.T) {
 		},
 		"refused stream": {
 			configure: func(s *Server) { s.MaxConcurrentStreams = 1 },
-			handler:   func() Handler { return stallHandler{} },
+			handler:   func(*testing.T) Handler { return stallHandler{} },
 			provoke: func(r *rawClient, id uint32) error {
 				return r.tryHeaders(id, true, grpcReq...)
 			},
 		},
 		"call rejected after it was sent upstream": {
-			handler: func() Handler {
-				return &rejectAfterForward{up: NewUpstream(b.addr, UpstreamOptions{})}
+			handler: func(t *testing.T) Handler {
+				// Connected first: a call that waits for the dial is
+				// rejected before it is sent upstream, which is no reset.
+				up := NewUpstream(b.addr, UpstreamOptions{})
+				up.Connect()
+				waitUntil(t, 10*time.Second, up.Connected, func() string { return "the upstream never connected" })
+				return &rejectAfterForward{up: up}
 			},
 			provoke: func(r *rawClient, id uint32) error {
 				return r.tryHeaders(id, false, grpcReq...)
@@ -600,15 +699,15 @@ func TestEveryProvokedResetCounts(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			var h Handler = &forwarder{ups: []*Upstream{NewUpstream(b.addr, UpstreamOptions{})}}
 			if tc.handler != nil {
-				h = tc.handler()
+				h = tc.handler(t)
 			}
-			var configure []func(*Server)
+			configure := []func(*Server){func(s *Server) { s.MaxResetsPerSecond = limit }}
 			if tc.configure != nil {
 				configure = append(configure, tc.configure)
 			}
 			e := startRelay(t, h, false, configure...)
 			r := dialRaw(t, e.addr)
-			for i := range 3 * DefaultMaxResetsPerSecond {
+			for i := range 3 * limit {
 				if tc.provoke(r, uint32(2*i+1)) != nil {
 					break // the relay closed the connection
 				}

@@ -3,6 +3,7 @@ package h2relay
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"strings"
@@ -189,13 +190,12 @@ func (stallHandler) AttemptFailed(*Call, Failure) {}
 func (stallHandler) CallDone(*Call)               {}
 
 // A GOAWAY from the upstream below a stream's id means it was never
-// processed: the call is retried even though it was sent.
+// processed: the call is retried even though it was sent. (The upstream
+// keeps the connection open: the GOAWAY alone must do it.)
 func TestUpstreamGoAwayRefusesUnprocessedStreams(t *testing.T) {
 	addr := rawUpstream(t, func(fr *http2.Framer, f http2.Frame) bool {
 		if _, ok := f.(*http2.HeadersFrame); ok {
 			_ = fr.WriteGoAway(0, http2.ErrCodeNo, nil)
-			time.Sleep(100 * time.Millisecond)
-			return false
 		}
 		return true
 	})
@@ -268,24 +268,49 @@ func TestKeepaliveFindsDeadUpstream(t *testing.T) {
 // A connection without calls is not pinged: grpc-go servers close
 // connections pinged without streams (GOAWAY too_many_pings).
 func TestIdleUpstreamIsNotPinged(t *testing.T) {
+	const keepalive = 50 * time.Millisecond
 	var pings atomic.Int32
-	addr := rawUpstream(t, func(_ *http2.Framer, f http2.Frame) bool {
-		if _, ok := f.(*http2.PingFrame); ok {
-			pings.Add(1)
+	framer := make(chan *http2.Framer, 1)
+	acked := make(chan struct{}, 1)
+	addr := rawUpstream(t, func(fr *http2.Framer, f http2.Frame) bool {
+		if _, ok := f.(*http2.SettingsFrame); ok {
+			select {
+			case framer <- fr:
+			default:
+			}
+		}
+		if p, ok := f.(*http2.PingFrame); ok {
+			if p.IsAck() {
+				acked <- struct{}{}
+			} else {
+				pings.Add(1)
+			}
 		}
 		return true
 	})
-	up := NewUpstream(addr, UpstreamOptions{KeepaliveTime: 50 * time.Millisecond})
+	up := NewUpstream(addr, UpstreamOptions{KeepaliveTime: keepalive})
 	defer up.Close()
 	up.Connect()
-	deadline := time.Now().Add(5 * time.Second)
-	for !up.Connected() && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
+	waitUntil(t, 5*time.Second, up.Connected, func() string { return "never connected" })
+	fr := <-framer
+	up.mu.Lock()
+	y := up.conns[0]
+	up.mu.Unlock()
+	// Housekeeping over ten keepalive intervals without a frame read
+	// (housekeep takes the time it runs at).
+	now := time.Now()
+	for i := range 10 {
+		y.housekeep(now.Add(time.Duration(i+1) * keepalive))
 	}
-	if !up.Connected() {
-		t.Fatal("never connected")
+	// Whatever the relay queued before our PING's ACK reached us first.
+	if err := fr.WritePing(false, [8]byte{'b', 'a', 'r', 'r', 'i', 'e', 'r'}); err != nil {
+		t.Fatal(err)
 	}
-	time.Sleep(500 * time.Millisecond) // ten keepalive intervals
+	select {
+	case <-acked:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the relay did not answer the upstream's PING")
+	}
 	if n := pings.Load(); n != 0 {
 		t.Fatalf("%d pings on a connection without calls, want 0", n)
 	}
@@ -330,13 +355,9 @@ func wantCalmGoAway(t *testing.T, e *relayEnv, r *rawClient) {
 	if ga.ErrCode != http2.ErrCodeEnhanceYourCalm {
 		t.Fatalf("GOAWAY %v, want ENHANCE_YOUR_CALM", ga.ErrCode)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for e.srv.Stats().Errors[http2.ErrCodeEnhanceYourCalm] != 1 {
-		if time.Now().After(deadline) {
-			t.Fatalf("stats after the GOAWAY: %+v", e.srv.Stats())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitUntil(t, 5*time.Second, func() bool { return e.srv.Stats().Errors[http2.ErrCodeEnhanceYourCalm] == 1 }, func() string {
+		return fmt.Sprintf("stats after the GOAWAY: %+v", e.srv.Stats())
+	})
 	if st := e.srv.Stats(); st.Accepted != 1 {
 		t.Fatalf("accepted %d connections, want 1", st.Accepted)
 	}

@@ -10,6 +10,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"errors"
+	"fmt"
 	"io"
 	"math/big"
 	"net"
@@ -36,6 +37,7 @@ type echoService struct {
 	canceled chan struct{} // closed when a call sees its context canceled
 	once     sync.Once
 	block    chan struct{} // UnaryCall with payload "block" waits on it
+	blocked  atomic.Int32  // UnaryCalls waiting on block now
 }
 
 func (s *echoService) UnaryCall(ctx context.Context, in *testpb.SimpleRequest) (*testpb.SimpleResponse, error) {
@@ -48,6 +50,8 @@ func (s *echoService) UnaryCall(ctx context.Context, in *testpb.SimpleRequest) (
 	_ = grpc.SetHeader(ctx, h)
 	_ = grpc.SetTrailer(ctx, metadata.Pairs("trailer-x", "t"))
 	if string(in.GetPayload().GetBody()) == "block" {
+		s.blocked.Add(1)
+		defer s.blocked.Add(-1)
 		select {
 		case <-ctx.Done():
 			s.once.Do(func() { close(s.canceled) })
@@ -121,6 +125,14 @@ func startBackend(t *testing.T, opts ...grpc.ServerOption) *backend {
 	go func() { _ = b.srv.Serve(ln) }()
 	t.Cleanup(b.srv.Stop)
 	return b
+}
+
+// waitBlocked waits until n "block" calls wait in the backend.
+func waitBlocked(t *testing.T, b *backend, n int32) {
+	t.Helper()
+	waitUntil(t, 10*time.Second, func() bool { return b.svc.blocked.Load() == n }, func() string {
+		return fmt.Sprintf("%d calls wait in the backend, want %d", b.svc.blocked.Load(), n)
+	})
 }
 
 // forwarder is the simplest Handler: every call to ups[0], retries on the
@@ -421,7 +433,7 @@ func TestClientCancelReachesUpstream(t *testing.T) {
 		_, err := cl.UnaryCall(ctx, &testpb.SimpleRequest{Payload: &testpb.Payload{Body: []byte("block")}})
 		errc <- err
 	}()
-	time.Sleep(200 * time.Millisecond)
+	waitBlocked(t, b, 1)
 	cancel()
 	if err := <-errc; status.Code(err) != codes.Canceled {
 		t.Fatalf("client: %v", err)
@@ -562,9 +574,11 @@ func TestGracefulStopFinishesCalls(t *testing.T) {
 		_, err := cl.UnaryCall(ctxT(t), &testpb.SimpleRequest{Payload: &testpb.Payload{Body: []byte("block")}})
 		errc <- err
 	}()
-	time.Sleep(200 * time.Millisecond)
+	waitBlocked(t, b, 1)
 	stopped := make(chan struct{})
 	go func() { e.srv.GracefulStop(); close(stopped) }()
+	// Nothing marks "still waiting": GracefulStop is given 300 ms to
+	// return too early.
 	select {
 	case <-stopped:
 		t.Fatal("GracefulStop returned with a call in flight")

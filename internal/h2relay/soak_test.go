@@ -100,17 +100,15 @@ func TestNonReadingClientMemoryIsBounded(t *testing.T) {
 	kid := strings.Repeat("\xff", 3000)
 	calls, sent, _ := rejectedCalls(r, *soakCalls, func(int) string { return kid })
 	// Measure once the relay has read every call sent (or stopped reading).
-	deadline := time.Now().Add(20*time.Second + time.Duration(calls)*200*time.Microsecond)
-	for served.Load() < int64(calls) && !e.readerWaiting() && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitUntil(t, 20*time.Second+time.Duration(calls)*200*time.Microsecond,
+		func() bool { return served.Load() >= int64(calls) || e.readerWaiting() },
+		func() string {
+			return fmt.Sprintf("the relay served %d of %d calls and is not waiting for its queue to drain", served.Load(), calls)
+		})
 	grew := int64(max(heapInUse(), peak())) - int64(before)
 	queued := e.queued()
 	t.Logf("%d rejected calls, %d bytes sent, never read: the relay served %d, its heap grew by %.1f MB at most, %d bytes queued",
 		calls, sent, served.Load(), float64(grew)/(1<<20), queued)
-	if served.Load() < int64(calls) && !e.readerWaiting() {
-		t.Fatalf("the relay served %d of %d calls and is not waiting for its queue to drain", served.Load(), calls)
-	}
 	if limit := hardQueueFactor * DefaultMaxQueuedBytes; queued > limit {
 		t.Fatalf("%d bytes queued for one client, want at most %d", queued, limit)
 	}
@@ -154,18 +152,14 @@ func TestNonReadingClientIsHeldBackThenCutOff(t *testing.T) {
 		done <- result{calls, sent, err}
 	}()
 	// The reader stops: it waits for the queue to drain.
-	deadline := time.Now().Add(20 * time.Second)
-	for !e.readerWaiting() {
-		if time.Now().After(deadline) {
-			select {
-			case res := <-done:
-				t.Logf("the client stopped after %d calls: %v", res.calls, res.err)
-			default:
-			}
-			t.Fatalf("the relay kept reading a client that does not read: %d calls served, %d bytes queued", served.Load(), e.queued())
+	waitUntil(t, 20*time.Second, e.readerWaiting, func() string {
+		select {
+		case res := <-done:
+			t.Logf("the client stopped after %d calls: %v", res.calls, res.err)
+		default:
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return fmt.Sprintf("the relay kept reading a client that does not read: %d calls served, %d bytes queued", served.Load(), e.queued())
+	})
 	queued, grew := e.queued(), int64(heapInUse())-int64(before)
 	res := <-done // the client's writes block: the relay reads nothing more
 	t.Logf("client sent %d calls (%d bytes) before its writes blocked (%v); the relay served %d, queued %d bytes, heap grew %.1f MB",
@@ -180,12 +174,10 @@ func TestNonReadingClientIsHeldBackThenCutOff(t *testing.T) {
 		t.Fatal("every write went through: the relay did not stop reading")
 	}
 	waitFlood(t, e, "write_stall")
-	for n, _ := e.conns(func(*conn) int { return 0 }); n != 0; n, _ = e.conns(func(*conn) int { return 0 }) {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d connections still open after the stall", n)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	open := func() int { n, _ := e.conns(func(*conn) int { return 0 }); return n }
+	waitUntil(t, 10*time.Second, func() bool { return open() == 0 }, func() string {
+		return fmt.Sprintf("%d connections still open after the stall", open())
+	})
 }
 
 // countingForwarder rejects every call, echoing x-reject, and counts them.

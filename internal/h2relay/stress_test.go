@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"runtime"
@@ -49,8 +50,7 @@ func TestStressMixedCallsEndCleanly(t *testing.T) {
 			}
 		}
 	}
-	time.Sleep(100 * time.Millisecond)
-	baseline := runtime.NumGoroutine()
+	baseline := steadyGoroutines(t, func() bool { return ended.Load() == 12 })
 
 	duration := 3 * time.Second
 	if testing.Short() {
@@ -162,25 +162,33 @@ func TestStressMixedCallsEndCleanly(t *testing.T) {
 	}
 	wg.Wait()
 	// Every call the relay saw ends (cancellations reach it shortly).
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		_, open := e.conns(func(c *conn) int { return len(c.streams) })
-		if open == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d client streams still open in the relay after every call ended", open)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	for time.Now().Before(deadline) && runtime.NumGoroutine() > baseline+10 {
-		time.Sleep(20 * time.Millisecond)
-	}
-	if n := runtime.NumGoroutine(); n > baseline+10 {
-		t.Errorf("%d goroutines after the run, %d before: leaked", n, baseline)
-	}
+	open := func() int { _, n := e.conns(func(c *conn) int { return len(c.streams) }); return n }
+	waitUntil(t, 10*time.Second, func() bool { return open() == 0 }, func() string {
+		return fmt.Sprintf("%d client streams still open in the relay after every call ended", open())
+	})
+	waitUntil(t, 10*time.Second, func() bool { return runtime.NumGoroutine() <= baseline+10 }, func() string {
+		return fmt.Sprintf("%d goroutines after the run, %d before: leaked", runtime.NumGoroutine(), baseline)
+	})
 	t.Logf("%d calls started; the relay finished %d calls; %d failed by the kill", started.Load(), ended.Load(), unavailable.Load())
 	if ended.Load() == 0 {
 		t.Fatal("no call reached the relay's CallDone")
 	}
+}
+
+// steadyGoroutines waits until ready holds and the goroutine count has
+// stopped changing (goroutines of calls just ended exit), and returns it.
+func steadyGoroutines(t *testing.T, ready func() bool) int {
+	t.Helper()
+	waitUntil(t, 10*time.Second, ready, func() string { return "the warm-up calls did not end in the relay" })
+	n, same := runtime.NumGoroutine(), 0
+	waitUntil(t, 10*time.Second, func() bool {
+		m := runtime.NumGoroutine()
+		if m == n {
+			same++
+		} else {
+			n, same = m, 0
+		}
+		return same >= 10 // 50 ms without a change
+	}, func() string { return fmt.Sprintf("the goroutine count never settled (%d)", n) })
+	return n
 }
