@@ -1,10 +1,11 @@
 package gateway
 
 import (
-	schedulerv1 "github.com/meridian-gw/meridian/api/meridian/scheduler/v1"
 	"os"
 	"strings"
 	"testing"
+
+	schedulerv1 "github.com/meridian-gw/meridian/api/meridian/scheduler/v1"
 
 	"google.golang.org/grpc/codes"
 	testpb "google.golang.org/grpc/interop/grpc_testing"

@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meridian-gw/meridian/internal/testcert"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
@@ -81,7 +82,7 @@ func newEPGateway(t *testing.T, extra string, opts ...gwOpt) *epGateway {
 	if err := os.WriteFile(cfg, []byte(epConfig(a, b, extra)), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	dir, roots := certDir(t)
+	dir, roots := testcert.Dir(t)
 	o := Options{ServiceConfig: cfg, Backend: "grpc://" + ln.Addr().String(), Descriptor: descriptorSet(t),
 		SSLAddr: "127.0.0.1:0", CertDir: dir, Log: slog.New(slog.DiscardHandler)}
 	for _, f := range opts {

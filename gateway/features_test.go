@@ -13,6 +13,7 @@ import (
 
 	schedulerv1 "github.com/meridian-gw/meridian/api/meridian/scheduler/v1"
 	"github.com/meridian-gw/meridian/gateway/auth"
+	"github.com/meridian-gw/meridian/internal/testcert"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 )
@@ -233,7 +234,7 @@ func TestManagedRolloutSwapsConfigWithNoFailedRequest(t *testing.T) {
 	if r := h.do(h.h2, "GET", h.tls("/v1/me/quota"), tok, ""); r.code != 200 {
 		t.Fatalf("bad config replaced the good one: %d", r.code)
 	}
-	newDir, _ := certDir(t)
+	newDir, _ := testcert.Dir(t)
 	for _, n := range []string{"server.crt", "server.key"} {
 		b, _ := os.ReadFile(filepath.Join(newDir, n))
 		_ = os.WriteFile(filepath.Join(h.g.opts.CertDir, n), b, 0o600)

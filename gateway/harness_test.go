@@ -27,6 +27,7 @@ import (
 	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
 	schedulerv1 "github.com/meridian-gw/meridian/api/meridian/scheduler/v1"
+	"github.com/meridian-gw/meridian/internal/testcert"
 	"github.com/meridian-gw/meridian/scheduler"
 	"github.com/meridian-gw/meridian/scheduler/runtime"
 	"github.com/meridian-gw/meridian/scheduler/store"
@@ -204,37 +205,6 @@ func newBackend(t *testing.T) *backend {
 	return &backend{addr: ln.Addr().String(), health: h, srv: g, st: st}
 }
 
-// certDir writes a self-signed server certificate for 127.0.0.1 and
-// returns the directory and a pool that trusts it.
-func certDir(t *testing.T, names ...string) (string, *x509.CertPool) {
-	t.Helper()
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: "gateway"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, DNSNames: []string{"localhost"},
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, IsCA: true, BasicConstraintsValid: true}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kb, _ := x509.MarshalECPrivateKey(key)
-	dir := t.TempDir()
-	if len(names) == 0 {
-		names = []string{"server.crt", "server.key"}
-	}
-	writeCert(t, dir, names, der, kb)
-	pool := x509.NewCertPool()
-	c, _ := x509.ParseCertificate(der)
-	pool.AddCert(c)
-	return dir, pool
-}
-
-func writeCert(t *testing.T, dir string, names []string, der, kb []byte) {
-	t.Helper()
-	_ = os.WriteFile(filepath.Join(dir, names[0]), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644)
-	_ = os.WriteFile(filepath.Join(dir, names[1]), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600)
-}
-
 // gw is a running gateway with clients for every protocol.
 type gw struct {
 	t     *testing.T
@@ -254,7 +224,7 @@ func newGW(t *testing.T, opts ...gwOpt) *gw {
 	t.Helper()
 	is := newIssuer(t)
 	be := newBackend(t)
-	dir, roots := certDir(t)
+	dir, roots := testcert.Dir(t)
 	o := Options{
 		ServiceConfig: serviceConfig(t, is, "/jwks", ""),
 		Backend:       "grpc://" + be.addr,

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meridian-gw/meridian/internal/testcert"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -141,7 +142,7 @@ http:
   - {selector: grpc.testing.TestService.UnaryCall, post: /v1/unary, body: "*"}
   - {selector: grpc.testing.TestService.StreamingOutputCall, post: "/v1/stream", body: "*"}
 `), 0o644)
-	dir, roots := certDir(t)
+	dir, roots := testcert.Dir(t)
 	var access syncBuffer
 	g, err := New(Options{ServiceConfig: cfg, Backend: "grpc://" + ln.Addr().String(), Descriptor: descriptorSet(t),
 		SSLAddr: "127.0.0.1:0", CertDir: dir, Log: slog.New(slog.DiscardHandler), AccessLog: &access})
@@ -270,7 +271,7 @@ http:
 
 // A grpcs:// backend: TLS to the backend, verified with --backend_ca.
 func TestTLSBackend(t *testing.T) {
-	dir, _ := certDir(t)
+	dir, _ := testcert.Dir(t)
 	cert, err := tls.LoadX509KeyPair(filepath.Join(dir, "server.crt"), filepath.Join(dir, "server.key"))
 	if err != nil {
 		t.Fatal(err)
@@ -282,7 +283,7 @@ func TestTLSBackend(t *testing.T) {
 	t.Cleanup(srv.Stop)
 	cfg := filepath.Join(t.TempDir(), "svc.yaml")
 	_ = os.WriteFile(cfg, []byte("name: test.example.com\napis: [{name: grpc.testing.TestService}]\nusage:\n  rules: [{selector: \"*\", allow_unregistered_calls: true}]\n"), 0o644)
-	front, roots := certDir(t)
+	front, roots := testcert.Dir(t)
 	for _, tc := range []struct {
 		ca   string
 		code codes.Code

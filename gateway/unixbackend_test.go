@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meridian-gw/meridian/internal/testcert"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	testpb "google.golang.org/grpc/interop/grpc_testing"
@@ -45,7 +46,7 @@ http:
 `), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	dir, roots := certDir(t)
+	dir, roots := testcert.Dir(t)
 	g, err := New(Options{ServiceConfig: cfg, Backend: "unix://" + sock, Descriptor: descriptorSet(t),
 		SSLAddr: "127.0.0.1:0", CertDir: dir, Log: slog.New(slog.DiscardHandler)})
 	if err != nil {

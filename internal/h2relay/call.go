@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/meridian-gw/meridian/internal/grpcframe"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 	"google.golang.org/grpc/codes"
@@ -307,7 +308,7 @@ func (c *Call) checkFraming(p []byte) string {
 			return ""
 		}
 		c.prefix = 0
-		size := int64(c.prefixBuf[1])<<24 | int64(c.prefixBuf[2])<<16 | int64(c.prefixBuf[3])<<8 | int64(c.prefixBuf[4])
+		size := int64(grpcframe.Length(c.prefixBuf[:]))
 		if size > int64(limit) {
 			return "grpc: received message larger than max (" + strconv.FormatInt(size, 10) + " vs. " + strconv.Itoa(limit) + ")"
 		}

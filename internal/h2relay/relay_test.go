@@ -3,16 +3,11 @@ package h2relay
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"strings"
 	"sync"
@@ -20,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meridian-gw/meridian/internal/testcert"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -196,7 +192,7 @@ func startRelay(t *testing.T, h Handler, tlsOn bool, configure ...func(*Server))
 		f(e.srv)
 	}
 	if tlsOn {
-		e.cert, e.pool = selfSigned(t)
+		e.cert, e.pool = testcert.Server(t)
 		ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{e.cert}, NextProtos: []string{"h2"}})
 	}
 	go func() { _ = e.srv.Serve(ln) }()
@@ -216,22 +212,6 @@ func (e *relayEnv) dial(t *testing.T, opts ...grpc.DialOption) testpb.TestServic
 	}
 	t.Cleanup(func() { cc.Close() })
 	return testpb.NewTestServiceClient(cc)
-}
-
-func selfSigned(t *testing.T) (tls.Certificate, *x509.CertPool) {
-	t.Helper()
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "localhost"}, DNSNames: []string{"localhost"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true,
-		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaf, _ := x509.ParseCertificate(der)
-	pool := x509.NewCertPool()
-	pool.AddCert(leaf)
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, pool
 }
 
 func ctxT(t *testing.T) context.Context {
