@@ -175,7 +175,15 @@ func TestProfileBetweenSignals(t *testing.T) {
 	p := &Profiled{Path: path, Life: 10 * time.Second}
 	err := p.Run(func(ctx context.Context) error {
 		_ = syscall.Kill(os.Getpid(), syscall.SIGUSR1)
-		time.Sleep(100 * time.Millisecond) // the handler starts the profile
+		// The handler creates the file, then starts the profile.
+		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+			if _, err := os.Stat(path); err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				return errors.New("SIGUSR1 started no profile")
+			}
+		}
 		for t0 := time.Now(); time.Since(t0) < 300*time.Millisecond; {
 			_ = regexp.MustCompile(`^spin(ning)?$`).MatchString("spinning")
 		}
