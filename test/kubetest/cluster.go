@@ -26,13 +26,18 @@ import (
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 )
 
+// EnvKeep, when set, keeps every cluster's Dir (logs and etcd data) after
+// the test, passed or not.
+const EnvKeep = "MERIDIAN_KUBETEST_KEEP"
+
 // Cluster is a running control plane with its fake nodes.
 type Cluster struct {
 	// Name is Options.Name or its default.
 	Name string
 	// Dir holds the cluster's certificates, kubeconfig, etcd data and the
-	// log of each program (NAME.log). It is removed when the test ends,
-	// and kept (and named in the test log) when the test failed.
+	// log of each program (NAME.log). It is removed when the test ends;
+	// kept, less the etcd data, and named in the test log when the test
+	// failed; kept whole with $MERIDIAN_KUBETEST_KEEP set.
 	Dir string
 	// Kubeconfig is a kubeconfig file for an admin (system:masters) with
 	// a client certificate, for programs under test and kubectl.
@@ -325,6 +330,10 @@ func (c *Cluster) Stop() {
 
 func (c *Cluster) cleanup(t testing.TB) {
 	c.Stop()
+	if os.Getenv(EnvKeep) != "" {
+		t.Logf("cluster %q: %s is set: its logs and data are kept in %s", c.Name, EnvKeep, c.Dir)
+		return
+	}
 	if !t.Failed() {
 		os.RemoveAll(c.Dir)
 		return

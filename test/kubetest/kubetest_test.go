@@ -32,13 +32,15 @@ var errNotYet = errors.New("not yet")
 // the EndpointSlice controller publishes them, a real server on a pod IP
 // answers, a deleted pod is replaced and the slice follows, GPU requests
 // are scheduled by node capacity, a pod that fits no node stays Pending
-// with a FailedScheduling event, and a PVC is provisioned and bound.
+// with a FailedScheduling event, an image kwok is told to fail fails to
+// pull, a test's own Stage takes over its pods, and a PVC is provisioned
+// and bound.
 func TestClusterRunsDeploymentsServicesAndScheduling(t *testing.T) {
 	t0 := time.Now()
 	c := kubetest.Start(t, kubetest.Options{Name: "smoke", Nodes: []kubetest.Node{
 		{Name: "cpu-1"},
 		{Name: "gpu-1", Capacity: corev1.ResourceList{"nvidia.com/gpu": resource.MustParse("2")}, Labels: map[string]string{"gpu": "true"}},
-	}})
+	}, Stages: []string{crashLoopStage}})
 	t.Logf("cluster up in %v (etcd to Ready nodes and healthy controllers)", time.Since(t0).Round(time.Millisecond))
 	ctx := testContext(t)
 
@@ -55,7 +57,7 @@ func TestClusterRunsDeploymentsServicesAndScheduling(t *testing.T) {
 	})
 	t.Run("PodThatFitsNoNodeStaysPending", func(t *testing.T) {
 		createPod(t, ctx, c, "default", "too-big", corev1.ResourceList{"nvidia.com/gpu": resource.MustParse("4")})
-		waitFailedScheduling(t, c, "default", "too-big")
+		waitEvent(t, c, "default", "too-big", "FailedScheduling")
 		pod, err := c.Client.CoreV1().Pods("default").Get(ctx, "too-big", metav1.GetOptions{})
 		if err != nil {
 			t.Fatal(err)
@@ -63,6 +65,22 @@ func TestClusterRunsDeploymentsServicesAndScheduling(t *testing.T) {
 		if pod.Status.Phase != corev1.PodPending || pod.Spec.NodeName != "" {
 			t.Errorf("pod too-big: phase %s on node %q; want Pending on none", pod.Status.Phase, pod.Spec.NodeName)
 		}
+	})
+	t.Run("ImageThatFailsToPull", func(t *testing.T) {
+		createPodWithImage(t, ctx, c, "default", "no-image", kubetest.ImagePullFails+"/notebook:1", nil)
+		waitContainerWaiting(t, c, "default", "no-image", "ErrImagePull")
+		waitEvent(t, c, "default", "no-image", "Failed")
+		pod, err := c.Client.CoreV1().Pods("default").Get(ctx, "no-image", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if pod.Status.Phase != corev1.PodPending || kubetest.PodReady(pod) {
+			t.Errorf("pod no-image: phase %s, Ready %v; want Pending, not Ready", pod.Status.Phase, kubetest.PodReady(pod))
+		}
+	})
+	t.Run("TestsOwnStage", func(t *testing.T) {
+		createPodWithImage(t, ctx, c, "default", "crasher", "kubetest.invalid/crashes:1", nil)
+		waitContainerWaiting(t, c, "default", "crasher", "CrashLoopBackOff")
 	})
 	t.Run("PersistentVolumeClaimIsBound", func(t *testing.T) {
 		pvc := &corev1.PersistentVolumeClaim{
@@ -267,12 +285,54 @@ func waitEndpoints(t *testing.T, c *kubetest.Cluster, ns, service string, pods [
 	})
 }
 
+// crashLoopStage is a test's own pod lifecycle (Options.Stages): pods of
+// the image kubetest.invalid/crashes run, but their container restarts
+// and waits in CrashLoopBackOff.
+const crashLoopStage = `
+apiVersion: kwok.x-k8s.io/v1alpha1
+kind: Stage
+metadata:
+  name: test-crash-loop
+spec:
+  resourceRef:
+    apiGroup: v1
+    kind: Pod
+  selector:
+    matchExpressions:
+    - key: '.metadata.deletionTimestamp'
+      operator: 'DoesNotExist'
+    - key: '.status.phase'
+      operator: 'In'
+      values: ['Pending']
+    - cel:
+        expression: "self.spec.containers.exists(c, c.image.startsWith('kubetest.invalid/crashes'))"
+  next:
+    statusTemplate: |
+      containerStatuses:
+      {{ range .spec.containers }}
+      - image: {{ .image | Quote }}
+        name: {{ .name | Quote }}
+        ready: false
+        restartCount: 5
+        state:
+          waiting:
+            reason: CrashLoopBackOff
+            message: back-off 2m40s restarting failed container
+      {{ end }}
+      phase: Running
+`
+
 func createPod(t *testing.T, ctx context.Context, c *kubetest.Cluster, ns, name string, limits corev1.ResourceList) {
+	t.Helper()
+	createPodWithImage(t, ctx, c, ns, name, "example.invalid/notebook:1", limits)
+}
+
+func createPodWithImage(t *testing.T, ctx context.Context, c *kubetest.Cluster, ns, name, image string, limits corev1.ResourceList) {
 	t.Helper()
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"pod": name}},
 		Spec: corev1.PodSpec{Containers: []corev1.Container{{
-			Name: "main", Image: "example.invalid/notebook:1",
+			Name: "main", Image: image,
 			Resources: corev1.ResourceRequirements{Limits: limits},
 		}}},
 	}
@@ -281,11 +341,29 @@ func createPod(t *testing.T, ctx context.Context, c *kubetest.Cluster, ns, name 
 	}
 }
 
-func waitFailedScheduling(t *testing.T, c *kubetest.Cluster, ns, pod string) {
+// waitContainerWaiting waits until the pod's container waits with reason.
+func waitContainerWaiting(t *testing.T, c *kubetest.Cluster, ns, pod, reason string) {
 	t.Helper()
-	c.WaitFor(t, "a FailedScheduling event for "+pod, func(ctx context.Context) error {
+	c.WaitFor(t, "pod "+pod+"'s container waiting with "+reason, func(ctx context.Context) error {
+		p, err := c.Client.CoreV1().Pods(ns).Get(ctx, pod, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		for _, s := range p.Status.ContainerStatuses {
+			if s.State.Waiting != nil && s.State.Waiting.Reason == reason {
+				return nil
+			}
+		}
+		return fmt.Errorf("%w: phase %s, containers %+v", errNotYet, p.Status.Phase, p.Status.ContainerStatuses)
+	})
+}
+
+// waitEvent waits for an event of the reason about the pod.
+func waitEvent(t *testing.T, c *kubetest.Cluster, ns, pod, reason string) {
+	t.Helper()
+	c.WaitFor(t, "a "+reason+" event for "+pod, func(ctx context.Context) error {
 		events, err := c.Client.CoreV1().Events(ns).List(ctx, metav1.ListOptions{
-			FieldSelector: fields.Set{"involvedObject.name": pod, "reason": "FailedScheduling"}.String(),
+			FieldSelector: fields.Set{"involvedObject.name": pod, "reason": reason}.String(),
 		})
 		if err != nil {
 			return err

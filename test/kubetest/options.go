@@ -18,6 +18,12 @@ const (
 	KwokVersion = "v0.8.0"
 )
 
+// ImagePullFails is an image prefix that kwok fails to pull: a pod with a
+// container of an image that starts with it stays Pending, the container
+// waiting with reason ErrImagePull, and gets a Warning event "Failed", as
+// from a kubelet that cannot find the image.
+const ImagePullFails = "kubetest.invalid/image-pull-fails"
+
 // Options describe a control plane. The zero value is a cluster with one
 // node and the next free addresses.
 type Options struct {
@@ -42,8 +48,10 @@ type Options struct {
 	Nodes []Node
 
 	// Stages are kwok Stage documents (YAML) added to kwok's defaults
-	// (testdata/kwok-stages.yaml): a test's own pod lifecycles, such as an
-	// image that fails to pull.
+	// (testdata/kwok-stages.yaml): a test's own pod lifecycles. The default
+	// pod-ready Stage leaves alone pods with an image under
+	// kubetest.invalid/ (see ImagePullFails), so a test's Stage for such
+	// an image is the only one that matches them.
 	Stages []string
 
 	// ExtraArgs are flags added after kubetest's own, by program:
