@@ -51,6 +51,10 @@ type Cluster struct {
 	Server string
 	// PodCIDR and NodeIP are the cluster's addresses (see Options).
 	PodCIDR, NodeIP string
+	// StartTimes say how long Start took, from etcd's start: until etcd
+	// was healthy, the apiserver ready, and the whole cluster settled
+	// (programs healthy, nodes Ready, controllers running).
+	StartTimes struct{ Etcd, APIServer, Ready time.Duration }
 
 	opts     Options
 	bins     map[string]string
@@ -78,6 +82,7 @@ func Start(t testing.TB, opts Options) *Cluster {
 	if err != nil {
 		t.Fatal(err)
 	}
+	c.logStart(t)
 	return c
 }
 
@@ -100,12 +105,22 @@ func StartAll(t testing.TB, opts ...Options) []*Cluster {
 	if err := g.Wait(); err != nil {
 		t.Fatal(err)
 	}
+	for _, c := range clusters {
+		c.logStart(t)
+	}
 	return clusters
+}
+
+func (c *Cluster) logStart(t testing.TB) {
+	t.Helper()
+	r := func(d time.Duration) time.Duration { return d.Round(10 * time.Millisecond) }
+	t.Logf("cluster %q up in %v (etcd %v, kube-apiserver %v) at %s, pods %s, nodes %s",
+		c.Name, r(c.StartTimes.Ready), r(c.StartTimes.Etcd), r(c.StartTimes.APIServer), c.Server, c.PodCIDR, c.NodeIP)
 }
 
 func start(t testing.TB, opts Options) (*Cluster, error) {
 	if !inNamespace() {
-		return nil, ErrNotInNamespace
+		return nil, errNotInNamespace
 	}
 	opts = opts.withDefaults()
 	serviceIP, err := opts.validate()
@@ -222,6 +237,7 @@ func (c *Cluster) run(ctx context.Context, serviceIP net.IP) error {
 		// Without it kwok serves on all interfaces.
 		"--server-address="+hostPort(ports["kwok"]))
 
+	t0 := time.Now()
 	if err := c.startAndWait(ctx, "etcd", func(ctx context.Context) error {
 		return httpOK(ctx, http.DefaultClient, etcdURL+"/health")
 	}); err != nil {
@@ -231,11 +247,13 @@ func (c *Cluster) run(ctx context.Context, serviceIP net.IP) error {
 	if err != nil {
 		return err
 	}
+	c.StartTimes.Etcd = time.Since(t0)
 	if err := c.startAndWait(ctx, "kube-apiserver", func(ctx context.Context) error {
 		return httpOK(ctx, apiClient, c.Server+"/readyz")
 	}); err != nil {
 		return err
 	}
+	c.StartTimes.APIServer = time.Since(t0)
 	// Nodes and the StorageClass before the controllers: kwok makes the
 	// nodes Ready at once, before the node lifecycle controller could
 	// taint them not-ready and keep pods off them for seconds.
@@ -262,7 +280,11 @@ func (c *Cluster) run(ctx context.Context, serviceIP net.IP) error {
 			return err
 		}
 	}
-	return c.poll(ctx, "nodes Ready and the controllers running", c.settled)
+	if err := c.poll(ctx, "nodes Ready and the controllers running", c.settled); err != nil {
+		return err
+	}
+	c.StartTimes.Ready = time.Since(t0)
+	return nil
 }
 
 // add declares a program with kubetest's flags and the test's extra ones.

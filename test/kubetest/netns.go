@@ -20,9 +20,9 @@ const PodNetwork = "10.244.0.0/16"
 // network namespace.
 const envInside = "MERIDIAN_KUBETEST_NETNS"
 
-// ErrNotInNamespace: Start was called outside the network namespace that
+// errNotInNamespace: Start was called outside the network namespace that
 // Main makes.
-var ErrNotInNamespace = errors.New("not inside kubetest's network namespace: call kubetest.Main(m) from the package's TestMain")
+var errNotInNamespace = errors.New("not inside kubetest's network namespace: call kubetest.Main(m) from the package's TestMain")
 
 // Main runs a test package's tests inside a network namespace of their
 // own; call it from TestMain. The first call re-executes the test binary

@@ -29,8 +29,8 @@ type process struct {
 	wanted bool          // started and not stopped on purpose
 }
 
-// ErrExited: a control-plane process exited while the cluster needed it.
-var ErrExited = errors.New("exited")
+// errExited: a control-plane process exited while the cluster needed it.
+var errExited = errors.New("exited")
 
 func (p *process) start() error {
 	p.mu.Lock()
@@ -74,7 +74,7 @@ func (p *process) failed() error {
 	if !p.wanted || !p.exitedLocked() {
 		return nil
 	}
-	return fmt.Errorf("%s %w (%v); the end of %s:\n%s", p.name, ErrExited, p.err, p.logPath, tail(p.logPath, 20))
+	return fmt.Errorf("%s %w (%v); the end of %s:\n%s", p.name, errExited, p.err, p.logPath, tail(p.logPath, 20))
 }
 
 func (p *process) exitedLocked() bool {

@@ -1,6 +1,7 @@
 package kubetest
 
 import (
+	"errors"
 	"strings"
 	"testing"
 )
@@ -68,5 +69,20 @@ func TestOptionsValidate(t *testing.T) {
 	ip, err := Options{}.withDefaults().validate()
 	if err != nil || ip.String() != "10.96.0.1" {
 		t.Errorf("default options: service IP %v, %v; want 10.96.0.1", ip, err)
+	}
+}
+
+// TestStartFailsAtOnceWhenAProgramExits: a program that exits during Start
+// ends the wait with its log, instead of a timeout minutes later.
+func TestStartFailsAtOnceWhenAProgramExits(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: no Kubernetes control plane")
+	}
+	_, err := start(t, Options{Name: "broken", ExtraArgs: map[string][]string{"kube-apiserver": {"--no-such-flag"}}})
+	if !errors.Is(err, errExited) {
+		t.Fatalf("start with a bad apiserver flag: %v; want the apiserver's exit", err)
+	}
+	if !strings.Contains(err.Error(), "unknown flag: --no-such-flag") {
+		t.Errorf("error %q does not show the apiserver's log", err)
 	}
 }
