@@ -49,7 +49,7 @@ done
 stamp="$( (cd "$root/tools/kube" && cat go.mod go.sum ./*.go; echo "$ldflags") | sha256sum | cut -d' ' -f1)"
 if [ ! -x "$dir/kube" ] || [ "$(cat "$dir/kube.stamp" 2>/dev/null)" != "$stamp" ]; then
   say "building kube-apiserver, kube-controller-manager, kube-scheduler and kubectl $KUBE_VERSION into $dir"
-  say "(about 10 minutes the first time on 2 cores, under a minute with a warm Go build cache)…"
+  say "(11 minutes the first time on 2 cores with nothing else running, module downloads included; under a minute with a warm Go build cache)…"
   start=$SECONDS
   (cd "$root/tools/kube" && CGO_ENABLED=1 nice -n 19 "$go" build -trimpath -ldflags="$ldflags" -o "$dir/kube.new" .)
   mv -f "$dir/kube.new" "$dir/kube"

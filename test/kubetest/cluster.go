@@ -19,7 +19,6 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sync/errgroup"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -94,15 +93,13 @@ func StartAll(t testing.TB, opts ...Options) []*Cluster {
 		t.Skip("-short: no Kubernetes control plane")
 	}
 	clusters := make([]*Cluster, len(opts))
-	var g errgroup.Group
+	errs := make([]error, len(opts))
+	var wg sync.WaitGroup
 	for i, o := range opts {
-		g.Go(func() error {
-			c, err := start(t, o)
-			clusters[i] = c
-			return err
-		})
+		wg.Go(func() { clusters[i], errs[i] = start(t, o) })
 	}
-	if err := g.Wait(); err != nil {
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
 		t.Fatal(err)
 	}
 	for _, c := range clusters {
