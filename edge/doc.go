@@ -11,8 +11,9 @@
 // paths choose endpoints and retry through one attempt core (attempt.go)
 // under a Finagle-style retry budget (budget.go), retrying anywhere what
 // provably reached no backend and elsewhere what is idempotent
-// (retry.go). Health is active — HTTP, HTTPS, HTTP/2 or gRPC checks every
-// second by default (health.go, settings.go) — and passive (ejection on
+// (retry.go); dial.go keeps one connection pool per gateway address.
+// Health is active — HTTP, HTTPS, HTTP/2 or gRPC checks every second by
+// default (health.go, settings.go) — and passive (ejection on
 // connection failures and UNAVAILABLE). Configuration reloads swap in a
 // new generation without failing a request (edge.go); /api/status, the
 // dashboard and /metrics show what it does (admin.go, observe.go).

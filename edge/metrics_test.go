@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // metric returns the value of the first sample of name whose labels
@@ -45,13 +46,22 @@ func TestMetricsCountRequestsAndFailovers(t *testing.T) {
 		t.Fatalf("after the kill: %q, %v", got, err)
 	}
 	_, admin := r.ed.Addr()
-	resp, err := http.Get("http://" + admin + "/metrics")
-	if err != nil {
-		t.Fatal(err)
+	scrape := func() string {
+		resp, err := http.Get("http://" + admin + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return string(b)
 	}
-	b, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	body := string(b)
+	// A call is counted when the relay has finished it, which may be just
+	// after the client has its answer: wait for the last one.
+	var body string
+	waitUntil(t, 5*time.Second, "the failover to be counted", func() bool {
+		body = scrape()
+		return metric(body, "meridian_edge_failover_requests_total", `region="europe-west1"`) >= 1
+	})
 	for _, c := range []struct {
 		name   string
 		labels []string

@@ -2,22 +2,11 @@ package edge
 
 import (
 	"strings"
-	"time"
 
 	"github.com/meridian-gw/meridian/internal/forwarded"
 	"github.com/meridian-gw/meridian/internal/h2relay"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
 )
-
-// fastReconnect: a gateway that comes back is reconnected within about a
-// second, and a dead one fails fast instead of hanging on connect (the
-// health checks' connections).
-var fastReconnect = grpc.ConnectParams{
-	Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
-	MinConnectTimeout: time.Second,
-}
 
 // relayHandler routes gRPC calls on the frame relay: each call goes to a
 // cluster's gateway, and is retried on another endpoint (or region) when

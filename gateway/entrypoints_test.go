@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/meridian-gw/meridian/internal/testcert"
+	"github.com/meridian-gw/meridian/internal/testservice"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
@@ -73,7 +74,7 @@ func newEPGateway(t *testing.T, extra string, opts ...gwOpt) *epGateway {
 		t.Fatal(err)
 	}
 	srv := grpc.NewServer()
-	testpb.RegisterTestServiceServer(srv, testService{})
+	testpb.RegisterTestServiceServer(srv, &testservice.Service{})
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(srv, hs)
 	go func() { _ = srv.Serve(ln) }()

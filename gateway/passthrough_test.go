@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/meridian-gw/meridian/internal/testcert"
+	"github.com/meridian-gw/meridian/internal/testservice"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -27,80 +28,6 @@ import (
 	"google.golang.org/protobuf/reflect/protodesc"
 	"google.golang.org/protobuf/types/descriptorpb"
 )
-
-// testService is grpc-go's interop TestService: one method of each
-// streaming kind, answering what it saw of the call in headers.
-type testService struct {
-	testpb.UnimplementedTestServiceServer
-}
-
-func seen(ctx context.Context) metadata.MD {
-	md, _ := metadata.FromIncomingContext(ctx)
-	out := metadata.Pairs("seen-custom", strings.Join(md.Get("x-custom"), ","), "seen-userinfo", strings.Join(md.Get("x-endpoint-api-userinfo"), ","),
-		"seen-xff", strings.Join(md.Get("x-forwarded-for"), ","), "seen-other", strings.Join(md.Get("x-endpoint-other"), ","))
-	for _, o := range md.Get("x-endpoint-api-owner") {
-		out.Append("seen-owner", o)
-	}
-	if dl, ok := ctx.Deadline(); ok {
-		out.Set("seen-deadline-ms", itoa(int(time.Until(dl).Milliseconds())))
-	}
-	return out
-}
-
-func (testService) UnaryCall(ctx context.Context, in *testpb.SimpleRequest) (*testpb.SimpleResponse, error) {
-	_ = grpc.SetHeader(ctx, seen(ctx))
-	_ = grpc.SetTrailer(ctx, metadata.Pairs("trailer-x", "t"))
-	if rs := in.GetResponseStatus(); rs != nil && rs.GetCode() != 0 {
-		st, _ := status.New(codes.Code(rs.GetCode()), rs.GetMessage()).WithDetails(&errdetails.ErrorInfo{Reason: "TEST_REASON", Domain: "meridian.test"})
-		return nil, st.Err()
-	}
-	return &testpb.SimpleResponse{Payload: in.GetPayload()}, nil
-}
-
-func (testService) EmptyCall(ctx context.Context, _ *testpb.Empty) (*testpb.Empty, error) {
-	_ = grpc.SetHeader(ctx, seen(ctx))
-	return &testpb.Empty{}, nil
-}
-
-func (testService) StreamingOutputCall(in *testpb.StreamingOutputCallRequest, s testpb.TestService_StreamingOutputCallServer) error {
-	for _, p := range in.GetResponseParameters() {
-		if err := s.Send(&testpb.StreamingOutputCallResponse{Payload: &testpb.Payload{Body: make([]byte, p.GetSize())}}); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func (testService) StreamingInputCall(s testpb.TestService_StreamingInputCallServer) error {
-	total := 0
-	for {
-		m, err := s.Recv()
-		if errors.Is(err, io.EOF) {
-			return s.SendAndClose(&testpb.StreamingInputCallResponse{AggregatedPayloadSize: int32(total)})
-		}
-		if err != nil {
-			return err
-		}
-		total += len(m.GetPayload().GetBody())
-	}
-}
-
-func (testService) FullDuplexCall(s testpb.TestService_FullDuplexCallServer) error {
-	for {
-		m, err := s.Recv()
-		if errors.Is(err, io.EOF) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		for _, p := range m.GetResponseParameters() {
-			if err := s.Send(&testpb.StreamingOutputCallResponse{Payload: &testpb.Payload{Body: make([]byte, p.GetSize())}}); err != nil {
-				return err
-			}
-		}
-	}
-}
 
 // descriptorSet writes the TestService's FileDescriptorSet, as
 // `protoc --include_imports --descriptor_set_out` would.
@@ -125,7 +52,7 @@ func TestPassThroughAllStreamingKinds(t *testing.T) {
 	is := newIssuer(t)
 	ln, _ := net.Listen("tcp", "127.0.0.1:0")
 	srv := grpc.NewServer() // no reflection: REST routes come from --descriptor
-	testpb.RegisterTestServiceServer(srv, testService{})
+	testpb.RegisterTestServiceServer(srv, &testservice.Service{})
 	go func() { _ = srv.Serve(ln) }()
 	t.Cleanup(srv.Stop)
 	cfg := filepath.Join(t.TempDir(), "svc.yaml")
@@ -278,7 +205,7 @@ func TestTLSBackend(t *testing.T) {
 	}
 	ln, _ := net.Listen("tcp", "127.0.0.1:0")
 	srv := grpc.NewServer(grpc.Creds(credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{cert}})))
-	testpb.RegisterTestServiceServer(srv, testService{})
+	testpb.RegisterTestServiceServer(srv, &testservice.Service{})
 	go func() { _ = srv.Serve(ln) }()
 	t.Cleanup(srv.Stop)
 	cfg := filepath.Join(t.TempDir(), "svc.yaml")

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/meridian-gw/meridian/internal/testcert"
+	"github.com/meridian-gw/meridian/internal/testservice"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	testpb "google.golang.org/grpc/interop/grpc_testing"
@@ -30,7 +31,7 @@ func TestUnixSocketBackend(t *testing.T) {
 		t.Fatal(err)
 	}
 	srv := grpc.NewServer()
-	testpb.RegisterTestServiceServer(srv, testService{})
+	testpb.RegisterTestServiceServer(srv, &testservice.Service{})
 	go func() { _ = srv.Serve(ln) }()
 	t.Cleanup(srv.Stop)
 	cfg := filepath.Join(t.TempDir(), "svc.yaml")

@@ -56,6 +56,9 @@ func (s *Scheduler) Reconcile(ctx context.Context) error {
 		if err := s.adoptOrphans(ctx, now); err != nil {
 			return fmt.Errorf("adopting orphans: %w", err)
 		}
+		if err := s.stopStrayWorkloads(ctx); err != nil {
+			return fmt.Errorf("stopping stray workloads: %w", err)
+		}
 		s.lastBeat = now
 	}
 	var mine []*store.Session
@@ -113,8 +116,20 @@ func (s *Scheduler) reconcileOne(ctx context.Context, sess *store.Session, now t
 			s.endAsync(sess, schedulerv1.Session_FAILED, schedulerv1.Session_START_FAILED, "start failed: the workload "+st.Message+" before serving")
 		case runtime.Pending:
 			if limit := s.startTimeout(sess.Pool); now.Sub(sess.PlaceTime) > limit {
-				s.endAsync(sess, schedulerv1.Session_FAILED, schedulerv1.Session_START_FAILED,
-					fmt.Sprintf("start failed: not serving %s after it got its slot", limit))
+				msg := fmt.Sprintf("start failed: not serving %s after it got its slot", limit)
+				if st.Message != "" {
+					msg += " (last: " + st.Message + ")"
+				}
+				s.endAsync(sess, schedulerv1.Session_FAILED, schedulerv1.Session_START_FAILED, msg)
+				return nil
+			}
+			if progress := "starting: " + st.Message; st.Message != "" && progress != sess.Message {
+				// The runtime's progress (scheduled, pulling the image, …)
+				// is the session's message: WatchSession shows each step.
+				return s.transition(ctx, sess, func(tx store.Tx, _ *effects, cur *store.Session) error {
+					cur.Message, cur.UpdateTime = progress, now
+					return tx.UpdateSession(ctx, cur)
+				})
 			}
 		}
 	case schedulerv1.Session_RUNNING:
@@ -122,9 +137,12 @@ func (s *Scheduler) reconcileOne(ctx context.Context, sess *store.Session, now t
 		case st.Phase == runtime.Exited:
 			s.endAsync(sess, schedulerv1.Session_FAILED, schedulerv1.Session_CRASHED, "crashed: the workload "+st.Message)
 		case st.Phase == runtime.Unknown:
+			msg := "crashed: its workload vanished (the scheduler that ran it restarted or crashed)"
+			if st.Message != "" {
+				msg = "crashed: " + st.Message
+			}
 			return s.transition(ctx, sess, func(tx store.Tx, fx *effects, cur *store.Session) error {
-				return s.finalize(ctx, tx, fx, cur, schedulerv1.Session_FAILED, schedulerv1.Session_CRASHED,
-					"crashed: its workload vanished (the scheduler that ran it restarted or crashed)")
+				return s.finalize(ctx, tx, fx, cur, schedulerv1.Session_FAILED, schedulerv1.Session_CRASHED, msg)
 			})
 		case !now.Before(sess.ExpireTime):
 			return s.stopFor(ctx, sess, schedulerv1.Session_MAX_RUNTIME, fmt.Sprintf("stopping: reached the pool's maximum session duration of %s", sess.MaxDuration))
@@ -286,4 +304,44 @@ func (s *Scheduler) quotaExhausted(ctx context.Context, mine []*store.Session, n
 		}
 	}
 	return out, nil
+}
+
+// stopStrayWorkloads stops the workloads whose session has ended or is
+// gone (a session finalized while its workload's Stop failed, a Pod left
+// behind by a crash), for runtimes that can list theirs. A workload of a
+// live session is never touched, whichever instance runs it.
+func (s *Scheduler) stopStrayWorkloads(ctx context.Context) error {
+	l, ok := s.rt.(runtime.Lister)
+	if !ok {
+		return nil
+	}
+	ids, err := l.Workloads(ctx)
+	if err != nil {
+		return err
+	}
+	for _, id := range ids {
+		var sess *store.Session
+		err := s.store.View(ctx, func(tx store.Tx) (err error) { sess, err = tx.Session(ctx, id); return err })
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+		case err != nil:
+			return err
+		case sess.Live():
+			continue
+		}
+		if !s.claim(id) {
+			continue
+		}
+		s.ops.Go(func() {
+			defer s.release(id)
+			sctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			if err := s.rt.Stop(sctx, id); err != nil {
+				s.log.Warn("stopping a stray workload failed; will retry", "session", id, "err", err)
+				return
+			}
+			s.log.Warn("stopped a workload whose session has ended", "session", id)
+		})
+	}
+	return nil
 }

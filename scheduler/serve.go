@@ -7,6 +7,7 @@ import (
 
 	schedulerv1 "github.com/meridian-gw/meridian/api/meridian/scheduler/v1"
 	"github.com/meridian-gw/meridian/internal/serving"
+	"github.com/meridian-gw/meridian/scheduler/runtime"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
@@ -38,7 +39,8 @@ type ServeOptions struct {
 // with health (SERVING while the store answers) and reflection, and
 // metrics. Then it drains — NOT_SERVING for o.Drain so that load
 // balancers notice, a graceful stop — and, once the reconciler has
-// stopped, ends the sessions this instance runs (see Shutdown).
+// stopped, ends the sessions this instance runs (see Shutdown), unless
+// the runtime's workloads outlive the scheduler (runtime.Durable).
 func (s *Scheduler) Serve(ctx context.Context, o ServeOptions) error {
 	if o.StopTimeout <= 0 {
 		o.StopTimeout = 30 * time.Second
@@ -80,6 +82,11 @@ func (s *Scheduler) Serve(ctx context.Context, o ServeOptions) error {
 		defer cancel()
 		stopRun()
 		<-runDone // Shutdown runs after the reconciler has stopped
+		if d, ok := s.rt.(runtime.Durable); ok && d.Durable() {
+			// Pods outlive us: the next scheduler adopts them.
+			s.log.Info("leaving workloads running for the next scheduler", "runtime", s.rt.Name())
+			return err
+		}
 		s.Shutdown(sctx)
 		return err
 	})

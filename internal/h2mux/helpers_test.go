@@ -19,14 +19,13 @@ import (
 
 	"github.com/meridian-gw/meridian/internal/h2relay"
 	"github.com/meridian-gw/meridian/internal/testcert"
+	"github.com/meridian-gw/meridian/internal/testservice"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	testpb "google.golang.org/grpc/interop/grpc_testing"
-	"google.golang.org/grpc/status"
 )
 
 // restHandler serves /size/N (N bytes of 'x'), /echo (the body back) and
@@ -52,23 +51,10 @@ func restHandler() http.Handler {
 	return mux
 }
 
-// echoService is grpc-go's interop TestService, UnaryCall only: the
-// payload back.
-type echoService struct {
-	testpb.UnimplementedTestServiceServer
-}
-
-func (echoService) UnaryCall(_ context.Context, in *testpb.SimpleRequest) (*testpb.SimpleResponse, error) {
-	if in.GetResponseStatus().GetCode() != 0 {
-		return nil, status.Error(codes.Code(in.GetResponseStatus().GetCode()), in.GetResponseStatus().GetMessage())
-	}
-	return &testpb.SimpleResponse{Payload: in.GetPayload()}, nil
-}
-
 func newGRPCServer(t *testing.T) *grpc.Server {
 	t.Helper()
 	g := grpc.NewServer()
-	testpb.RegisterTestServiceServer(g, echoService{})
+	testpb.RegisterTestServiceServer(g, &testservice.Service{})
 	healthpb.RegisterHealthServer(g, health.NewServer())
 	return g
 }

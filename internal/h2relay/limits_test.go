@@ -362,7 +362,7 @@ func TestUpstreamWithoutStreamLimit(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	_, err := cl.UnaryCall(ctx, &testpb.SimpleRequest{Payload: &testpb.Payload{Body: []byte("x")}})
-	close(b.svc.block)
+	close(b.svc.Block)
 	if err != nil {
 		t.Fatalf("call 101 on a backend without a stream limit: %v", err)
 	}

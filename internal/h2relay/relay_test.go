@@ -9,14 +9,13 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/meridian-gw/meridian/internal/testcert"
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"github.com/meridian-gw/meridian/internal/testservice"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -26,87 +25,11 @@ import (
 	"google.golang.org/grpc/status"
 )
 
-// echoService is grpc-go's interop TestService: one method of each
-// streaming kind; it reports what it saw of the call in headers.
-type echoService struct {
-	testpb.UnimplementedTestServiceServer
-	canceled chan struct{} // closed when a call sees its context canceled
-	once     sync.Once
-	block    chan struct{} // UnaryCall with payload "block" waits on it
-	blocked  atomic.Int32  // UnaryCalls waiting on block now
-}
-
-func (s *echoService) UnaryCall(ctx context.Context, in *testpb.SimpleRequest) (*testpb.SimpleResponse, error) {
-	md, _ := metadata.FromIncomingContext(ctx)
-	h := metadata.Pairs("seen-custom", strings.Join(md.Get("x-custom"), ","), "seen-added", strings.Join(md.Get("x-added"), ","))
-	if dl, ok := ctx.Deadline(); ok {
-		h.Set("seen-deadline", "yes")
-		_ = dl
-	}
-	_ = grpc.SetHeader(ctx, h)
-	_ = grpc.SetTrailer(ctx, metadata.Pairs("trailer-x", "t"))
-	if string(in.GetPayload().GetBody()) == "block" {
-		s.blocked.Add(1)
-		defer s.blocked.Add(-1)
-		select {
-		case <-ctx.Done():
-			s.once.Do(func() { close(s.canceled) })
-			return nil, ctx.Err()
-		case <-s.block:
-		}
-	}
-	if rs := in.GetResponseStatus(); rs != nil && rs.GetCode() != 0 {
-		st, _ := status.New(codes.Code(rs.GetCode()), rs.GetMessage()).WithDetails(&errdetails.ErrorInfo{Reason: "TEST_REASON", Domain: "meridian.test"})
-		return nil, st.Err()
-	}
-	return &testpb.SimpleResponse{Payload: in.GetPayload()}, nil
-}
-
-func (s *echoService) StreamingOutputCall(in *testpb.StreamingOutputCallRequest, st testpb.TestService_StreamingOutputCallServer) error {
-	for _, p := range in.GetResponseParameters() {
-		if err := st.Send(&testpb.StreamingOutputCallResponse{Payload: &testpb.Payload{Body: bytes.Repeat([]byte{'x'}, int(p.GetSize()))}}); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func (s *echoService) StreamingInputCall(st testpb.TestService_StreamingInputCallServer) error {
-	total := 0
-	for {
-		m, err := st.Recv()
-		if errors.Is(err, io.EOF) {
-			return st.SendAndClose(&testpb.StreamingInputCallResponse{AggregatedPayloadSize: int32(total)})
-		}
-		if err != nil {
-			return err
-		}
-		total += len(m.GetPayload().GetBody())
-	}
-}
-
-func (s *echoService) FullDuplexCall(st testpb.TestService_FullDuplexCallServer) error {
-	for {
-		m, err := st.Recv()
-		if errors.Is(err, io.EOF) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		for _, p := range m.GetResponseParameters() {
-			if err := st.Send(&testpb.StreamingOutputCallResponse{Payload: &testpb.Payload{Body: make([]byte, p.GetSize())}}); err != nil {
-				return err
-			}
-		}
-	}
-}
-
 // backend is a real grpc-go server on loopback (h2c).
 type backend struct {
 	addr string
 	srv  *grpc.Server
-	svc  *echoService
+	svc  *testservice.Service
 }
 
 func startBackend(t *testing.T, opts ...grpc.ServerOption) *backend {
@@ -116,7 +39,7 @@ func startBackend(t *testing.T, opts ...grpc.ServerOption) *backend {
 		t.Fatal(err)
 	}
 	b := &backend{addr: ln.Addr().String(), srv: grpc.NewServer(opts...),
-		svc: &echoService{canceled: make(chan struct{}), block: make(chan struct{})}}
+		svc: &testservice.Service{Fill: 'x', Canceled: make(chan struct{}), Block: make(chan struct{})}}
 	testpb.RegisterTestServiceServer(b.srv, b.svc)
 	go func() { _ = b.srv.Serve(ln) }()
 	t.Cleanup(b.srv.Stop)
@@ -126,8 +49,8 @@ func startBackend(t *testing.T, opts ...grpc.ServerOption) *backend {
 // waitBlocked waits until n "block" calls wait in the backend.
 func waitBlocked(t *testing.T, b *backend, n int32) {
 	t.Helper()
-	waitUntil(t, 10*time.Second, func() bool { return b.svc.blocked.Load() == n }, func() string {
-		return fmt.Sprintf("%d calls wait in the backend, want %d", b.svc.blocked.Load(), n)
+	waitUntil(t, 10*time.Second, func() bool { return b.svc.Blocked.Load() == n }, func() string {
+		return fmt.Sprintf("%d calls wait in the backend, want %d", b.svc.Blocked.Load(), n)
 	})
 }
 
@@ -419,7 +342,7 @@ func TestClientCancelReachesUpstream(t *testing.T) {
 		t.Fatalf("client: %v", err)
 	}
 	select {
-	case <-b.svc.canceled:
+	case <-b.svc.Canceled:
 	case <-time.After(5 * time.Second):
 		t.Fatal("the upstream never saw the cancellation")
 	}
@@ -564,7 +487,7 @@ func TestGracefulStopFinishesCalls(t *testing.T) {
 		t.Fatal("GracefulStop returned with a call in flight")
 	case <-time.After(300 * time.Millisecond):
 	}
-	close(b.svc.block)
+	close(b.svc.Block)
 	if err := <-errc; err != nil {
 		t.Fatalf("in-flight call during graceful stop: %v", err)
 	}

@@ -90,6 +90,7 @@ var passEnv = []string{"PATH", "LANG", "LC_ALL", "TZ"}
 
 type proc struct {
 	cmd      *exec.Cmd
+	addr     string // host:port it is to serve on
 	endpoint string
 	done     chan struct{} // closed when the process has exited and its directory is gone
 	exitMsg  string        // set before done is closed
@@ -269,6 +270,7 @@ func (l *Local) Start(ctx context.Context, spec Spec) error {
 	}
 	p := &proc{
 		cmd:      cmd,
+		addr:     net.JoinHostPort(l.host(), strconv.Itoa(port)),
 		endpoint: fmt.Sprintf("http://%s/?token=%s", net.JoinHostPort(l.host(), strconv.Itoa(port)), spec.Token),
 		done:     make(chan struct{}),
 		ready:    make(chan struct{}),
@@ -459,7 +461,7 @@ func (l *Local) Status(ctx context.Context, id string) (Status, error) {
 	case <-p.ready:
 		return Status{Phase: Ready, Endpoint: p.endpoint}, nil
 	default:
-		return Status{Phase: Pending}, nil
+		return Status{Phase: Pending, Message: fmt.Sprintf("process %d started; waiting for it to answer on %s", p.cmd.Process.Pid, p.addr)}, nil
 	}
 }
 
@@ -494,6 +496,19 @@ func (l *Local) Stop(ctx context.Context, id string) error {
 	l.mu.Unlock()
 	l.log().Info("workload stopped", "session", id, "pid", pid, "how", p.exitMsg)
 	return nil
+}
+
+var _ Lister = (*Local)(nil)
+
+// Workloads lists the sessions whose processes this runtime runs.
+func (l *Local) Workloads(context.Context) ([]string, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	ids := make([]string, 0, len(l.procs))
+	for id := range l.procs {
+		ids = append(ids, id)
+	}
+	return ids, nil
 }
 
 // StopAll stops every workload, for shutdown.

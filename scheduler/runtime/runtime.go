@@ -24,6 +24,21 @@ type Runtime interface {
 	Name() string
 }
 
+// Lister is a Runtime that can list the workloads it runs (in its
+// process, namespace, …), so that the scheduler can end those whose
+// session is gone: a workload nobody is charged for must not run on.
+type Lister interface {
+	// Workloads returns the session ids of every workload it runs.
+	Workloads(ctx context.Context) ([]string, error)
+}
+
+// Durable is a Runtime whose workloads outlive the scheduler process (Pods
+// do): a scheduler that stops leaves them running, and the one that
+// starts after it adopts them.
+type Durable interface {
+	Durable() bool
+}
+
 // Spec is what a runtime needs to start one session.
 type Spec struct {
 	SessionID string
@@ -66,5 +81,9 @@ func (p Phase) String() string {
 type Status struct {
 	Phase    Phase
 	Endpoint string
-	Message  string
+	// Message says what is happening, for people: while Pending, the
+	// progress of the start ("pulling image jupyter/scipy-notebook");
+	// when Exited or Unknown, why ("the image could not be pulled:
+	// ErrImagePull", "its Pod was deleted"). Sessions show it.
+	Message string
 }
