@@ -23,8 +23,14 @@ import (
 
 // Options configure an Edge.
 type Options struct {
-	// Config is a multi-document YAML file or a directory. Required.
+	// Config is a multi-document YAML file or a directory: file mode.
+	// Required unless Source is set.
 	Config string
+	// Source, when set, supplies the configuration instead of Config
+	// (e.g. kube/source, watching a Kubernetes config cluster): Run waits
+	// for its first valid configuration before it listens, and applies each
+	// later one as a hot reload.
+	Source Source
 	// Region is where this edge runs; its region's clusters come first. Required.
 	Region string
 	// Listen is the serving address. Default: the MCI's static-ip
@@ -50,7 +56,8 @@ type Options struct {
 	// "METHOD=N" for methods safe only when field N is set (a request id).
 	// Default: DefaultIdempotent.
 	Idempotent []string
-	// ReloadInterval is how often the config is checked for changes. Default 1s.
+	// ReloadInterval is how often the config files are checked for
+	// changes (file mode). Default 1s.
 	ReloadInterval time.Duration
 	// H2 bounds what one native gRPC (HTTP/2) client connection can make
 	// the edge spend (the --h2_* flags); zero fields take h2relay's
@@ -88,8 +95,10 @@ type Edge struct {
 
 	mu       sync.Mutex
 	conns    map[string]*upstream
-	stamp    string
+	retired  map[*upstream]*time.Timer // left the config; closed when the timer fires
+	source   Source
 	lastErr  error
+	lastLog  string // the last reload error logged, so a source repeating it does not flood the log
 	ln, adm  net.Listener
 	ready    chan struct{}
 	runCtx   context.Context
@@ -106,8 +115,11 @@ type generation struct {
 
 // New loads the configuration.
 func New(opts Options) (*Edge, error) {
-	if opts.Config == "" {
+	switch {
+	case opts.Config == "" && opts.Source == nil:
 		return nil, errors.New("--config: required (MultiClusterIngress, MultiClusterService, BackendConfig and Cluster YAML)")
+	case opts.Config != "" && opts.Source != nil:
+		return nil, fmt.Errorf("--config %s: the configuration comes from the source; give one or the other", opts.Config)
 	}
 	if opts.Region == "" {
 		return nil, errors.New("--region: required; the region this edge serves from, e.g. us-central1")
@@ -141,7 +153,7 @@ func New(opts Options) (*Edge, error) {
 		return nil, err
 	}
 	ed := &Edge{opts: opts, log: opts.Log.With("component", "edge", "region", opts.Region), conns: map[string]*upstream{},
-		events: newEventLog(300), ready: make(chan struct{}), idem: idem}
+		retired: map[*upstream]*time.Timer{}, events: newEventLog(300), ready: make(chan struct{}), idem: idem, source: opts.Source}
 	ed.metrics = newMetrics(opts.Registry)
 	ed.upstreamTLS = &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: opts.UpstreamInsecure}
 	if opts.UpstreamCA != "" {
@@ -155,6 +167,10 @@ func New(opts Options) (*Edge, error) {
 		IdleConnTimeout: 90 * time.Second, DialContext: (&net.Dialer{Timeout: 2 * time.Second}).DialContext}
 	ed.grpcRelay = &h2relay.Server{Handler: relayHandler{ed}, Limits: opts.H2, Log: ed.log}
 	opts.Registry.MustRegister(ed.grpcRelay.Collector("meridian_edge"))
+	if ed.source != nil {
+		return ed, nil // Run waits for the source's first configuration
+	}
+	fs := &fileSource{path: opts.Config, interval: opts.ReloadInterval, stamp: filestamp.Of(opts.Config)}
 	cfg, err := Load(opts.Config)
 	if err != nil {
 		return nil, err
@@ -162,6 +178,7 @@ func New(opts Options) (*Edge, error) {
 	if err := ed.apply(cfg, true); err != nil {
 		return nil, err
 	}
+	ed.source = fs
 	return ed, nil
 }
 
@@ -221,6 +238,9 @@ func (ed *Edge) apply(cfg *Config, first bool) error {
 					p.regions = append(p.regions, r)
 				}
 				for _, ce := range cl.Spec.Endpoints {
+					if !ce.serves(name, sp) {
+						continue
+					}
 					id := cl.Metadata.Name + "/" + ce.Address
 					e := &endpoint{id: id, cluster: cl.Metadata.Name, region: cl.Spec.Region, addr: ce.Address,
 						healthAddr: ce.HealthAddress, maxInFlight: int64(ce.MaxInFlight)}
@@ -251,14 +271,64 @@ func (ed *Edge) apply(cfg *Config, first bool) error {
 	}
 	ed.cert.Store(cert)
 	ed.gen.Store(gen)
+	logged := map[string]bool{}
+	if old != nil {
+		for _, w := range old.cfg.Warnings {
+			logged[w] = true
+		}
+	}
 	for _, w := range cfg.Warnings {
-		ed.log.Warn("config field not supported", "detail", w)
+		if !logged[w] { // a source reloading often repeats them
+			ed.log.Warn("config field not supported", "detail", w)
+		}
 	}
 	ed.restartCheckers()
+	if old != nil {
+		ed.retire(old, gen)
+	}
 	if !first {
 		ed.event(Event{Kind: "reload", Detail: fmt.Sprintf("configuration reloaded: %d pools, %d clusters", len(gen.pools)/2, len(cfg.Clusters))})
 	}
 	return nil
+}
+
+// retire closes the connections to addresses that left the
+// configuration: those of health checks at once, those of calls after
+// the draining time of the pools they were in (connectionDraining, else
+// the backend timeout), so that calls in flight finish. Without it a
+// fleet whose pods come and go would keep a connection, retrying, to
+// every address it ever had.
+func (ed *Edge) retire(old, cur *generation) {
+	used := map[string]bool{}
+	for _, p := range cur.pools {
+		for _, e := range p.all {
+			used[e.addr], used[e.checkAddr(p.settings.port)] = true, true
+		}
+	}
+	grace := map[string]time.Duration{}
+	for _, p := range old.pools {
+		for _, e := range p.all {
+			grace[e.addr] = max(grace[e.addr], p.settings.drainGrace())
+		}
+	}
+	ed.mu.Lock()
+	defer ed.mu.Unlock()
+	for addr, u := range ed.conns {
+		if used[addr] {
+			continue
+		}
+		delete(ed.conns, addr)
+		u.check.Close()
+		ed.retired[u] = time.AfterFunc(grace[addr], func() {
+			ed.mu.Lock()
+			_, ok := ed.retired[u]
+			delete(ed.retired, u)
+			ed.mu.Unlock()
+			if ok {
+				u.relay.Close()
+			}
+		})
+	}
 }
 
 // restartCheckers replaces the health checkers with the new generation's.
@@ -338,8 +408,23 @@ func (ed *Edge) Addr() (serving, admin string) {
 	return serving, admin
 }
 
-// Run serves until ctx ends.
+// Run serves until ctx ends. With a Source it first waits for the
+// source's first valid configuration.
 func (ed *Edge) Run(ctx context.Context) error {
+	updates := make(chan Update)
+	var srcWG sync.WaitGroup
+	srcCtx, stopSource := context.WithCancel(ctx)
+	defer func() { stopSource(); srcWG.Wait() }()
+	srcWG.Go(func() {
+		if err := ed.source.Run(srcCtx, updates); err != nil && srcCtx.Err() == nil {
+			ed.log.Error("configuration source stopped; the current configuration keeps serving", "err", err)
+		}
+	})
+	if ed.gen.Load() == nil {
+		if err := ed.awaitFirst(ctx, updates); err != nil {
+			return err
+		}
+	}
 	ln, err := net.Listen("tcp", ed.listenAddr())
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", ed.listenAddr(), err)
@@ -365,7 +450,7 @@ func (ed *Edge) Run(ctx context.Context) error {
 	if ed.adm != nil {
 		wg.Go(func() { ed.serveAdmin(ctx, ed.adm) })
 	}
-	wg.Go(func() { ed.reloadLoop(ctx) })
+	wg.Go(func() { ed.reloadLoop(ctx, updates) })
 	ed.log.Info("edge serving", "listen", ln.Addr().String(), "admin", ed.opts.AdminListen, "mci", ed.gen.Load().mci.Metadata.Name)
 	<-ctx.Done()
 	ln.Close()
@@ -378,39 +463,81 @@ func (ed *Edge) Run(ctx context.Context) error {
 	for _, u := range ed.conns {
 		u.close()
 	}
+	for u, t := range ed.retired {
+		t.Stop()
+		u.relay.Close()
+	}
+	clear(ed.retired)
 	ed.mu.Unlock()
 	return nil
 }
 
-// reloadLoop applies config changes; a bad change keeps the old config.
-func (ed *Edge) reloadLoop(ctx context.Context) {
-	t := time.NewTicker(ed.opts.ReloadInterval)
-	defer t.Stop()
-	ed.stamp = filestamp.Of(ed.opts.Config)
+// awaitFirst applies the source's first valid configuration; until then
+// the edge does not listen (a readiness probe on the admin port fails).
+func (ed *Edge) awaitFirst(ctx context.Context, updates <-chan Update) error {
+	ed.log.Info("waiting for the first configuration from the source")
+	for {
+		select {
+		case <-ctx.Done():
+			ed.mu.Lock()
+			defer ed.mu.Unlock()
+			if ed.lastErr != nil {
+				return fmt.Errorf("stopped before the source gave a valid configuration: %w", ed.lastErr)
+			}
+			return nil
+		case u := <-updates:
+			err := u.Err
+			if err == nil {
+				err = ed.apply(u.Config, true)
+			}
+			if err == nil {
+				ed.mu.Lock()
+				ed.lastErr, ed.lastLog = nil, ""
+				ed.mu.Unlock()
+				return nil
+			}
+			ed.recordReload(err)
+		}
+	}
+}
+
+// reloadLoop applies the source's configurations as they come; a bad one
+// keeps the configuration being served.
+func (ed *Edge) reloadLoop(ctx context.Context, updates <-chan Update) {
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case u := <-updates:
+			err := u.Err
+			if err == nil {
+				err = ed.apply(u.Config, false)
+			}
+			ed.recordReload(err)
 		}
-		st := filestamp.Of(ed.opts.Config)
-		if st == ed.stamp {
-			continue
-		}
-		ed.stamp = st
-		cfg, err := Load(ed.opts.Config)
-		if err == nil {
-			err = ed.apply(cfg, false)
-		}
-		ed.mu.Lock()
-		ed.lastErr = err
-		ed.mu.Unlock()
-		if err != nil {
-			ed.metrics.reloads.WithLabelValues("error").Inc()
-			ed.log.Error("config reload failed; the previous configuration keeps serving", "err", err)
-			ed.event(Event{Kind: "reload-failed", Detail: err.Error()})
-			continue
-		}
-		ed.metrics.reloads.WithLabelValues("ok").Inc()
 	}
+}
+
+// recordReload reports a reload's result in status, metrics, events and
+// the log (a failure logged once while it repeats).
+func (ed *Edge) recordReload(err error) {
+	ed.mu.Lock()
+	ed.lastErr = err
+	repeated := err != nil && err.Error() == ed.lastLog
+	if err != nil {
+		ed.lastLog = err.Error()
+	} else {
+		ed.lastLog = ""
+	}
+	ed.mu.Unlock()
+	if err == nil {
+		ed.metrics.reloads.WithLabelValues("ok").Inc()
+		return
+	}
+	ed.metrics.reloads.WithLabelValues("error").Inc()
+	if repeated {
+		return
+	}
+	ed.log.Error("config reload failed; the previous configuration keeps serving", "err", err)
+	ed.event(Event{Kind: "reload-failed", Detail: err.Error()})
 }

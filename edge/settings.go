@@ -89,3 +89,13 @@ func resolveSettings(bc *BackendConfigSpec, appProtocol string) backendSettings 
 	}
 	return s
 }
+
+// drainGrace is how long an endpoint that left the configuration keeps
+// its calls in flight: connectionDraining.drainingTimeoutSec when set,
+// else the backend timeout (a call is over by then either way).
+func (s backendSettings) drainGrace() time.Duration {
+	if s.drainTimeout > 0 {
+		return s.drainTimeout
+	}
+	return s.requestTimeout
+}
