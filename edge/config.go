@@ -8,6 +8,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -504,6 +505,18 @@ func (s *MultiClusterService) backendConfigs() (map[string]string, error) {
 		out["*"] = v.Default
 	}
 	return out, nil
+}
+
+// BackendConfigNames are the BackendConfigs the MCS's annotation names
+// (none when the annotation is malformed: Validate reports that).
+func (s *MultiClusterService) BackendConfigNames() []string {
+	bcs, _ := s.backendConfigs()
+	var out []string
+	for _, n := range bcs {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return slices.Compact(out)
 }
 
 // appProtocols parses {"<port name>": "HTTP2" | "HTTPS" | "HTTP"}.

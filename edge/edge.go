@@ -279,7 +279,7 @@ func (ed *Edge) apply(cfg *Config, first bool) error {
 	}
 	for _, w := range cfg.Warnings {
 		if !logged[w] { // a source reloading often repeats them
-			ed.log.Warn("config field not supported", "detail", w)
+			ed.log.Warn("configuration warning", "detail", w)
 		}
 	}
 	ed.restartCheckers()
