@@ -109,3 +109,40 @@ func TestSessionAffinityByGeneratedCookie(t *testing.T) {
 		t.Fatalf("new clients all went to %v; affinity should pin each client, not all of them", spread)
 	}
 }
+
+// Regression: an endpoint that left the configuration kept its
+// connections (a call pool and a health-check connection redialling a
+// gone pod for ever), so a fleet whose pods come and go piled them up.
+// Now the health-check connection closes at once and the call pool after
+// the draining time, with the calls in flight finished.
+func TestReloadClosesConnectionsOfRemovedEndpoints(t *testing.T) {
+	r := newRig(t, "HTTPS")
+	cfgPath := filepath.Join(r.ed.opts.Config, "edge.yaml")
+	b, _ := os.ReadFile(cfgPath)
+	old := r.gws["asia-east1"].addr
+	moved := newGateway(t, r.caForTest(t), "asia-east1")
+	y := strings.Replace(string(b), old, moved.addr, 1)
+	y = strings.Replace(y, "  healthCheck:", "  connectionDraining: {drainingTimeoutSec: 1}\n  healthCheck:", 1)
+	_ = os.WriteFile(cfgPath, []byte(y), 0o644)
+	connected := func(addr string) (open, retired bool) {
+		r.ed.mu.Lock()
+		defer r.ed.mu.Unlock()
+		_, open = r.ed.conns[addr]
+		for u := range r.ed.retired {
+			retired = retired || u.relay.Addr() == addr
+		}
+		return open, retired
+	}
+	waitUntil(t, 5*time.Second, "the new endpoint", func() bool { open, _ := connected(moved.addr); return open })
+	if open, retired := connected(old); open || !retired {
+		t.Fatalf("the removed endpoint %s: open %v, retired %v; want retired", old, open, retired)
+	}
+	// The draining time in the old configuration was the default (30 s);
+	// the next reload retires with 1 s.
+	_ = os.WriteFile(cfgPath, []byte(strings.Replace(y, moved.addr, r.gws["asia-east1"].addr, 1)), 0o644)
+	waitUntil(t, 5*time.Second, "the endpoint back", func() bool { open, _ := connected(old); return open })
+	waitUntil(t, 5*time.Second, "the second removed endpoint's pool to close after 1 s of draining", func() bool {
+		open, retired := connected(moved.addr)
+		return !open && !retired
+	})
+}

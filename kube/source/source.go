@@ -96,7 +96,7 @@ func New(opts Options) (*Source, error) {
 	}
 	switch {
 	case opts.MaxEndpoints < 0:
-		return nil, fmt.Errorf("--kube_max_endpoints = %d: must be > 0", opts.MaxEndpoints)
+		return nil, fmt.Errorf("--kube_max_endpoints = %d: must be > 0 (0: the default, %d)", opts.MaxEndpoints, DefaultMaxEndpoints)
 	case opts.MaxEndpoints == 0:
 		opts.MaxEndpoints = DefaultMaxEndpoints
 	}

@@ -412,6 +412,57 @@ spec:
 	})
 }
 
+// TestPropagation measures the time from an EndpointSlice update
+// accepted by the apiserver to the edge routing to the new endpoint and
+// away from the old one, over 60 changes (docs/benchmarks.md). It asserts
+// that every change arrives, not how fast.
+func TestPropagation(t *testing.T) {
+	ca := testcert.NewCA(t)
+	a, b, e := startBackend(t, ca, "10.244.200.1"), startBackend(t, ca, "10.244.200.2"), startBackend(t, ca, "10.244.201.1")
+	r := newRig(t, ca)
+	publish(t, r.c, "europe-west1-b", ep{b: e})
+	publish(t, r.c, "us-central1-a", ep{b: a})
+	r.waitServed(t, "the first endpoint", a)
+	const changes = 60
+	var took []time.Duration
+	for i := range changes {
+		from, to := a, b
+		if i%2 == 1 {
+			from, to = b, a
+		}
+		publish(t, r.c, "us-central1-a", ep{b: to})
+		start := time.Now()
+		for {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			who, err := r.grpcCall(ctx)
+			cancel()
+			if err != nil {
+				t.Fatalf("change %d: %v", i, err)
+			}
+			if who == to.addr {
+				break
+			}
+			if who != from.addr || time.Since(start) > 30*time.Second {
+				t.Fatalf("change %d: served by %s; want %s, then %s", i, who, from.addr, to.addr)
+			}
+		}
+		took = append(took, time.Since(start))
+		// Away: nothing more reaches the old endpoint.
+		for range 20 {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			who, err := r.grpcCall(ctx)
+			cancel()
+			if err != nil || who != to.addr {
+				t.Fatalf("change %d: after the first call on %s, one went to %q (%v)", i, to.addr, who, err)
+			}
+		}
+	}
+	slices.Sort(took)
+	q := func(p float64) time.Duration { return took[min(len(took)-1, int(p*float64(len(took))))] }
+	t.Logf("propagation over %d EndpointSlice updates (debounce 50ms): p50 %s, p99 %s, max %s",
+		changes, q(0.50).Round(time.Millisecond), q(0.99).Round(time.Millisecond), took[len(took)-1].Round(time.Millisecond))
+}
+
 // localEndpoints are the us-central1 endpoints the edge routes to, as
 // "addr,addr" in order.
 func localEndpoints(ed *edge.Edge) string {
