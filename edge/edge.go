@@ -102,7 +102,7 @@ type Edge struct {
 	ln, adm  net.Listener
 	ready    chan struct{}
 	runCtx   context.Context
-	checkers context.CancelFunc
+	checks   map[*endpoint]context.CancelFunc // the running health checkers
 }
 
 // generation is one loaded configuration with its pools.
@@ -153,7 +153,7 @@ func New(opts Options) (*Edge, error) {
 		return nil, err
 	}
 	ed := &Edge{opts: opts, log: opts.Log.With("component", "edge", "region", opts.Region), conns: map[string]*upstream{},
-		retired: map[*upstream]*time.Timer{}, events: newEventLog(300), ready: make(chan struct{}), idem: idem, source: opts.Source}
+		retired: map[*upstream]*time.Timer{}, checks: map[*endpoint]context.CancelFunc{}, events: newEventLog(300), ready: make(chan struct{}), idem: idem, source: opts.Source}
 	ed.metrics = newMetrics(opts.Registry)
 	ed.upstreamTLS = &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: opts.UpstreamInsecure}
 	if opts.UpstreamCA != "" {
@@ -196,8 +196,10 @@ func (ed *Edge) apply(cfg *Config, first bool) error {
 	}
 	old := ed.gen.Load()
 	prev := map[string]*endpoint{}
+	prevSettings := map[string]backendSettings{}
 	if old != nil {
 		for _, p := range old.pools {
+			prevSettings[p.name] = p.settings
 			for _, e := range p.all {
 				prev[p.name+"|"+e.id] = e
 			}
@@ -245,7 +247,16 @@ func (ed *Edge) apply(cfg *Config, first bool) error {
 					e := &endpoint{id: id, cluster: cl.Metadata.Name, region: cl.Spec.Region, addr: ce.Address,
 						healthAddr: ce.HealthAddress, maxInFlight: int64(ce.MaxInFlight)}
 					e.setMaxRate(ce.MaxRatePerEndpoint)
-					if o, ok := prev[p.name+"|"+id]; ok {
+					o, ok := prev[p.name+"|"+id]
+					if ok && o.sameAs(e) && sameChecks(prevSettings[p.name], p.settings) {
+						// Unchanged: the same endpoint, its counters and its
+						// running health checker carry on (a source that
+						// reloads often must not restart every check).
+						r.eps = append(r.eps, o)
+						p.all = append(p.all, o)
+						continue
+					}
+					if ok {
 						e.healthy.Store(o.healthy.Load())
 						e.draining.Store(o.draining.Load())
 						e.ejected.Store(o.ejected.Load())
@@ -282,7 +293,7 @@ func (ed *Edge) apply(cfg *Config, first bool) error {
 			ed.log.Warn("configuration warning", "detail", w)
 		}
 	}
-	ed.restartCheckers()
+	ed.syncCheckers()
 	if old != nil {
 		ed.retire(old, gen)
 	}
@@ -331,18 +342,21 @@ func (ed *Edge) retire(old, cur *generation) {
 	}
 }
 
-// restartCheckers replaces the health checkers with the new generation's.
-func (ed *Edge) restartCheckers() {
+// syncCheckers runs one health checker per endpoint of the current
+// generation: it starts those of new endpoints and stops those of
+// endpoints that left; unchanged endpoints keep theirs.
+func (ed *Edge) syncCheckers() {
+	type start struct {
+		p *pool
+		e *endpoint
+	}
+	var starts []start
 	ed.mu.Lock()
-	defer ed.mu.Unlock()
 	if ed.runCtx == nil {
+		ed.mu.Unlock()
 		return // Run starts them
 	}
-	if ed.checkers != nil {
-		ed.checkers()
-	}
-	ctx, cancel := context.WithCancel(ed.runCtx)
-	ed.checkers = cancel
+	live := map[*endpoint]bool{}
 	seen := map[*pool]bool{}
 	for _, p := range ed.gen.Load().pools {
 		if seen[p] {
@@ -350,9 +364,27 @@ func (ed *Edge) restartCheckers() {
 		}
 		seen[p] = true
 		for _, e := range p.all {
-			c := ed.newChecker(p, e)
-			go c.run(ctx)
+			live[e] = true
+			if _, ok := ed.checks[e]; !ok {
+				starts = append(starts, start{p, e})
+			}
 		}
+	}
+	for e, stop := range ed.checks {
+		if !live[e] {
+			stop()
+			delete(ed.checks, e)
+		}
+	}
+	ctx := ed.runCtx
+	ed.mu.Unlock()
+	for _, s := range starts {
+		c := ed.newChecker(s.p, s.e) // may dial: not under ed.mu
+		cctx, cancel := context.WithCancel(ctx)
+		ed.mu.Lock()
+		ed.checks[s.e] = cancel
+		ed.mu.Unlock()
+		go c.run(cctx)
 	}
 }
 
@@ -440,7 +472,7 @@ func (ed *Edge) Run(ctx context.Context) error {
 	ed.mu.Lock()
 	ed.runCtx = ctx
 	ed.mu.Unlock()
-	ed.restartCheckers()
+	ed.syncCheckers()
 	httpSrv := &http.Server{Handler: http.HandlerFunc(ed.serveHTTP), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 5 * time.Minute,
 		ErrorLog: slog.NewLogLogger(ed.log.Handler(), slog.LevelDebug)}
 	mux := &h2mux.Server{GRPC: ed.grpcRelay, HTTP: httpSrv, PreludeLimits: ed.opts.H2Prelude, TLS: &tls.Config{MinVersion: tls.VersionTLS12, NextProtos: []string{"h2", "http/1.1"},

@@ -1,14 +1,18 @@
 package edge
 
 import (
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 func TestHotReloadFailsNoRequest(t *testing.T) {
@@ -145,4 +149,43 @@ func TestReloadClosesConnectionsOfRemovedEndpoints(t *testing.T) {
 		open, retired := connected(moved.addr)
 		return !open && !retired
 	})
+}
+
+// Regression: every reload restarted every health checker, with its
+// counts of consecutive results. A source reloading more often than the
+// check interval (a Kubernetes fleet whose pods come and go) kept a dead
+// endpoint healthy for ever: it never failed twice in a row.
+func TestFrequentReloadsLetADeadEndpointGoUnhealthy(t *testing.T) {
+	r := newRig(t, "HTTPS")
+	cfgPath := filepath.Join(r.ed.opts.Config, "edge.yaml")
+	orig, _ := os.ReadFile(cfgPath)
+	r.gws["asia-east1"].kill()
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		tick := time.NewTicker(150 * time.Millisecond) // faster than the 1 s checks
+		defer tick.Stop()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+			_ = os.WriteFile(cfgPath, append(slices.Clone(orig), fmt.Sprintf("# reload %d\n", i)...), 0o644)
+		}
+	})
+	defer func() { close(stop); wg.Wait() }()
+	healthy := func() bool {
+		for _, rs := range r.ed.Status().Pools[0].Routing {
+			if rs.Region == "asia-east1" {
+				return rs.Endpoints[0].Healthy
+			}
+		}
+		t.Fatal("no asia-east1 in status")
+		return false
+	}
+	waitUntil(t, 10*time.Second, "reloads to happen", func() bool {
+		return testutil.ToFloat64(r.ed.metrics.reloads.WithLabelValues("ok")) >= 3
+	})
+	waitUntil(t, 10*time.Second, "the dead endpoint to go unhealthy (2 failed checks, 1 s apart)", func() bool { return !healthy() })
 }

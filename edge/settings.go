@@ -99,3 +99,10 @@ func (s backendSettings) drainGrace() time.Duration {
 	}
 	return s.requestTimeout
 }
+
+// sameChecks reports whether two settings check endpoints alike, so that
+// a reload may keep an endpoint's running checker.
+func sameChecks(a, b backendSettings) bool {
+	return a.checkType == b.checkType && a.path == b.path && a.port == b.port && a.grpcService == b.grpcService &&
+		a.interval == b.interval && a.timeout == b.timeout && a.healthy == b.healthy && a.unhealthy == b.unhealthy
+}
