@@ -93,16 +93,16 @@ type Edge struct {
 	cert   atomic.Pointer[tls.Certificate]
 	events *eventLog
 
-	mu       sync.Mutex
-	conns    map[string]*upstream
-	retired  map[*upstream]*time.Timer // left the config; closed when the timer fires
-	source   Source
-	lastErr  error
-	lastLog  string // the last reload error logged, so a source repeating it does not flood the log
-	ln, adm  net.Listener
-	ready    chan struct{}
-	runCtx   context.Context
-	checks   map[*endpoint]context.CancelFunc // the running health checkers
+	mu      sync.Mutex
+	conns   map[string]*upstream
+	retired map[*upstream]*time.Timer // left the config; closed when the timer fires
+	source  Source
+	lastErr error
+	lastLog string // the last reload error logged, so a source repeating it does not flood the log
+	ln, adm net.Listener
+	ready   chan struct{}
+	runCtx  context.Context
+	checks  map[*endpoint]context.CancelFunc // the running health checkers
 }
 
 // generation is one loaded configuration with its pools.
