@@ -56,8 +56,8 @@ type Options struct {
 	// "METHOD=N" for methods safe only when field N is set (a request id).
 	// Default: DefaultIdempotent.
 	Idempotent []string
-	// ReloadInterval is how often the config files are checked for
-	// changes (file mode). Default 1s.
+	// ReloadInterval is how often the config files (file mode) and
+	// CertDir are checked for changes. Default 1s.
 	ReloadInterval time.Duration
 	// H2 bounds what one native gRPC (HTTP/2) client connection can make
 	// the edge spend (the --h2_* flags); zero fields take h2relay's
@@ -483,6 +483,9 @@ func (ed *Edge) Run(ctx context.Context) error {
 		wg.Go(func() { ed.serveAdmin(ctx, ed.adm) })
 	}
 	wg.Go(func() { ed.reloadLoop(ctx, updates) })
+	if ed.opts.CertDir != "" {
+		wg.Go(func() { ed.watchCertDir(ctx) })
+	}
 	ed.log.Info("edge serving", "listen", ln.Addr().String(), "admin", ed.opts.AdminListen, "mci", ed.gen.Load().mci.Metadata.Name)
 	<-ctx.Done()
 	ln.Close()
@@ -547,6 +550,37 @@ func (ed *Edge) reloadLoop(ctx context.Context, updates <-chan Update) {
 			}
 			ed.recordReload(err)
 		}
+	}
+}
+
+// watchCertDir reloads the front certificate when the files of
+// --cert_dir change (a mounted Secret that cert-manager renews is updated
+// in place, whatever the configuration source does meanwhile). A pair
+// that does not load keeps the certificate being served.
+func (ed *Edge) watchCertDir(ctx context.Context) {
+	t := time.NewTicker(ed.opts.ReloadInterval)
+	defer t.Stop()
+	stamp := filestamp.Of(ed.opts.CertDir)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		st := filestamp.Of(ed.opts.CertDir)
+		if st == stamp {
+			continue
+		}
+		stamp = st
+		gen := ed.gen.Load()
+		cert, err := ed.loadCert(gen.cfg, gen.mci)
+		if err != nil {
+			ed.log.Error("--cert_dir changed but does not load; the previous certificate keeps serving", "err", err)
+			ed.event(Event{Kind: "reload-failed", Detail: "front certificate: " + err.Error()})
+			continue
+		}
+		ed.cert.Store(cert)
+		ed.event(Event{Kind: "reload", Detail: "front certificate reloaded from --cert_dir"})
 	}
 }
 

@@ -1,6 +1,9 @@
 package edge
 
 import (
+	"bytes"
+	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"os"
@@ -188,4 +191,40 @@ func TestFrequentReloadsLetADeadEndpointGoUnhealthy(t *testing.T) {
 		return testutil.ToFloat64(r.ed.metrics.reloads.WithLabelValues("ok")) >= 3
 	})
 	waitUntil(t, 10*time.Second, "the dead endpoint to go unhealthy (2 failed checks, 1 s apart)", func() bool { return !healthy() })
+}
+
+// With --cert_dir (as with --source=kubernetes, the MCI's Secret mounted),
+// a renewed certificate is served without a configuration change; one
+// that does not load keeps the old.
+func TestCertDirRenewalIsServed(t *testing.T) {
+	r := newRig(t, "HTTPS")
+	certDir := filepath.Join(r.ed.opts.Config, "session-scheduler-tls")
+	ed, err := New(Options{Config: r.ed.opts.Config, CertDir: certDir, Region: "us-central1", Listen: "127.0.0.1:0",
+		UpstreamCA: r.ca.File(t), ReloadInterval: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = ed.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	addr, _ := ed.Addr()
+	served := func() []byte {
+		c, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: r.ca.Pool, ServerName: "localhost"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		return c.ConnectionState().PeerCertificates[0].Raw
+	}
+	first := served()
+	_ = os.WriteFile(filepath.Join(certDir, "tls.key"), []byte("not a key"), 0o600)
+	waitUntil(t, 5*time.Second, "the bad pair to be reported", func() bool {
+		return slices.ContainsFunc(ed.events.list(), func(e Event) bool { return e.Kind == "reload-failed" })
+	})
+	if !bytes.Equal(served(), first) {
+		t.Fatal("a pair that does not load replaced the certificate")
+	}
+	r.ca.Leaf(t).Write(t, certDir, "tls.crt", "tls.key")
+	waitUntil(t, 5*time.Second, "the renewed certificate", func() bool { return !bytes.Equal(served(), first) })
 }

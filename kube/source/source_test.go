@@ -3,6 +3,7 @@ package source_test
 import (
 	"context"
 	"crypto/tls"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -34,6 +35,8 @@ import (
 )
 
 func TestMain(m *testing.M) { kubetest.Main(m) }
+
+var debounce = flag.Duration("debounce", 50*time.Millisecond, "the source's debounce in these tests (TestPropagation measures with it)")
 
 const (
 	ns  = "default"
@@ -110,7 +113,7 @@ func newRig(t *testing.T, ca *testcert.CA) *rig {
 
 	certDir := t.TempDir()
 	ca.Leaf(t).Write(t, certDir, "tls.crt", "tls.key")
-	src, err := source.New(source.Options{Config: c.Config, Debounce: 50 * time.Millisecond, Log: testLog(t)})
+	src, err := source.New(source.Options{Config: c.Config, Debounce: *debounce, Log: testLog(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -459,8 +462,8 @@ func TestPropagation(t *testing.T) {
 	}
 	slices.Sort(took)
 	q := func(p float64) time.Duration { return took[min(len(took)-1, int(p*float64(len(took))))] }
-	t.Logf("propagation over %d EndpointSlice updates (debounce 50ms): p50 %s, p99 %s, max %s",
-		changes, q(0.50).Round(time.Millisecond), q(0.99).Round(time.Millisecond), took[len(took)-1].Round(time.Millisecond))
+	t.Logf("propagation over %d EndpointSlice updates (debounce %s): p50 %s, p99 %s, max %s",
+		changes, *debounce, q(0.50).Round(time.Millisecond), q(0.99).Round(time.Millisecond), took[len(took)-1].Round(time.Millisecond))
 }
 
 // localEndpoints are the us-central1 endpoints the edge routes to, as
