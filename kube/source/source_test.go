@@ -1,8 +1,10 @@
 package source_test
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -10,11 +12,13 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -95,7 +99,9 @@ type rig struct {
 	url   string
 }
 
-func newRig(t *testing.T, ca *testcert.CA) *rig {
+// configCluster starts a config cluster with the CRDs, the seed's MCI,
+// MCS and BackendConfig in namespace default, and two live Clusters.
+func configCluster(t *testing.T) *kubetest.Cluster {
 	t.Helper()
 	c := kubetest.Start(t, kubetest.Options{Name: "config"})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -110,7 +116,12 @@ func newRig(t *testing.T, ca *testcert.CA) *rig {
 	kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
 	kubectl("apply", "-n", ns, "-f", filepath.Join("..", "..", "deploy", "edge", "session-scheduler.yaml"))
 	applyYAML(t, c, clusterYAML("us-central1-a", "us-central1")+"---\n"+clusterYAML("europe-west1-b", "europe-west1"))
+	return c
+}
 
+func newRig(t *testing.T, ca *testcert.CA) *rig {
+	t.Helper()
+	c := configCluster(t)
 	certDir := t.TempDir()
 	ca.Leaf(t).Write(t, certDir, "tls.crt", "tls.key")
 	src, err := source.New(source.Options{Config: c.Config, Debounce: *debounce, Log: testLog(t)})
@@ -132,6 +143,13 @@ func newRig(t *testing.T, ca *testcert.CA) *rig {
 		}
 	})
 	addr, _ := ed.Addr()
+	r := clients(t, ca, addr)
+	r.c, r.ed = c, ed
+	return r
+}
+
+// clients are a gRPC and an HTTPS client of the edge at addr.
+func clients(t *testing.T, ca *testcert.CA, addr string) *rig {
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: ca.Pool})))
 	if err != nil {
 		t.Fatal(err)
@@ -139,7 +157,7 @@ func newRig(t *testing.T, ca *testcert.CA) *rig {
 	t.Cleanup(func() { conn.Close() })
 	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.Pool}, ForceAttemptHTTP2: true}}
 	t.Cleanup(hc.CloseIdleConnections)
-	return &rig{c: c, ed: ed, conn: conn, https: hc, url: "https://" + addr}
+	return &rig{conn: conn, https: hc, url: "https://" + addr}
 }
 
 // testLog writes the edge's and the source's logs into the test's.
@@ -413,6 +431,74 @@ spec:
 		publish(t, r.c, "us-central1-a", ep{b: c})
 		r.waitServed(t, "a change after the apiserver came back", c)
 	})
+}
+
+// The command, as deployed: `meridian edge --source=kubernetes
+// --kubeconfig FILE` routes gRPC and REST by what the config cluster
+// says, follows a change, and stops on SIGTERM.
+func TestCommand(t *testing.T) {
+	ca := testcert.NewCA(t)
+	a, b := startBackend(t, ca, "10.244.200.1"), startBackend(t, ca, "10.244.200.2")
+	c := configCluster(t)
+	publish(t, c, "us-central1-a", ep{b: a})
+	bin := filepath.Join(t.TempDir(), "meridian")
+	build := exec.Command("go", "build", "-o", bin, "./cmd/meridian")
+	build.Dir = filepath.Join("..", "..")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	certDir := t.TempDir()
+	ca.Leaf(t).Write(t, certDir, "tls.crt", "tls.key")
+	cmd := exec.Command(bin, "edge", "--source=kubernetes", "--kubeconfig", c.Kubeconfig, "--region", "us-central1",
+		"--listen", "127.0.0.1:0", "--admin_listen", "", "--cert_dir", certDir, "--upstream_ca", ca.File(t))
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	listening := make(chan string, 1)
+	scanned := make(chan struct{})
+	go func() {
+		defer close(scanned)
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			line := sc.Text()
+			t.Log("meridian: " + line)
+			var rec struct{ Msg, Listen string }
+			if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == "edge serving" {
+				select {
+				case listening <- rec.Listen:
+				default:
+				}
+			}
+		}
+		exited <- cmd.Wait()
+	}()
+	t.Cleanup(func() { _ = cmd.Process.Kill(); <-scanned }) // no t.Log after the test
+	var addr string
+	select {
+	case addr = <-listening:
+	case err := <-exited:
+		t.Fatalf("meridian edge exited before serving: %v", err)
+	case <-time.After(time.Minute):
+		t.Fatal("meridian edge did not serve within a minute")
+	}
+	r := clients(t, ca, addr)
+	r.waitServed(t, "the published endpoint", a)
+	publish(t, c, "us-central1-a", ep{b: b})
+	r.waitServed(t, "the change", b)
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Fatalf("meridian edge on SIGTERM: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("meridian edge did not stop on SIGTERM")
+	}
 }
 
 // TestPropagation measures the time from an EndpointSlice update
