@@ -218,3 +218,20 @@ func TestBuildKeepsStaticClustersAsInFileMode(t *testing.T) {
 	}
 	t.Fatal("the static Cluster is missing")
 }
+
+// A member cluster the controller cannot reach keeps its last endpoints
+// published, marked stale: the edge routes them as any (its health checks
+// decide), rather than dropping a region that may well be serving.
+func TestBuildKeepsStaleEndpoints(t *testing.T) {
+	s := seed(t, "meridian")
+	sl := slice("meridian", "session-scheduler-svc", "europe-west1-b", "ssl", published{ip: "10.244.2.5"})
+	sl.Annotations = map[string]string{meridianv1alpha1.AnnotationStale: "true", meridianv1alpha1.AnnotationStaleSince: "2026-12-03T10:00:00Z"}
+	s.slices = []*discoveryv1.EndpointSlice{sl}
+	cfg, err := build(s, "", DefaultMaxEndpoints)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := endpoints(cfg, "europe-west1-b"); !slices.Equal(got, []string{"10.244.2.5:8443"}) {
+		t.Fatalf("stale slice's endpoints: %v; want them kept", got)
+	}
+}
