@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -442,19 +443,28 @@ func (ed *Edge) Addr() (serving, admin string) {
 
 // Run serves until ctx ends. With a Source it first waits for the
 // source's first valid configuration.
+//
+// A source that stops before ctx ends stops the edge with its error: an
+// edge that can no longer follow its configuration should be restarted,
+// not serve an ever older one.
 func (ed *Edge) Run(ctx context.Context) error {
+	ctx, stop := context.WithCancel(ctx)
+	defer stop()
 	updates := make(chan Update)
+	srcDone := make(chan error, 1)
 	var srcWG sync.WaitGroup
-	srcCtx, stopSource := context.WithCancel(ctx)
-	defer func() { stopSource(); srcWG.Wait() }()
-	srcWG.Go(func() {
-		if err := ed.source.Run(srcCtx, updates); err != nil && srcCtx.Err() == nil {
-			ed.log.Error("configuration source stopped; the current configuration keeps serving", "err", err)
+	defer srcWG.Wait()
+	srcWG.Go(func() { srcDone <- ed.source.Run(ctx, updates) })
+	var srcErr error
+	srcStopped := func(err error) {
+		if ctx.Err() == nil {
+			srcErr = fmt.Errorf("configuration source stopped: %w", cmp.Or(err, errSourceStopped))
+			stop()
 		}
-	})
+	}
 	if ed.gen.Load() == nil {
-		if err := ed.awaitFirst(ctx, updates); err != nil {
-			return err
+		if err := ed.awaitFirst(ctx, updates, srcDone); err != nil || ed.gen.Load() == nil {
+			return err // nil: ctx ended first
 		}
 	}
 	ln, err := net.Listen("tcp", ed.listenAddr())
@@ -487,7 +497,11 @@ func (ed *Edge) Run(ctx context.Context) error {
 		wg.Go(func() { ed.watchCertDir(ctx) })
 	}
 	ed.log.Info("edge serving", "listen", ln.Addr().String(), "admin", ed.opts.AdminListen, "mci", ed.gen.Load().mci.Metadata.Name)
-	<-ctx.Done()
+	select {
+	case <-ctx.Done():
+	case err := <-srcDone:
+		srcStopped(err)
+	}
 	ln.Close()
 	if ed.adm != nil {
 		ed.adm.Close()
@@ -504,15 +518,23 @@ func (ed *Edge) Run(ctx context.Context) error {
 	}
 	clear(ed.retired)
 	ed.mu.Unlock()
-	return nil
+	return srcErr
 }
+
+// errSourceStopped: a Source's Run returned nil before its context ended.
+var errSourceStopped = errors.New("it returned without an error")
 
 // awaitFirst applies the source's first valid configuration; until then
 // the edge does not listen (a readiness probe on the admin port fails).
-func (ed *Edge) awaitFirst(ctx context.Context, updates <-chan Update) error {
+func (ed *Edge) awaitFirst(ctx context.Context, updates <-chan Update, srcDone <-chan error) error {
 	ed.log.Info("waiting for the first configuration from the source")
 	for {
 		select {
+		case err := <-srcDone:
+			if ctx.Err() == nil {
+				return fmt.Errorf("configuration source stopped before a valid configuration: %w", cmp.Or(err, errSourceStopped))
+			}
+			return nil
 		case <-ctx.Done():
 			ed.mu.Lock()
 			defer ed.mu.Unlock()
