@@ -33,6 +33,10 @@ type snapshot struct {
 	slices                                        []*discoveryv1.EndpointSlice
 }
 
+// maxSliceWarnings bounds the warnings about published EndpointSlices in
+// one configuration; the rest are counted in one more.
+const maxSliceWarnings = 20
+
 // lastApplied is kubectl's copy of the applied object: not config.
 const lastApplied = "kubectl.kubernetes.io/last-applied-configuration"
 
@@ -212,6 +216,21 @@ func addPublished(cfg *edge.Config, ns string, refs map[string]map[string]bool, 
 	}
 	seen := map[string]bool{} // cluster|service|port|address
 	total := 0
+	// Warnings about slices are bounded: whoever writes slices must not
+	// be able to grow the edge's status and log without end.
+	var warned, unsaid int
+	warn := func(format string, a ...any) {
+		if warned++; warned > maxSliceWarnings {
+			unsaid++
+			return
+		}
+		cfg.Warnings = append(cfg.Warnings, fmt.Sprintf(format, a...))
+	}
+	defer func() {
+		if unsaid > 0 {
+			cfg.Warnings = append(cfg.Warnings, fmt.Sprintf("namespace %s: %d more warnings about published EndpointSlices not shown", ns, unsaid))
+		}
+	}()
 	ss := slices.Clone(all)
 	slices.SortFunc(ss, func(a, b *discoveryv1.EndpointSlice) int {
 		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
@@ -226,7 +245,7 @@ func addPublished(cfg *edge.Config, ns string, refs map[string]map[string]bool, 
 		clName := sl.Labels[meridianv1alpha1.LabelCluster]
 		cl := clusters[clName]
 		if cl == nil {
-			cfg.Warnings = append(cfg.Warnings, fmt.Sprintf("%s: label %s = %q: no such Cluster; its endpoints are not routed", where, meridianv1alpha1.LabelCluster, clName))
+			warn("%s: label %s = %q: no such Cluster; its endpoints are not routed", where, meridianv1alpha1.LabelCluster, clName)
 			continue
 		}
 		for ref := range refs[svcName] {
@@ -240,7 +259,7 @@ func addPublished(cfg *edge.Config, ns string, refs map[string]map[string]bool, 
 			}
 			port, ok := slicePort(sl, sp.Name)
 			if !ok {
-				cfg.Warnings = append(cfg.Warnings, fmt.Sprintf("%s: no port named %q (MultiClusterService %s's); its endpoints are not routed for that port", where, sp.Name, svcName))
+				warn("%s: no port named %q (MultiClusterService %s's); its endpoints are not routed for that port", where, sp.Name, svcName)
 				continue
 			}
 			for i, ep := range sl.Endpoints {
@@ -249,7 +268,7 @@ func addPublished(cfg *edge.Config, ns string, refs map[string]map[string]bool, 
 				}
 				host := ep.Addresses[0]
 				if !validHost(sl.AddressType, host) {
-					cfg.Warnings = append(cfg.Warnings, fmt.Sprintf("%s: endpoints[%d].addresses[0] = %q: not an %s address; not routed", where, i, host, sl.AddressType))
+					warn("%s: endpoints[%d].addresses[0] = %q: not an %s address; not routed", where, i, host, sl.AddressType)
 					continue
 				}
 				addr := net.JoinHostPort(host, strconv.Itoa(int(port)))

@@ -235,3 +235,19 @@ func TestBuildKeepsStaleEndpoints(t *testing.T) {
 		t.Fatalf("stale slice's endpoints: %v; want them kept", got)
 	}
 }
+
+// Attack: many slices that cannot be routed (here, of clusters that do
+// not exist) would each add a warning to the edge's status and log.
+func TestBuildBoundsSliceWarnings(t *testing.T) {
+	s := seed(t, "meridian")
+	for i := range 500 {
+		s.slices = append(s.slices, slice("meridian", "session-scheduler-svc", fmt.Sprintf("ghost-%d", i), "ssl", published{ip: "10.244.1.5"}))
+	}
+	cfg, err := build(s, "", DefaultMaxEndpoints)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.Warnings) != maxSliceWarnings+1 || !strings.Contains(cfg.Warnings[maxSliceWarnings], "480 more warnings") {
+		t.Fatalf("%d warnings, the last %q; want %d and a count of the rest", len(cfg.Warnings), cfg.Warnings[len(cfg.Warnings)-1], maxSliceWarnings+1)
+	}
+}
