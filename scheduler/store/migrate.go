@@ -61,6 +61,10 @@ var migrations = []string{
 		region    TEXT NOT NULL,
 		heartbeat BIGINT NOT NULL
 	);`,
+	// 2: the runtime's record of a session's workload (runtime.Status.Record:
+	// for local processes their PID, start time, port and directory), so
+	// that a restarted scheduler finds the workloads that outlived it.
+	`ALTER TABLE sessions ADD COLUMN workload TEXT NOT NULL DEFAULT ''`,
 }
 
 // SchemaVersion is the version Open migrates to.

@@ -39,6 +39,11 @@ type Session struct {
 	// Instance is the scheduler instance that runs it (its runtime owner).
 	Instance string
 	Endpoint string
+	// Workload is the runtime's record of the session's workload
+	// (runtime.Status.Record), kept while the session is live so that a
+	// restarted scheduler can adopt a workload that outlived its
+	// predecessor. Opaque to the store and the scheduler.
+	Workload string
 
 	CreateTime   time.Time
 	PlaceTime    time.Time // got its slot (STARTING)
