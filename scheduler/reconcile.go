@@ -92,6 +92,14 @@ func (s *Scheduler) reconcileOne(ctx context.Context, sess *store.Session, now t
 	if err != nil {
 		return fmt.Errorf("runtime status: %w", err)
 	}
+	if a, ok := s.rt.(runtime.Adopter); ok && st.Phase == runtime.Unknown && sess.Workload != "" {
+		// A workload started by an earlier scheduler process.
+		s.adoptAsync(sess, a)
+		return nil
+	}
+	if st.Record != "" && st.Record != sess.Workload && st.Phase != runtime.Exited {
+		return s.saveRecord(ctx, sess, st.Record)
+	}
 	switch sess.State {
 	case schedulerv1.Session_STARTING:
 		switch st.Phase {

@@ -87,25 +87,16 @@ func TestStrayWorkloadIsStopped(t *testing.T) {
 	}
 }
 
-// durableLocal is the local runtime declaring its workloads outlive the
-// scheduler, as Pods do.
-type durableLocal struct{ *runtime.Local }
-
-func (durableLocal) Durable() bool { return true }
-
-// A scheduler whose runtime's workloads outlive it (Pods) leaves them
-// running when it stops, and their sessions RUNNING, for the next one to
-// adopt; with the local runtime it ends them.
+// A scheduler whose runtime's workloads outlive it (the local runtime's,
+// Pods) leaves them running when it stops, and their sessions RUNNING,
+// for the next one to adopt; asked to stop them (ServeOptions.StopWorkloads:
+// taking a machine out of service), it ends them as STOPPED.
 func TestServeLeavesDurableWorkloadsRunning(t *testing.T) {
-	for _, durable := range []bool{true, false} {
+	for _, stop := range []bool{false, true} {
 		st := storetest.Open(t, "sqlite")
 		rt := &runtime.Local{Command: []string{os.Args[0], workloadArg, "{port}", "{pool}"}, Grace: 2 * time.Second}
 		t.Cleanup(func() { rt.StopAll(context.Background()) })
-		var r runtime.Runtime = rt
-		if durable {
-			r = durableLocal{rt}
-		}
-		sched, err := New(Options{Region: "us-central1", Config: testConfig(t, basicConfig), Store: st, Runtime: r})
+		sched, err := New(Options{Region: "us-central1", Config: testConfig(t, basicConfig), Store: st, Runtime: rt})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -116,7 +107,8 @@ func TestServeLeavesDurableWorkloadsRunning(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
 		go func() {
-			done <- sched.Serve(ctx, ServeOptions{Listeners: []net.Listener{ln}, Peers: mustPeers(t, DefaultTrustedPeers)})
+			done <- sched.Serve(ctx, ServeOptions{Listeners: []net.Listener{ln}, Peers: mustPeers(t, DefaultTrustedPeers),
+				StopWorkloads: func() bool { return stop }})
 		}()
 		v, err := sched.Create(context.Background(), "alice", "cpu", "")
 		if err != nil {
@@ -129,7 +121,7 @@ func TestServeLeavesDurableWorkloadsRunning(t *testing.T) {
 				break
 			}
 			if time.Now().After(deadline) {
-				t.Fatalf("durable=%v: session did not start: %+v %v", durable, got, err)
+				t.Fatalf("stop=%v: session did not start: %+v %v", stop, got, err)
 			}
 			time.Sleep(20 * time.Millisecond) // polling, bounded by the deadline
 		}
@@ -139,11 +131,11 @@ func TestServeLeavesDurableWorkloadsRunning(t *testing.T) {
 		}
 		ids, _ := rt.Workloads(context.Background())
 		after, _ := sched.Get(context.Background(), "alice", v.ID)
-		if durable && (len(ids) != 1 || after.State != schedulerv1.Session_RUNNING) {
-			t.Errorf("durable runtime: after stopping, workloads %v and session %s; want it running", ids, after.State)
+		if !stop && (len(ids) != 1 || after.State != schedulerv1.Session_RUNNING) {
+			t.Errorf("after stopping, workloads %v and session %s; want it running", ids, after.State)
 		}
-		if !durable && (len(ids) != 0 || after.State != schedulerv1.Session_STOPPED) {
-			t.Errorf("local runtime: after stopping, workloads %v and session %s; want it stopped", ids, after.State)
+		if stop && (len(ids) != 0 || after.State != schedulerv1.Session_STOPPED) {
+			t.Errorf("StopWorkloads: after stopping, workloads %v and session %s; want it stopped", ids, after.State)
 		}
 	}
 }

@@ -53,6 +53,13 @@ func (s *Scheduler) startAsync(sess *store.Session) {
 		err := s.rt.Start(ctx, runtime.Spec{SessionID: sess.ID, Owner: sess.Owner, Pool: sess.Pool, Region: sess.Region,
 			Token: newToken(), MaxDuration: sess.MaxDuration})
 		if err == nil {
+			// At once, not at the next pass: a scheduler that dies before
+			// this leaves a workload that the next one cannot find.
+			if st, err := s.rt.Status(ctx, sess.ID); err == nil && st.Record != "" {
+				if err := s.saveRecord(ctx, sess, st.Record); err != nil {
+					s.log.Warn("recording a started workload failed; will retry", "session", sess.ID, "err", err)
+				}
+			}
 			return
 		}
 		s.log.Warn("workload start failed", "session", sess.ID, "err", err)
@@ -98,7 +105,7 @@ func (s *Scheduler) end(sess *store.Session, state schedulerv1.Session_State, re
 // Shutdown stops the workloads this instance runs and ends their sessions
 // (STOPPED, reason ADMIN; a stop already under way keeps its reason). Call
 // it after Run has returned, for runtimes whose workloads cannot outlive
-// the scheduler (local processes).
+// the scheduler, or to take a machine out of service.
 func (s *Scheduler) Shutdown(ctx context.Context) {
 	s.stopping.Store(true)
 	var mine []*store.Session

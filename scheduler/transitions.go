@@ -115,6 +115,7 @@ func (s *Scheduler) finalize(ctx context.Context, tx store.Tx, fx *effects, cur 
 	cur.UpdateTime = now
 	cur.Endpoint = ""
 	cur.QueueSeq = 0
+	cur.Workload = "" // nothing left to adopt
 	if err := tx.UpdateSession(ctx, cur); err != nil {
 		return err
 	}

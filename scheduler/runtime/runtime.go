@@ -39,6 +39,17 @@ type Durable interface {
 	Durable() bool
 }
 
+// Adopter is a Durable runtime that finds a workload started by an
+// earlier scheduler process from the record it reported for it
+// (Status.Record), which the scheduler keeps in its store.
+type Adopter interface {
+	// Adopt takes over the session's workload that record describes and
+	// returns its status, as Status would afterwards; Unknown, with a
+	// Message saying why, when that workload no longer runs. Adopting a
+	// workload the runtime already runs returns its status.
+	Adopt(ctx context.Context, sessionID, record string) (Status, error)
+}
+
 // Spec is what a runtime needs to start one session.
 type Spec struct {
 	SessionID string
@@ -86,4 +97,9 @@ type Status struct {
 	// when Exited or Unknown, why ("the image could not be pulled:
 	// ErrImagePull", "its Pod was deleted"). Sessions show it.
 	Message string
+	// Record identifies the workload to a later scheduler process, for a
+	// runtime that needs one to adopt it (Adopter; the local runtime: its
+	// PID, start time, port and directory). The scheduler stores the
+	// latest with the session while it is live. Empty: nothing to keep.
+	Record string
 }

@@ -30,6 +30,12 @@ func startDev(t *testing.T) *devTopology {
 	t.Helper()
 	base := freePortBase(t)
 	stateDir := filepath.Join(t.TempDir(), "state")
+	// Workloads outlive a killed topology; none may outlive the test.
+	t.Cleanup(func() {
+		for _, r := range dev.Regions {
+			killWorkloads(t, "sqlite://"+filepath.Join(stateDir, "sessions.db"), r)
+		}
+	})
 	p := startProc(t, "meridian dev", "dev", "--state_dir", stateDir, "--port_base", strconv.Itoa(base), "--fresh")
 	p.logGlobs = []string{filepath.Join(stateDir, "logs", "*.log"), filepath.Join(stateDir, "workloads", "*.log")}
 	d := &devTopology{proc: p, stateDir: stateDir, portBase: base}

@@ -31,12 +31,15 @@ STATE/REGION/scheduler.sock, the only place a scheduler trusts an asserted
 identity: its TCP port serves health and reflection, and answers any other
 call UNAUTHENTICATED, so that a notebook cannot act as another user. The
 state directory is 0700; run as root, workloads run as nobody (see
-docs/scheduler.md). stop-region and start-region authenticate with the
-control token in dev.json.`,
+docs/scheduler.md). stop-region, start-region and restart-scheduler
+authenticate with the control token in dev.json. Sessions' workloads outlive
+a scheduler's restart or crash and are adopted by the next one; Ctrl-C stops
+them with everything else.`,
 		Example: `  meridian dev
   meridian dev --fresh --state_dir /tmp/meridian --port_base 18000
   meridian dev stop-region us-central1     # SIGKILL a region, for failure drills
-  meridian dev start-region us-central1`,
+  meridian dev start-region us-central1
+  meridian dev restart-scheduler us-central1 --signal KILL   # sessions keep running`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log, err := logging.New(cmd.ErrOrStderr(), "warn")
@@ -86,6 +89,26 @@ control token in dev.json.`,
 			},
 		})
 	}
+	var signal string
+	restart := &cobra.Command{
+		Use:   "restart-scheduler REGION",
+		Short: "Restart a region's scheduler; its sessions keep running",
+		Long: `End a region's scheduler with SIGTERM (a restart, the default) or SIGKILL
+(--signal KILL, a crash), start it again and wait until it serves. Sessions'
+workloads keep running throughout, and the new scheduler adopts them.`,
+		Example: "  meridian dev restart-scheduler us-central1 --signal KILL",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			msg, err := dev.RestartScheduler(cmd.Context(), stateDir, args[0], signal)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), msg)
+			return nil
+		},
+	}
+	restart.Flags().StringVar(&signal, "signal", "TERM", "how the scheduler ends: TERM (a restart) or KILL (a crash)")
+	cmd.AddCommand(restart)
 	return cmd
 }
 

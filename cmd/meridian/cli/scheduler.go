@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
 	"time"
@@ -54,6 +55,13 @@ $JUPYTER_TOKEN and $MERIDIAN_WORKLOAD_TOKEN, never on the command line. Not
 as root, workloads run as this account and can read what it can: it says so
 at start.
 
+Workloads outlive the scheduler: on SIGTERM (a restart, a deploy) or a crash
+they keep running, and the next scheduler of this --instance adopts them
+from the store (same process: PID and start time), so their sessions stay
+RUNNING; one that ended meanwhile is marked CRASHED. On SIGINT (Ctrl-C) the
+scheduler stops its workloads and ends their sessions (STOPPED, ADMIN).
+Under systemd, set KillMode=process so that a restart does not kill them.
+
 Serves grpc.health.v1 (NOT_SERVING while the store is unreachable and while
 draining) and server reflection. Metrics are on --metrics_listen.
 
@@ -92,9 +100,9 @@ Without --config the built-in dev pools are used: cpu, gpu-t4x2, gpu-p100
 	fl.StringVar(&f.workloadDir, "workload_dir", "", "where each session's private working directory and HOME is made, and removed when it ends (default $TMPDIR/meridian-workloads-UID)")
 	fl.StringArrayVar(&f.workloadEnv, "workload_env", nil, "KEY=VALUE added to every workload's environment, which is otherwise minimal (repeatable)")
 	fl.StringVar(&f.workloadHost, "workload_host", "127.0.0.1", "address workloads listen on and endpoints name")
-	fl.StringVar(&f.workloadLogDir, "workload_log_dir", "", "directory for each session's output (<session>.log); empty: discard")
+	fl.StringVar(&f.workloadLogDir, "workload_log_dir", "", "directory for each session's output (<session>.log); empty: output.log in the session's own directory")
 	fl.DurationVar(&f.workloadGrace, "workload_grace", 10*time.Second, "time between SIGTERM and SIGKILL when stopping a workload")
-	fl.DurationVar(&f.drain, "drain", 5*time.Second, "on SIGTERM, time to serve NOT_SERVING before stopping")
+	fl.DurationVar(&f.drain, "drain", 5*time.Second, "on SIGTERM or SIGINT, time to serve NOT_SERVING before stopping")
 	fl.DurationVar(&f.reconcile, "reconcile_interval", time.Second, "how often every session is re-examined")
 	fl.StringVar(&f.logLevel, "log_level", "info", "debug, info, warn or error")
 	return cmd
@@ -157,10 +165,23 @@ func runScheduler(ctx context.Context, f schedulerFlags) error {
 		return err
 	}
 	rt.OnChange = func(string) { sched.Wake() }
+	// SIGTERM (a restart, a deploy) leaves the workloads running for the
+	// next scheduler to adopt; SIGINT (Ctrl-C) stops them too.
+	interrupted := make(chan os.Signal, 1)
+	signal.Notify(interrupted, os.Interrupt)
+	defer signal.Stop(interrupted)
+	stopWorkloads := func() bool {
+		select {
+		case <-interrupted:
+			return true
+		default:
+			return false
+		}
+	}
 	log.Info("scheduler serving", "listen", listenAddr(lns, "tcp"), "listen_unix", listenAddr(lns, "unix"), "region", f.region, "store", st.Kind(),
 		"pools", strings.Join(cfg.PoolNames(), ","), "metrics", f.metricsListen)
 	return sched.Serve(ctx, scheduler.ServeOptions{Listeners: lns, Peers: peers, MetricsListener: mln, Registry: reg,
-		Drain: f.drain, ShutdownTimeout: f.workloadGrace + 10*time.Second})
+		Drain: f.drain, ShutdownTimeout: f.workloadGrace + 10*time.Second, StopWorkloads: stopWorkloads})
 }
 
 // schedulerListeners opens --listen (TCP) and --listen_unix.
