@@ -70,3 +70,19 @@ func (s *Scheduler) adoptAsync(sess *store.Session, a runtime.Adopter) {
 		}
 	})
 }
+
+// adoptToStop adopts a session's recorded workload that this process does
+// not run yet, so that stopping the session reaches it: a scheduler told
+// to stop its workloads (Shutdown) before its first pass adopted them.
+func (s *Scheduler) adoptToStop(ctx context.Context, sess *store.Session) error {
+	a, ok := s.rt.(runtime.Adopter)
+	if !ok || sess.Workload == "" {
+		return nil
+	}
+	st, err := s.rt.Status(ctx, sess.ID)
+	if err != nil || st.Phase != runtime.Unknown {
+		return err
+	}
+	_, err = a.Adopt(ctx, sess.ID, sess.Workload)
+	return err
+}

@@ -179,3 +179,22 @@ func (h *harness) reconcileUntilAdopted(name string) {
 		time.Sleep(20 * time.Millisecond) // polling, bounded by the deadline
 	}
 }
+
+// A scheduler told to stop its workloads (Shutdown: SIGINT) before its
+// first pass has adopted them still stops them: none runs on unrecorded
+// after its session was ended.
+func TestShutdownBeforeAdoptionStopsTheWorkload(t *testing.T) {
+	u := storetest.URL(t, "sqlite")
+	cfg := testConfig(t, basicConfig)
+	h1 := newHarness(t, storetest.OpenURL(t, u), cfg)
+	s := h1.reconcileUntil("alice", h1.create("alice", "cpu", "").Name, RUNNING)
+
+	h2 := newHarness(t, storetest.OpenURL(t, u), cfg)
+	h2.sched.Shutdown(h2.ctx)
+	if got := h2.get("alice", s.Name); got.State != STOPPED || got.StopReason != schedulerv1.Session_ADMIN {
+		t.Errorf("%s after Shutdown: %s %s; want STOPPED by ADMIN", s.Name, got.State, got.StopReason)
+	}
+	if answers(s.Endpoint) {
+		t.Errorf("%s: its workload still answers after Shutdown ended its session", s.Name)
+	}
+}

@@ -81,6 +81,10 @@ func (s *Scheduler) endAsync(sess *store.Session, state schedulerv1.Session_Stat
 func (s *Scheduler) end(sess *store.Session, state schedulerv1.Session_State, reason schedulerv1.Session_StopReason, msg string) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
+	if err := s.adoptToStop(ctx, sess); err != nil {
+		s.log.Warn("adopting a workload to stop it failed; will retry", "session", sess.ID, "err", err)
+		return
+	}
 	if err := s.rt.Stop(ctx, sess.ID); err != nil {
 		s.log.Warn("workload stop failed; will retry", "session", sess.ID, "err", err)
 		return
