@@ -177,26 +177,32 @@ func watchExit(r record, boot string) (*exitWatch, error) {
 
 // wait returns once the process has exited.
 func (w *exitWatch) wait() {
-	if w.pidfd == nil {
-		t := time.NewTicker(pollInterval)
-		defer t.Stop()
-		for range t.C {
-			st, err := readStat(w.rec.PID)
-			if err != nil || st.start != w.rec.Start || st.state == 'Z' || st.state == 'X' {
-				return
-			}
+	if w.pidfd != nil {
+		if rc, err := w.pidfd.SyscallConn(); err == nil {
+			// A pidfd turns readable when its process exits; Read's
+			// callback runs again each time the poller says so, and
+			// reports done only then.
+			_ = rc.Read(func(fd uintptr) bool {
+				fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+				n, err := unix.Poll(fds, 0)
+				return err != nil || n > 0
+			})
 		}
+		w.pidfd.Close()
 	}
-	defer w.pidfd.Close()
-	rc, err := w.pidfd.SyscallConn()
-	if err != nil {
-		return
+	// Confirmed from /proc, never assumed (a workload taken for exited has
+	// its group killed); where pidfds are missing, or one failed to
+	// report, this is the watch.
+	t := time.NewTicker(pollInterval)
+	defer t.Stop()
+	for !w.rec.exited() {
+		<-t.C
 	}
-	// A pidfd turns readable when its process exits; Read's callback runs
-	// again each time the poller says so, and reports done only then.
-	_ = rc.Read(func(fd uintptr) bool {
-		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-		n, err := unix.Poll(fds, 0)
-		return err != nil || n > 0
-	})
+}
+
+// exited reports whether the recorded process has ended: gone, its PID
+// reused, or a zombie that its parent has not reaped.
+func (r record) exited() bool {
+	st, err := readStat(r.PID)
+	return err != nil || st.start != r.Start || st.state == 'Z' || st.state == 'X'
 }
