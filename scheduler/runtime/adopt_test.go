@@ -284,3 +284,32 @@ func TestReadStatOddCommandName(t *testing.T) {
 		t.Errorf("stat of %q: start %d (state %c); want at or after ours, %d", odd, st.start, st.state, self.start)
 	}
 }
+
+// Without a pidfd (kernels before 5.3), an adopted workload's exit is
+// found by polling /proc, and a live one is never taken for exited.
+func TestExitWatchWithoutPidfd(t *testing.T) {
+	cmd := exec.Command("sleep", "60")
+	if err := cmd.Start(); err != nil {
+		t.Skipf("no sleep to run: %v", err)
+	}
+	defer func() { _ = cmd.Process.Kill() }()
+	st, err := readStat(cmd.Process.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := &exitWatch{rec: record{PID: cmd.Process.Pid, Start: st.start}}
+	done := make(chan struct{})
+	go func() { w.wait(); close(done) }()
+	select {
+	case <-done:
+		t.Fatal("the watch reported a running process as exited")
+	case <-time.After(2 * pollInterval):
+	}
+	_ = cmd.Process.Kill()
+	_ = cmd.Wait()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the watch did not notice the process exit within 10s")
+	}
+}
