@@ -47,7 +47,8 @@ lint:
 	$(GO) vet ./...
 	$(GO) tool staticcheck ./...
 
-## generate: regenerate Go from api/**/*.proto with pinned tools (offline).
+## generate: regenerate Go from api/**/*.proto, and kube/api's deepcopy
+## functions and CRDs (deploy/kubernetes/crds), with pinned tools (offline).
 generate:
 	PATH="$$($(GO) env GOPATH)/bin:$$PATH" protoc -I api -I /usr/include \
 	  --plugin=protoc-gen-go="$$($(GO) tool -n protoc-gen-go)" \
@@ -55,6 +56,7 @@ generate:
 	  --go_out=api --go_opt=paths=source_relative \
 	  --go-grpc_out=api --go-grpc_opt=paths=source_relative \
 	  $(PROTOS)
+	$(GO) generate ./kube/api/
 
 
 bench:
