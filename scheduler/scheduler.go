@@ -202,12 +202,12 @@ func newToken() string {
 	return idEncoding.EncodeToString(b[:])
 }
 
-func userLock(owner string) string                { return "user:" + owner }
-func poolLock(region, pool string) string         { return "pool:" + region + "/" + pool }
-func sessionName(id string) string                { return "sessions/" + id }
-func hours(d time.Duration) string                { return fmt.Sprintf("%.1fh", d.Hours()) }
-func joinPools(names []string) string             { return strings.Join(names, ", ") }
-func (s *Scheduler) now() time.Time               { return s.clock.Now().UTC() }
+func userLock(owner string) string        { return "user:" + owner }
+func poolLock(region, pool string) string { return "pool:" + region + "/" + pool }
+func sessionName(id string) string        { return "sessions/" + id }
+func hours(d time.Duration) string        { return fmt.Sprintf("%.1fh", d.Hours()) }
+func joinPools(names []string) string     { return strings.Join(names, ", ") }
+func (s *Scheduler) now() time.Time       { return s.clock.Now().UTC() }
 
 // capacity is the pool's slot count in this region: the configured one,
 // or the runtime's measure of its cluster for `capacity: fromCluster` (0

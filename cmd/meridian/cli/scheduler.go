@@ -28,6 +28,7 @@ type schedulerFlags struct {
 	workloadHost, workloadLogDir                                              string
 	workloadGrace, drain, reconcile                                           time.Duration
 	logLevel                                                                  string
+	kube                                                                      kubeFlags
 }
 
 func newSchedulerCmd() *cobra.Command {
@@ -97,6 +98,7 @@ Without --config the built-in dev pools are used: cpu, gpu-t4x2, gpu-p100
 	fl.DurationVar(&f.drain, "drain", 5*time.Second, "on SIGTERM, time to serve NOT_SERVING before stopping")
 	fl.DurationVar(&f.reconcile, "reconcile_interval", time.Second, "how often every session is re-examined")
 	fl.StringVar(&f.logLevel, "log_level", "info", "debug, info, warn or error")
+	addKubeFlags(fl, &f.kube)
 	return cmd
 }
 
@@ -121,11 +123,14 @@ func runScheduler(ctx context.Context, f schedulerFlags) error {
 	if err := undumpable(); err != nil {
 		return err
 	}
-	rt, err := localRuntime(f, log.With("component", "runtime"))
+	rt, wake, stopRuntime, err := schedulerRuntime(ctx, f, cfg, log.With("component", "runtime"))
 	if err != nil {
 		return err
 	}
-	warnUntrustworthy(log, f, peers)
+	defer stopRuntime()
+	if f.kube.runtime == "local" {
+		warnUntrustworthy(log, f, peers)
+	}
 	lns, err := schedulerListeners(f)
 	if err != nil {
 		return err
@@ -156,7 +161,7 @@ func runScheduler(ctx context.Context, f schedulerFlags) error {
 	if err != nil {
 		return err
 	}
-	rt.OnChange = func(string) { sched.Wake() }
+	wake(func(string) { sched.Wake() })
 	log.Info("scheduler serving", "listen", listenAddr(lns, "tcp"), "listen_unix", listenAddr(lns, "unix"), "region", f.region, "store", st.Kind(),
 		"pools", strings.Join(cfg.PoolNames(), ","), "metrics", f.metricsListen)
 	return sched.Serve(ctx, scheduler.ServeOptions{Listeners: lns, Peers: peers, MetricsListener: mln, Registry: reg,
