@@ -20,8 +20,15 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
+	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/yaml"
 )
 
 // The scheduler in these tests is the real `meridian scheduler`: this
@@ -130,12 +137,15 @@ func gpuNode(name string, n int64) kubetest.Node {
 // env is a cluster with the sessions' namespace, a pools file and a
 // SQLite store for schedulers to share.
 type env struct {
-	t     *testing.T
-	root  *testing.T // the top-level test, which owns the processes
-	c     *kubetest.Cluster
-	dir   string
-	store string
-	addr  string
+	t    *testing.T
+	root *testing.T // the top-level test, which owns the processes
+	// kubeconfig is the scheduler's: a ServiceAccount with exactly the
+	// RBAC that deploy/kubernetes grants it.
+	kubeconfig string
+	c          *kubetest.Cluster
+	dir        string
+	store      string
+	addr       string
 	*procs
 	cl      schedulerv1.SessionSchedulerClient
 	timeout time.Duration
@@ -158,7 +168,8 @@ func newEnv(t *testing.T, nodes ...kubetest.Node) *env {
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	e := &env{t: t, root: t, c: c, procs: &procs{}, dir: dir, store: "sqlite://" + filepath.Join(dir, "sessions.db"), addr: addr, timeout: time.Minute}
+	kubeconfig := schedulerKubeconfig(t, c, dir)
+	e := &env{t: t, root: t, c: c, kubeconfig: kubeconfig, procs: &procs{}, dir: dir, store: "sqlite://" + filepath.Join(dir, "sessions.db"), addr: addr, timeout: time.Minute}
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
@@ -197,7 +208,7 @@ func (e *env) startScheduler() {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	cmd := exec.Command(os.Args[0], "scheduler", "--runtime=kubernetes", "--kubeconfig", e.c.Kubeconfig,
+	cmd := exec.Command(os.Args[0], "scheduler", "--runtime=kubernetes", "--kubeconfig", e.kubeconfig,
 		"--namespace", namespace, "--region", "us-central1", "--store", e.store, "--config", filepath.Join(e.dir, "pools.yaml"),
 		"--listen", e.addr, "--metrics_listen", "", "--drain", "0s", "--log_level", "debug")
 	cmd.Env = append(os.Environ(), envCLI+"=1")
@@ -324,3 +335,76 @@ func (e *env) watch(user, name string, want schedulerv1.Session_State) (*schedul
 }
 
 func id(s *schedulerv1.Session) string { return strings.TrimPrefix(s.Name, "sessions/") }
+
+// schedulerKubeconfig makes the scheduler's ServiceAccount in the
+// sessions' namespace, gives it the rules of deploy/kubernetes's Role and
+// ClusterRole for the scheduler (so that a verb the runtime uses and the
+// manifests do not grant fails these tests), and writes a kubeconfig with
+// its token.
+func schedulerKubeconfig(t *testing.T, c *kubetest.Cluster, dir string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	b, err := os.ReadFile("../../deploy/kubernetes/base/rbac-scheduler.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var role *rbacv1.Role
+	var clusterRole *rbacv1.ClusterRole
+	for _, doc := range strings.Split(string(b), "\n---\n") {
+		var meta metav1.TypeMeta
+		if err := yaml.Unmarshal([]byte(doc), &meta); err != nil {
+			t.Fatal(err)
+		}
+		switch meta.Kind {
+		case "Role":
+			role = &rbacv1.Role{}
+			err = yaml.Unmarshal([]byte(doc), role)
+		case "ClusterRole":
+			clusterRole = &rbacv1.ClusterRole{}
+			err = yaml.Unmarshal([]byte(doc), clusterRole)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if role == nil || clusterRole == nil {
+		t.Fatal("deploy/kubernetes/base/rbac-scheduler.yaml: want a Role and a ClusterRole")
+	}
+	const sa = "meridian-scheduler"
+	subject := []rbacv1.Subject{{Kind: "ServiceAccount", Name: sa, Namespace: namespace}}
+	rbac := c.Client.RbacV1()
+	_, err = c.Client.CoreV1().ServiceAccounts(namespace).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: sa}}, metav1.CreateOptions{})
+	if err == nil {
+		_, err = rbac.Roles(namespace).Create(ctx, &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Name: sa}, Rules: role.Rules}, metav1.CreateOptions{})
+	}
+	if err == nil {
+		_, err = rbac.RoleBindings(namespace).Create(ctx, &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: sa}, Subjects: subject,
+			RoleRef: rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: sa}}, metav1.CreateOptions{})
+	}
+	if err == nil {
+		_, err = rbac.ClusterRoles().Create(ctx, &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: sa}, Rules: clusterRole.Rules}, metav1.CreateOptions{})
+	}
+	if err == nil {
+		_, err = rbac.ClusterRoleBindings().Create(ctx, &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: sa}, Subjects: subject,
+			RoleRef: rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: sa}}, metav1.CreateOptions{})
+	}
+	if err != nil {
+		t.Fatalf("the scheduler's RBAC: %v", err)
+	}
+	tok, err := c.Client.CoreV1().ServiceAccounts(namespace).CreateToken(ctx, sa, &authenticationv1.TokenRequest{
+		Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To(int64(3600))}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("a token for the scheduler's ServiceAccount: %v", err)
+	}
+	kc := clientcmdapi.NewConfig()
+	kc.Clusters["test"] = &clientcmdapi.Cluster{Server: c.Config.Host, CertificateAuthorityData: c.Config.CAData}
+	kc.AuthInfos["scheduler"] = &clientcmdapi.AuthInfo{Token: tok.Status.Token}
+	kc.Contexts["test"] = &clientcmdapi.Context{Cluster: "test", AuthInfo: "scheduler", Namespace: namespace}
+	kc.CurrentContext = "test"
+	path := filepath.Join(dir, "scheduler.kubeconfig")
+	if err := clientcmd.WriteToFile(*kc, path); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}

@@ -123,3 +123,10 @@ func quantities(f string, in map[string]scheduler.Quantity, bad func(string, ...
 	}
 	return out
 }
+
+// CheckConfig reports what the kubernetes runtime would refuse in cfg's
+// pools, as New does, without a cluster: for tests and config checks.
+func CheckConfig(cfg *scheduler.Config) error {
+	_, err := preparePools(cfg)
+	return err
+}
