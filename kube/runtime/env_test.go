@@ -137,8 +137,8 @@ func gpuNode(name string, n int64) kubetest.Node {
 // env is a cluster with the sessions' namespace, a pools file and a
 // SQLite store for schedulers to share.
 type env struct {
-	t    *testing.T
-	root *testing.T // the top-level test, which owns the processes
+	t    testing.TB
+	root testing.TB // the top-level test, which owns the processes
 	// kubeconfig is the scheduler's: a ServiceAccount with exactly the
 	// RBAC that deploy/kubernetes grants it.
 	kubeconfig string
@@ -151,7 +151,7 @@ type env struct {
 	timeout time.Duration
 }
 
-func newEnv(t *testing.T, nodes ...kubetest.Node) *env {
+func newEnv(t testing.TB, nodes ...kubetest.Node) *env {
 	t.Helper()
 	c := kubetest.Start(t, kubetest.Options{Name: "sessions", Nodes: nodes, Stages: []string{crashStage}})
 	c.CreateNamespace(t, namespace)
@@ -341,7 +341,7 @@ func id(s *schedulerv1.Session) string { return strings.TrimPrefix(s.Name, "sess
 // ClusterRole for the scheduler (so that a verb the runtime uses and the
 // manifests do not grant fails these tests), and writes a kubeconfig with
 // its token.
-func schedulerKubeconfig(t *testing.T, c *kubetest.Cluster, dir string) string {
+func schedulerKubeconfig(t testing.TB, c *kubetest.Cluster, dir string) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()

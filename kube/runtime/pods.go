@@ -345,6 +345,9 @@ func (r *Pods) Start(ctx context.Context, spec schedrt.Spec) error {
 // bound if its StorageClass binds at once (Immediate); a class that waits
 // for the first consumer binds it when the Pod is scheduled.
 func (r *Pods) ensureClaim(ctx context.Context, c *corev1.PersistentVolumeClaim) error {
+	if _, err := r.claims.PersistentVolumeClaims(r.ns).Get(c.Name); err == nil {
+		return nil // a user's claim from an earlier session: one API call saved
+	}
 	created, err := r.client.CoreV1().PersistentVolumeClaims(r.ns).Create(ctx, c, metav1.CreateOptions{})
 	switch {
 	case apierrors.IsAlreadyExists(err):

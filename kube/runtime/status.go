@@ -156,7 +156,10 @@ func (r *Pods) podStatus(p *corev1.Pod, pr progress) schedrt.Status {
 		}
 	}
 	if cond := condition(p, corev1.PodScheduled); cond != nil && cond.Status == corev1.ConditionFalse && cond.Reason == corev1.PodReasonUnschedulable {
-		if claim, bound := r.claimsBound(p); !bound {
+		if claim, bound := r.claimsBound(p); !bound || strings.Contains(cond.Message, unboundClaims) {
+			if claim == "" {
+				claim = claimOf(p)
+			}
 			return schedrt.Status{Phase: schedrt.Pending, Message: "waiting for volume claim " + claim + " to be bound"}
 		}
 		return exited(fmt.Sprintf("could not be scheduled (Unschedulable: %s)", truncate(cond.Message, 512)))
@@ -194,6 +197,25 @@ func (r *Pods) progressMessage(p *corev1.Pod, pr progress) string {
 		return "notebook server started; waiting for it to be ready"
 	}
 	return "Pod " + p.Name + " waiting for a node"
+}
+
+// unboundClaims is how kube-scheduler's VolumeBinding plugin says that a
+// Pod waits for its claims (ErrReasonUnboundImmediatePersistentVolumeClaims
+// in k8s.io/kubernetes, unchanged since 1.12). The API has no structured
+// reason for it, and the scheduler's cache may learn of a binding after
+// ours has: a Pod created once its claim is bound can still be called
+// Unschedulable for it, once, before the scheduler retries it. Reading
+// the message only ever delays a failure (to the start timeout, if the
+// text changed), never invents one.
+const unboundClaims = "unbound immediate PersistentVolumeClaims"
+
+func claimOf(p *corev1.Pod) string {
+	for _, v := range p.Spec.Volumes {
+		if v.PersistentVolumeClaim != nil {
+			return v.PersistentVolumeClaim.ClaimName
+		}
+	}
+	return "(none)"
 }
 
 // claimsBound says whether every claim the Pod mounts is bound; if not,
