@@ -87,6 +87,10 @@ pools:
   capacity: 5
   startTimeout: 10m
   kubernetes: {image: "kubetest.invalid/manual/notebook:1", volume: {policy: none}}
+- name: manualclaim
+  capacity: 5
+  startTimeout: 10m
+  kubernetes: {image: "kubetest.invalid/manual/notebook:1"}
 `
 
 // crashStage makes kwok report a crash loop for images under

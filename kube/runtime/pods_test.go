@@ -30,6 +30,7 @@ func TestPodRuntime(t *testing.T) {
 	t.Run("ProgressFromEventsAndConditions", func(t *testing.T) { testProgress(e.with(t)) })
 	t.Run("ImagePullFailureFailsAtOnce", func(t *testing.T) { testImagePullFails(e.with(t)) })
 	t.Run("UnschedulableFailsAtOnce", func(t *testing.T) { testUnschedulable(e.with(t)) })
+	t.Run("UnschedulableForAClaimTheSchedulerHasNotSeenBoundIsNotFinal", func(t *testing.T) { testStaleUnschedulable(e.with(t)) })
 	t.Run("CrashLoopFailsAtOnce", func(t *testing.T) { testCrashLoop(e.with(t)) })
 	t.Run("PodDeletedBehindOurBackCrashes", func(t *testing.T) { testDeletedBehindOurBack(e.with(t)) })
 	t.Run("CapacityFromTheCluster", func(t *testing.T) { testCapacityFromCluster(e.with(t)) })
@@ -224,6 +225,50 @@ func testUnschedulable(e *env) {
 	got, msgs := e.watch("dave", s.Name, schedulerv1.Session_RUNNING)
 	e.expectStartFailed(got, msgs, "Unschedulable", "nvidia.com/gpu")
 	e.waitGone("session-" + id(s))
+}
+
+// kube-scheduler's cache may learn that a claim is bound after the
+// runtime's has: the Pod, created once the claim was bound, is called
+// Unschedulable for the unbound claim, once, before the scheduler retries
+// it. That must not fail the start (it did, under 50 concurrent starts);
+// a real Unschedulable after it still does. The test plays the lagging
+// kube-scheduler on a Pod whose image kwok leaves alone.
+func testStaleUnschedulable(e *env) {
+	t := e.t
+	s := e.create("ivan", "manualclaim")
+	stream, err := e.cl.WatchSession(e.as(e.ctx(), "ivan"), &schedulerv1.WatchSessionRequest{Name: s.Name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	until := func(want string) *schedulerv1.Session {
+		t.Helper()
+		for {
+			got, err := stream.Recv()
+			if err != nil {
+				t.Fatalf("waiting for %q: %v", want, err)
+			}
+			if strings.Contains(got.StatusMessage, want) || got.State == schedulerv1.Session_FAILED {
+				return got
+			}
+		}
+	}
+	until("scheduled on node")
+	setUnschedulable := func(msg string) {
+		t.Helper()
+		pod := e.pod("session-" + id(s))
+		pod.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodScheduled, Status: corev1.ConditionFalse,
+			Reason: corev1.PodReasonUnschedulable, Message: msg, LastTransitionTime: metav1.Now()}}
+		if _, err := e.c.Client.CoreV1().Pods(namespace).UpdateStatus(e.ctx(), pod, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setUnschedulable("0/2 nodes are available: pod has unbound immediate PersistentVolumeClaims. preemption: not helpful.")
+	if got := until("waiting for volume claim home-"); got.State != schedulerv1.Session_STARTING {
+		t.Fatalf("Unschedulable for an unbound claim, the claim bound: %s/%s %q; want STARTING, waiting for the claim", got.State, got.StopReason, got.StatusMessage)
+	}
+	setUnschedulable("0/2 nodes are available: 2 Insufficient nvidia.com/gpu.")
+	got := until("could not be scheduled")
+	e.expectStartFailed(got, nil, "Unschedulable", "Insufficient nvidia.com/gpu")
 }
 
 // A notebook server that keeps crashing ends the start at once.
