@@ -71,7 +71,12 @@ Without --config the built-in dev pools are used: cpu, gpu-t4x2, gpu-p100
   # session token from $JUPYTER_TOKEN)
   export MERIDIAN_STORE='postgres://meridian:secret@db:5432/meridian?sslmode=require'
   meridian scheduler --region europe-west1 --listen 127.0.0.1:8091 \
-    --config pools.yaml --workload_command 'jupyter lab --no-browser --ip=127.0.0.1 --port={port}'`,
+    --config pools.yaml --workload_command 'jupyter lab --no-browser --ip=127.0.0.1 --port={port}'
+
+  # Sessions as Pods (pools need their kubernetes settings; in a Pod, its
+  # service account is used: docs/kubernetes-runtime.md has the RBAC)
+  meridian scheduler --region us-central1 --runtime=kubernetes --namespace meridian-sessions \
+    --config pools.yaml --kubeconfig ~/.kube/config`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			f.workloadUserSet = cmd.Flags().Changed("workload_user")

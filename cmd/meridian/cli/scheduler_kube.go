@@ -52,6 +52,9 @@ func schedulerRuntime(ctx context.Context, f schedulerFlags, cfg *scheduler.Conf
 // credentials) and waits for the runtime's first lists, so that a
 // restarted scheduler sees every Pod before it judges a session.
 func podRuntime(ctx context.Context, f kubeFlags, cfg *scheduler.Config, log *slog.Logger) (runtime.Runtime, func(func(string)), func(), error) {
+	if err := kuberuntime.CheckConfig(cfg); err != nil {
+		return nil, nil, nil, fmt.Errorf("--runtime=kubernetes: %w", err)
+	}
 	var rc *rest.Config
 	var err error
 	if f.kubeconfig != "" {
