@@ -100,12 +100,11 @@ func newHarness(t *testing.T, st store.Store, cfg *Config, opts ...harnessOpt) *
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	t.Cleanup(cancel)
-	o := Options{Region: "us-central1", Config: cfg, Store: st, Clock: clock.NewFake(t0), InstanceLease: time.Minute}
-	for _, f := range opts {
-		f(&o)
-	}
 	rt := &runtime.Local{Command: []string{os.Args[0], workloadArg, "{port}", "{pool}"}, Grace: 2 * time.Second}
-	o.Runtime = rt
+	o := Options{Region: "us-central1", Config: cfg, Store: st, Clock: clock.NewFake(t0), InstanceLease: time.Minute, Runtime: rt}
+	for _, f := range opts {
+		f(&o) // may wrap the runtime
+	}
 	sched, err := New(o)
 	if err != nil {
 		t.Fatal(err)

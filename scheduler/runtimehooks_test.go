@@ -6,6 +6,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -13,6 +14,8 @@ import (
 	"github.com/meridian-gw/meridian/scheduler/runtime"
 	"github.com/meridian-gw/meridian/scheduler/store"
 	"github.com/meridian-gw/meridian/scheduler/store/storetest"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // A starting session shows the runtime's progress as its message, so that
@@ -137,5 +140,71 @@ func TestServeLeavesDurableWorkloadsRunning(t *testing.T) {
 		if stop && (len(ids) != 0 || after.State != schedulerv1.Session_STOPPED) {
 			t.Errorf("StopWorkloads: after stopping, workloads %v and session %s; want it stopped", ids, after.State)
 		}
+	}
+}
+
+// measuredLocal is the local runtime measuring its pools' capacity, as
+// the Pod runtime measures a cluster's.
+type measuredLocal struct {
+	*runtime.Local
+	slots atomic.Int64 // < 0: cannot tell
+}
+
+func (m *measuredLocal) Capacity(string) (int, bool) {
+	n := m.slots.Load()
+	return int(n), n >= 0
+}
+
+const fromClusterConfig = `
+pools:
+- name: gpu
+  capacity: fromCluster
+  capacityByRegion: {asia-east1: 0, europe-west1: 1}
+  maxPerUser: 10
+  kubernetes: {image: notebook, resources: {limits: {nvidia.com/gpu: 1}}}
+`
+
+// A pool whose capacity comes from the cluster follows the runtime's
+// measure: while it cannot tell, sessions queue (never refused, never
+// overrunning the cluster); as it grows, queued sessions are placed;
+// capacityByRegion still fixes a region's.
+func TestCapacityFromTheRuntime(t *testing.T) {
+	m := &measuredLocal{}
+	m.slots.Store(-1)
+	withMeasure := func(o *Options) {
+		m.Local = o.Runtime.(*runtime.Local)
+		o.Runtime = m
+	}
+	h := newHarness(t, storetest.Open(t, "sqlite"), testConfig(t, fromClusterConfig), withMeasure)
+	first := h.create("alice", "gpu", "")
+	if first.State != schedulerv1.Session_QUEUED || !strings.Contains(first.StatusMessage, "no room") {
+		t.Fatalf("created while the runtime cannot tell the capacity: %s %q; want QUEUED, no room", first.State, first.StatusMessage)
+	}
+	m.slots.Store(1)
+	h.reconcileUntil("alice", first.Name, RUNNING)
+	second := h.create("alice", "gpu", "")
+	if second.State != schedulerv1.Session_QUEUED || !strings.Contains(second.StatusMessage, "all 1 gpu slots") {
+		t.Fatalf("second session with 1 slot: %s %q; want QUEUED behind the first", second.State, second.StatusMessage)
+	}
+	m.slots.Store(2)
+	h.reconcileUntil("alice", second.Name, RUNNING)
+	h.checkCounters("us-central1", "gpu")
+
+	// A region that capacityByRegion fixes ignores the measure.
+	m.slots.Store(5)
+	asia := newHarness(t, storetest.Open(t, "sqlite"), testConfig(t, fromClusterConfig), withRegion("asia-east1"), withMeasure)
+	_, err := asia.cl.CreateSession(asia.as("bob"), &schedulerv1.CreateSessionRequest{Pool: "gpu"})
+	if status.Code(err) != codes.FailedPrecondition {
+		t.Errorf("pool fixed at 0 in asia-east1: CreateSession = %v; want FailedPrecondition (not offered)", err)
+	}
+}
+
+// A runtime that cannot measure a cluster refuses a fromCluster pool at
+// start, naming the field.
+func TestCapacityFromClusterNeedsAMeasuringRuntime(t *testing.T) {
+	rt := &runtime.Local{Command: []string{"true"}}
+	_, err := New(Options{Region: "us-central1", Config: testConfig(t, fromClusterConfig), Store: storetest.Open(t, "sqlite"), Runtime: rt})
+	if err == nil || !strings.Contains(err.Error(), "pools[0].capacity = fromCluster") {
+		t.Fatalf("New with the local runtime and a fromCluster pool: %v; want an error naming pools[0].capacity", err)
 	}
 }

@@ -94,6 +94,17 @@ func New(opts Options) (*Scheduler, error) {
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
+	if _, ok := opts.Runtime.(runtime.Capacities); !ok && opts.Config != nil {
+		for i, p := range opts.Config.Pools {
+			if !p.FixedIn(opts.Region) {
+				errs = append(errs, fmt.Errorf("pools[%d].capacity = %s: the %s runtime cannot measure a cluster; give a number, or use --runtime=kubernetes",
+					i, CapacityFromCluster, opts.Runtime.Name()))
+			}
+		}
+		if err := errors.Join(errs...); err != nil {
+			return nil, err
+		}
+	}
 	s := &Scheduler{
 		region:    opts.Region,
 		instance:  opts.Instance,
@@ -191,10 +202,24 @@ func newToken() string {
 	return idEncoding.EncodeToString(b[:])
 }
 
-func userLock(owner string) string                { return "user:" + owner }
-func poolLock(region, pool string) string         { return "pool:" + region + "/" + pool }
-func sessionName(id string) string                { return "sessions/" + id }
-func hours(d time.Duration) string                { return fmt.Sprintf("%.1fh", d.Hours()) }
-func joinPools(names []string) string             { return strings.Join(names, ", ") }
-func (s *Scheduler) now() time.Time               { return s.clock.Now().UTC() }
-func (s *Scheduler) capacity(p *PoolConfig) int64 { return int64(p.CapacityIn(s.region)) }
+func userLock(owner string) string        { return "user:" + owner }
+func poolLock(region, pool string) string { return "pool:" + region + "/" + pool }
+func sessionName(id string) string        { return "sessions/" + id }
+func hours(d time.Duration) string        { return fmt.Sprintf("%.1fh", d.Hours()) }
+func joinPools(names []string) string     { return strings.Join(names, ", ") }
+func (s *Scheduler) now() time.Time       { return s.clock.Now().UTC() }
+
+// capacity is the pool's slot count in this region: the configured one,
+// or the runtime's measure of its cluster for `capacity: fromCluster` (0
+// while it cannot tell, so sessions queue rather than overrun it).
+func (s *Scheduler) capacity(p *PoolConfig) int64 {
+	if p.FixedIn(s.region) {
+		return int64(p.CapacityIn(s.region))
+	}
+	if c, ok := s.rt.(runtime.Capacities); ok {
+		if n, ok := c.Capacity(p.Name); ok {
+			return int64(n)
+		}
+	}
+	return 0
+}

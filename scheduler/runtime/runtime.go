@@ -50,6 +50,17 @@ type Adopter interface {
 	Adopt(ctx context.Context, sessionID, record string) (Status, error)
 }
 
+// Capacities is a Runtime that measures how many sessions of a pool fit
+// in what it runs on (Pods: the allocatable GPUs of the nodes a pool may
+// use), for pools whose capacity comes from there (`capacity:
+// fromCluster`). It tells the scheduler of a change through the same
+// wake-up as a workload's (OnChange).
+type Capacities interface {
+	// Capacity is the pool's number of slots now; ok is false while the
+	// runtime cannot tell (not measured yet, or not a pool it measures).
+	Capacity(pool string) (slots int, ok bool)
+}
+
 // Spec is what a runtime needs to start one session.
 type Spec struct {
 	SessionID string
@@ -58,6 +69,10 @@ type Spec struct {
 	Region    string
 	// Token guards the notebook server; it appears in the endpoint URL.
 	Token string
+	// BaseURL is the path the workload serves under, e.g.
+	// "/notebooks/{id}/" where the gateway proxies notebooks with their
+	// path unchanged; empty means "/".
+	BaseURL string
 	// MaxDuration bounds the workload's life even if the scheduler is gone.
 	MaxDuration time.Duration
 }

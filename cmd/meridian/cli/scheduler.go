@@ -29,6 +29,7 @@ type schedulerFlags struct {
 	workloadHost, workloadLogDir                                              string
 	workloadGrace, drain, reconcile                                           time.Duration
 	logLevel                                                                  string
+	kube                                                                      kubeFlags
 }
 
 func newSchedulerCmd() *cobra.Command {
@@ -78,7 +79,12 @@ Without --config the built-in dev pools are used: cpu, gpu-t4x2, gpu-p100
   # session token from $JUPYTER_TOKEN)
   export MERIDIAN_STORE='postgres://meridian:secret@db:5432/meridian?sslmode=require'
   meridian scheduler --region europe-west1 --listen 127.0.0.1:8091 \
-    --config pools.yaml --workload_command 'jupyter lab --no-browser --ip=127.0.0.1 --port={port}'`,
+    --config pools.yaml --workload_command 'jupyter lab --no-browser --ip=127.0.0.1 --port={port}'
+
+  # Sessions as Pods (pools need their kubernetes settings; in a Pod, its
+  # service account is used: docs/kubernetes-runtime.md has the RBAC)
+  meridian scheduler --region us-central1 --runtime=kubernetes --namespace meridian-sessions \
+    --config pools.yaml --kubeconfig ~/.kube/config`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			f.workloadUserSet = cmd.Flags().Changed("workload_user")
@@ -105,6 +111,7 @@ Without --config the built-in dev pools are used: cpu, gpu-t4x2, gpu-p100
 	fl.DurationVar(&f.drain, "drain", 5*time.Second, "on SIGTERM or SIGINT, time to serve NOT_SERVING before stopping")
 	fl.DurationVar(&f.reconcile, "reconcile_interval", time.Second, "how often every session is re-examined")
 	fl.StringVar(&f.logLevel, "log_level", "info", "debug, info, warn or error")
+	addKubeFlags(fl, &f.kube)
 	return cmd
 }
 
@@ -129,11 +136,14 @@ func runScheduler(ctx context.Context, f schedulerFlags) error {
 	if err := undumpable(); err != nil {
 		return err
 	}
-	rt, err := localRuntime(f, log.With("component", "runtime"))
+	rt, wake, stopRuntime, err := schedulerRuntime(ctx, f, cfg, log.With("component", "runtime"))
 	if err != nil {
 		return err
 	}
-	warnUntrustworthy(log, f, peers)
+	defer stopRuntime()
+	if f.kube.runtime == "local" {
+		warnUntrustworthy(log, f, peers)
+	}
 	lns, err := schedulerListeners(f)
 	if err != nil {
 		return err
@@ -164,7 +174,7 @@ func runScheduler(ctx context.Context, f schedulerFlags) error {
 	if err != nil {
 		return err
 	}
-	rt.OnChange = func(string) { sched.Wake() }
+	wake(func(string) { sched.Wake() })
 	// SIGTERM (a restart, a deploy) leaves the workloads running for the
 	// next scheduler to adopt; SIGINT (Ctrl-C) stops them too.
 	interrupted := make(chan os.Signal, 1)
