@@ -46,6 +46,7 @@ func (s *Scheduler) adoptAsync(sess *store.Session, a runtime.Adopter) {
 		st, err := a.Adopt(ctx, sess.ID, sess.Workload)
 		if err != nil {
 			s.log.Warn("adopting a session's workload failed; will retry", "session", sess.ID, "err", err)
+			s.backOff(sess.ID)
 			return
 		}
 		if st.Phase != runtime.Unknown {
@@ -67,6 +68,7 @@ func (s *Scheduler) adoptAsync(sess *store.Session, a runtime.Adopter) {
 		})
 		if err != nil {
 			s.log.Warn("recording a vanished workload failed; will retry", "session", sess.ID, "err", err)
+			s.backOff(sess.ID)
 		}
 	})
 }

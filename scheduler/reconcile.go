@@ -346,8 +346,10 @@ func (s *Scheduler) stopStrayWorkloads(ctx context.Context) error {
 			defer cancel()
 			if err := s.rt.Stop(sctx, id); err != nil {
 				s.log.Warn("stopping a stray workload failed; will retry", "session", id, "err", err)
+				s.backOff(id)
 				return
 			}
+			s.succeeded(id)
 			s.log.Warn("stopped a workload whose session has ended", "session", id)
 		})
 	}

@@ -2,6 +2,7 @@ package scheduler
 
 import (
 	"context"
+	"errors"
 	"net"
 	"os"
 	"slices"
@@ -207,4 +208,76 @@ func TestCapacityFromClusterNeedsAMeasuringRuntime(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "pools[0].capacity = fromCluster") {
 		t.Fatalf("New with the local runtime and a fromCluster pool: %v; want an error naming pools[0].capacity", err)
 	}
+}
+
+// failingStop is the local runtime with a Stop that fails while fail is
+// set, and counts its calls: a Kubernetes API that refuses a delete.
+type failingStop struct {
+	*runtime.Local
+	fail  atomic.Bool
+	stops atomic.Int64
+}
+
+func (f *failingStop) Stop(ctx context.Context, id string) error {
+	f.stops.Add(1)
+	if f.fail.Load() {
+		return errors.New("forbidden")
+	}
+	return f.Local.Stop(ctx, id)
+}
+
+// A runtime Stop that keeps failing is retried with a doubling delay per
+// session, not on every reconcile pass (each failure wakes the loop, so it
+// would spin, and log, every 20 ms); once it works the session ends.
+func TestFailingStopBacksOff(t *testing.T) {
+	f := &failingStop{}
+	f.fail.Store(true)
+	h := newHarness(t, storetest.Open(t, "sqlite"), testConfig(t, basicConfig), func(o *Options) {
+		f.Local = o.Runtime.(*runtime.Local)
+		o.Runtime = f
+	})
+	s := h.create("alice", "cpu", "")
+	h.reconcileUntil("alice", s.Name, RUNNING)
+	if _, err := h.cl.StopSession(h.as("alice"), &schedulerv1.StopSessionRequest{Name: s.Name}); err != nil {
+		t.Fatal(err)
+	}
+	waitStops := func(want int64) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for f.stops.Load() < want {
+			if time.Now().After(deadline) {
+				t.Fatalf("runtime Stop called %d times; want %d", f.stops.Load(), want)
+			}
+			if err := h.sched.Reconcile(h.ctx); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	waitStops(1)
+	for range 20 { // passes while the retry is not due: no Stop
+		if err := h.sched.Reconcile(h.ctx); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if n := f.stops.Load(); n != 1 {
+		t.Fatalf("runtime Stop called %d times before the retry was due; want 1", n)
+	}
+	h.clk.Advance(time.Second)
+	waitStops(2)
+	h.clk.Advance(time.Second) // the second delay is 2 s: not due yet
+	for range 20 {
+		if err := h.sched.Reconcile(h.ctx); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if n := f.stops.Load(); n != 2 {
+		t.Fatalf("runtime Stop called %d times 1 s after the second failure; want 2 (the delay doubles)", n)
+	}
+	f.fail.Store(false)
+	h.clk.Advance(time.Second)
+	h.reconcileUntil("alice", s.Name, STOPPED)
+	h.checkCounters("us-central1", "cpu")
 }

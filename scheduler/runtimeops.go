@@ -20,11 +20,14 @@ func (s *Scheduler) busy(id string) bool {
 }
 
 // claim marks id as having a runtime operation under way; false means one
-// already was.
+// already was, or the last one failed and its retry is not due yet.
 func (s *Scheduler) claim(id string) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.inflight[id] {
+		return false
+	}
+	if r, ok := s.retry[id]; ok && s.now().Before(r.at) {
 		return false
 	}
 	s.inflight[id] = true
@@ -39,6 +42,35 @@ func (s *Scheduler) release(id string) {
 	case s.wake <- struct{}{}:
 	default:
 	}
+}
+
+// Retries of a failing runtime operation (a Stop the API refuses, a store
+// that is down) are spaced out per session, doubling from minRetry to
+// maxRetry: every release wakes the reconcile loop, which would otherwise
+// try again, and log again, every pass.
+const (
+	minRetry = time.Second
+	maxRetry = time.Minute
+)
+
+type retryState struct {
+	at    time.Time
+	delay time.Duration
+}
+
+// backOff records that id's runtime operation failed: the next claim waits.
+func (s *Scheduler) backOff(id string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	d := min(max(2*s.retry[id].delay, minRetry), maxRetry)
+	s.retry[id] = retryState{at: s.now().Add(d), delay: d}
+}
+
+// succeeded forgets id's failures.
+func (s *Scheduler) succeeded(id string) {
+	s.mu.Lock()
+	delete(s.retry, id)
+	s.mu.Unlock()
 }
 
 // startAsync launches a placed session's workload.
@@ -58,6 +90,7 @@ func (s *Scheduler) startAsync(sess *store.Session) {
 			if st, err := s.rt.Status(ctx, sess.ID); err == nil && st.Record != "" {
 				if err := s.saveRecord(ctx, sess, st.Record); err != nil {
 					s.log.Warn("recording a started workload failed; will retry", "session", sess.ID, "err", err)
+					s.backOff(sess.ID)
 				}
 			}
 			return
@@ -83,10 +116,12 @@ func (s *Scheduler) end(sess *store.Session, state schedulerv1.Session_State, re
 	defer cancel()
 	if err := s.adoptToStop(ctx, sess); err != nil {
 		s.log.Warn("adopting a workload to stop it failed; will retry", "session", sess.ID, "err", err)
+		s.backOff(sess.ID)
 		return
 	}
 	if err := s.rt.Stop(ctx, sess.ID); err != nil {
 		s.log.Warn("workload stop failed; will retry", "session", sess.ID, "err", err)
+		s.backOff(sess.ID)
 		return
 	}
 	err := s.update(ctx, []string{poolLock(sess.Region, sess.Pool)}, func(tx store.Tx, fx *effects) error {
@@ -101,8 +136,10 @@ func (s *Scheduler) end(sess *store.Session, state schedulerv1.Session_State, re
 	})
 	if err != nil {
 		s.log.Warn("ending session failed; will retry", "session", sess.ID, "err", err)
+		s.backOff(sess.ID)
 		return
 	}
+	s.succeeded(sess.ID)
 	s.notify()
 }
 

@@ -74,6 +74,7 @@ type Scheduler struct {
 	mu        sync.Mutex
 	changed   chan struct{}        // closed and replaced on every local change
 	inflight  map[string]bool      // sessions with a runtime Start/Stop under way
+	retry     map[string]retryState // sessions whose last runtime operation failed
 	admitters map[string]*admitter // by pool
 	ops       sync.WaitGroup
 	stopping  atomic.Bool // set by Shutdown
@@ -120,6 +121,7 @@ func New(opts Options) (*Scheduler, error) {
 		wake:      make(chan struct{}, 1),
 		changed:   make(chan struct{}),
 		inflight:  map[string]bool{},
+		retry:     map[string]retryState{},
 		admitters: map[string]*admitter{},
 	}
 	if s.instance == "" {
