@@ -99,7 +99,7 @@ func (durableLocal) Durable() bool { return true }
 func TestServeLeavesDurableWorkloadsRunning(t *testing.T) {
 	for _, durable := range []bool{true, false} {
 		st := storetest.Open(t, "sqlite")
-		rt := &runtime.Local{Command: []string{os.Args[0], workloadArg, "{port}", "{pool}"}, Grace: 2 * time.Second}
+		rt := &runtime.Local{Command: []string{os.Args[0], workloadArg, "{port}", "{pool}", "{base_url}"}, Grace: 2 * time.Second}
 		t.Cleanup(func() { rt.StopAll(context.Background()) })
 		var r runtime.Runtime = rt
 		if durable {

@@ -61,6 +61,10 @@ var migrations = []string{
 		region    TEXT NOT NULL,
 		heartbeat BIGINT NOT NULL
 	);`,
+	// 2: the token a session's workload requires, kept so that the gateway
+	// can reach the workload for its owner (ResolveNotebook). The endpoint
+	// column now holds the workload's internal URL (store.Session.WorkloadURL).
+	`ALTER TABLE sessions ADD COLUMN workload_token TEXT NOT NULL DEFAULT ''`,
 }
 
 // SchemaVersion is the version Open migrates to.
