@@ -18,15 +18,26 @@ dev: build
 
 ## test: unit, integration and end-to-end tests with the race detector.
 ## PostgreSQL tests use $$MERIDIAN_TEST_POSTGRES, or start a throwaway
-## server themselves when Debian's PostgreSQL is installed.
+## server themselves when Debian's PostgreSQL is installed. Tests against
+## real Kubernetes control planes (test/kubetest) use the binaries that
+## kube-tools builds once per machine.
 test:
 	@scripts/ensure-tools.sh
 	@# Unit and integration tests in parallel; then the multi-process
 	@# system tests one package at a time, since they measure latency and
 	@# throughput on a 2-core machine and must not share it with each other.
-	export MERIDIAN_TEST_POSTGRES="$$(scripts/ensure-postgres.sh)" CGO_ENABLED=1 && \
+	@# (Plain assignments first: `export X="$$(cmd)"` hides cmd's failure.)
+	pg="$$(scripts/ensure-postgres.sh)" && kube="$$(scripts/ensure-kube.sh)" && \
+	  export MERIDIAN_TEST_POSTGRES="$$pg" MERIDIAN_KUBE_BIN="$$kube" CGO_ENABLED=1 && \
 	  $(GO) test -race -count=1 -timeout 20m $$($(GO) list ./... | grep -v '/test/') && \
 	  $(GO) test -race -count=1 -timeout 20m -p 1 ./test/...
+
+## kube-tools: etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
+## kubectl and kwok for test/kubetest, built into ~/.cache/meridian/kube-v1.37.2
+## (about 15 minutes the first time on 2 cores; nothing to do after that).
+.PHONY: kube-tools
+kube-tools:
+	@scripts/ensure-kube.sh
 
 test-short:
 	$(GO) test -count=1 -short ./...
@@ -36,7 +47,8 @@ lint:
 	$(GO) vet ./...
 	$(GO) tool staticcheck ./...
 
-## generate: regenerate Go from api/**/*.proto with pinned tools (offline).
+## generate: regenerate Go from api/**/*.proto, and kube/api's deepcopy
+## functions and CRDs (deploy/kubernetes/crds), with pinned tools (offline).
 generate:
 	PATH="$$($(GO) env GOPATH)/bin:$$PATH" protoc -I api -I /usr/include \
 	  --plugin=protoc-gen-go="$$($(GO) tool -n protoc-gen-go)" \
@@ -44,6 +56,7 @@ generate:
 	  --go_out=api --go_opt=paths=source_relative \
 	  --go-grpc_out=api --go-grpc_opt=paths=source_relative \
 	  $(PROTOS)
+	$(GO) generate ./kube/api/
 
 
 bench:

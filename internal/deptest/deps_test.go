@@ -55,6 +55,11 @@ func TestDependenciesPointOneWay(t *testing.T) {
 		{"gateway", "cmd/meridian/cli", "features never import the CLI"},
 		{"edge", "cmd/meridian/cli", "features never import the CLI"},
 	}
+	// kube/api is the Kubernetes API's types: the controller, the edge's
+	// source and the Pod runtime import it, never the other way.
+	for _, to := range []string{"scheduler", "gateway", "edge", "dev", "internal", "cmd/meridian/cli", "kube/controller", "kube/source", "kube/runtime"} {
+		rules = append(rules, struct{ from, to, why string }{"kube/api", to, "the API types stand alone"})
+	}
 	// internal/ is the ground floor: what every feature stands on, and so
 	// imports none of them, nor the CLI (cmd/meridian/cli, the top layer).
 	for _, shared := range sharedPackages(t) {
