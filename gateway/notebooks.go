@@ -201,8 +201,10 @@ func (g *Gateway) serveNotebook(w http.ResponseWriter, r *http.Request) {
 	if creds.from == fromCookie {
 		// The cookie comes with any request the browser makes, whichever
 		// page asks: a cross-site one may not change anything.
-		if err := n.cop.Check(r); err != nil {
-			n.page(w, r, rec, http.StatusForbidden, "Cross-site request refused", "A request from another site may not change a notebook.", 0)
+		// A WebSocket handshake is a GET, which that check lets through:
+		// its Origin must be this host (cross-site WebSocket hijacking).
+		if err := n.cop.Check(r); err != nil || (wstunnel.IsWebSocket(r) && !sameOrigin(r)) {
+			n.page(w, r, rec, http.StatusForbidden, "Cross-site request refused", "A request from another site may not use a notebook.", 0)
 			return
 		}
 	}
@@ -392,7 +394,7 @@ func (n *notebooks) login(w http.ResponseWriter, r *http.Request, rec *callRecor
 	http.Redirect(w, r, u.RequestURI(), http.StatusSeeOther)
 }
 
-// credential sources of a notebook request, in the order they are tried.
+// credential sources of a notebook request.
 const (
 	fromNone = iota
 	fromHeader
@@ -409,14 +411,17 @@ type nbCreds struct {
 	from  int
 }
 
+// A login (access_token on a GET) comes before the cookie: a browser
+// that holds an older token's cookie (expired, or another user's) signs
+// in again with the new one instead of being refused with the old.
 func notebookCredentials(r *http.Request) nbCreds {
 	c := nbCreds{r: r}
 	if h := r.Header.Get("Authorization"); len(h) > 7 && strings.EqualFold(h[:7], "bearer ") {
 		c.token, c.from = strings.TrimSpace(h[7:]), fromHeader
-	} else if ck, err := r.Cookie(NotebookCookie); err == nil && ck.Value != "" {
-		c.token, c.from = ck.Value, fromCookie
 	} else if t := r.URL.Query().Get("access_token"); t != "" && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
 		c.token, c.from = t, fromQuery
+	} else if ck, err := r.Cookie(NotebookCookie); err == nil && ck.Value != "" {
+		c.token, c.from = ck.Value, fromCookie
 	}
 	return c
 }
@@ -436,6 +441,17 @@ func (c nbCreds) header(name string) string {
 func (c nbCreds) query(string) string { return "" }
 
 var _ credSource = nbCreds{}
+
+// sameOrigin reports whether r's Origin, when it has one, is its own
+// host (browsers always send one on WebSocket handshakes).
+func sameOrigin(r *http.Request) bool {
+	o := r.Header.Get("Origin")
+	if o == "" {
+		return true
+	}
+	u, err := url.Parse(o)
+	return err == nil && u.Host != "" && strings.EqualFold(u.Host, r.Host)
+}
 
 func httpToCode(s int) codes.Code {
 	switch {
@@ -483,4 +499,3 @@ func (s *statusWriter) Write(p []byte) (int, error) {
 }
 
 func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
-

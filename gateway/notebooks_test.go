@@ -1,8 +1,10 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -24,6 +26,8 @@ import (
 	"github.com/meridian-gw/meridian/scheduler"
 	"github.com/meridian-gw/meridian/scheduler/runtime"
 	"github.com/meridian-gw/meridian/scheduler/store"
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -67,7 +71,8 @@ func testNotebook(port, base string) int {
 			XSRF: r.Header.Get("X-XSRFToken"), Host: r.Host, Query: r.URL.RawQuery, Method: r.Method, UserInfo: r.Header.Get(UserInfoHeader)})
 	})
 	mux.HandleFunc(base+"ws", func(w http.ResponseWriter, r *http.Request) {
-		c, err := websocket.Accept(w, r, &websocket.AcceptOptions{CompressionMode: websocket.CompressionDisabled})
+		// Any Origin: the gateway is what must refuse other sites'.
+		c, err := websocket.Accept(w, r, &websocket.AcceptOptions{CompressionMode: websocket.CompressionDisabled, InsecureSkipVerify: true})
 		if err != nil {
 			return
 		}
@@ -132,7 +137,6 @@ type nbgw struct {
 	keepAlives atomic.Int64
 	access     *syncBuffer
 }
-
 
 func newNotebookGW(t *testing.T, opts ...gwOpt) *nbgw {
 	t.Helper()
@@ -450,8 +454,6 @@ func TestResolveNotebookIsNotPartOfTheAPI(t *testing.T) {
 	}
 }
 
-
-
 func waitUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(d)
@@ -464,17 +466,126 @@ func waitUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
 }
 
 // An attack: oversized headers are refused before anything is done with
-// them, over HTTP/1.1 and HTTP/2.
+// them, over HTTP/1.1 and HTTP/2. (Go's HTTP/2 client refuses to send
+// more than the server announces, so HTTP/2 is written frame by frame.)
 func TestHeadersLargerThanMaxHeaderBytesAreRefused(t *testing.T) {
 	n := newNotebookGW(t, func(o *Options) { o.MaxHeaderBytes = 8 << 10 })
 	_, path := n.running("alice", "cpu")
 	tok := n.is.token(t, "alice")
-	for name, c := range map[string]*http.Client{"HTTP/1.1": n.h1, "HTTP/2": n.h2} {
-		if r := n.req(c, "GET", path, "Authorization", "Bearer "+tok, "X-Pad", strings.Repeat("p", 2<<10)); r.code != 200 {
-			t.Errorf("%s: headers within the bound: %d", name, r.code)
+	if r := n.req(n.h1, "GET", path, "Authorization", "Bearer "+tok, "X-Pad", strings.Repeat("p", 2<<10)); r.code != 200 {
+		t.Errorf("HTTP/1.1: headers within the bound: %d", r.code)
+	}
+	if r := n.req(n.h1, "GET", path, "Authorization", "Bearer "+tok, "X-Pad", strings.Repeat("p", 64<<10)); r.code != http.StatusRequestHeaderFieldsTooLarge {
+		t.Errorf("HTTP/1.1: 64 KiB of headers with a bound of 8 KiB: %d; want 431", r.code)
+	}
+	if got := rawH2Status(t, n.ssl, n.roots, path, "authorization", "Bearer "+tok, "x-pad", strings.Repeat("p", 2<<10)); got != "200" {
+		t.Errorf("HTTP/2: headers within the bound: %s", got)
+	}
+	// 12 KiB in one frame: 431. Far more (64 KiB, in CONTINUATIONs) ends
+	// the connection (x/net's bound on CONTINUATION floods); one field
+	// larger than the bound does too (HPACK refuses the string).
+	kv := func(n int) []string {
+		out := []string{"authorization", "Bearer " + tok}
+		for i := range n {
+			out = append(out, fmt.Sprintf("x-pad-%d", i), strings.Repeat("p", 2<<10))
 		}
-		if r := n.req(c, "GET", path, "Authorization", "Bearer "+tok, "X-Pad", strings.Repeat("p", 64<<10)); r.code != http.StatusRequestHeaderFieldsTooLarge {
-			t.Errorf("%s: 64 KiB of headers with a bound of 8 KiB: %d; want 431", name, r.code)
+		return out
+	}
+	if got := rawH2Status(t, n.ssl, n.roots, path, kv(6)...); got != "431" {
+		t.Errorf("HTTP/2: 12 KiB of headers with a bound of 8 KiB: %s; want 431", got)
+	}
+	for _, fields := range [][]string{kv(32), {"x-pad", strings.Repeat("p", 64<<10)}} {
+		if got := rawH2Status(t, n.ssl, n.roots, path, fields...); !strings.HasPrefix(got, "GOAWAY") {
+			t.Errorf("HTTP/2: 64 KiB of headers with a bound of 8 KiB: %s; want the connection ended", got)
 		}
 	}
+}
+
+// rawH2Status sends one GET with the header fields kv on a new HTTP/2
+// connection, whatever the server announced, and returns its :status.
+func rawH2Status(t *testing.T, addr string, roots *x509.CertPool, path string, kv ...string) string {
+	t.Helper()
+	nc, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: roots, ServerName: "localhost", NextProtos: []string{"h2"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	_ = nc.SetDeadline(time.Now().Add(10 * time.Second))
+	fr := http2.NewFramer(nc, nc)
+	fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	if _, err := nc.Write([]byte(http2.ClientPreface)); err != nil {
+		t.Fatal(err)
+	}
+	_ = fr.WriteSettings()
+	var hb bytes.Buffer
+	enc := hpack.NewEncoder(&hb)
+	fields := append([]string{":method", "GET", ":scheme", "https", ":path", path, ":authority", addr}, kv...)
+	for i := 0; i < len(fields); i += 2 {
+		_ = enc.WriteField(hpack.HeaderField{Name: fields[i], Value: fields[i+1]})
+	}
+	block := hb.Bytes()
+	first := min(len(block), 16<<10)
+	if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: block[:first], EndStream: true, EndHeaders: first == len(block)}); err != nil {
+		t.Fatal(err)
+	}
+	for block = block[first:]; len(block) > 0; {
+		k := min(len(block), 16<<10)
+		if err := fr.WriteContinuation(1, k == len(block), block[:k]); err != nil {
+			t.Fatal(err)
+		}
+		block = block[k:]
+	}
+	for {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			return "no answer: " + err.Error()
+		}
+		switch f := f.(type) {
+		case *http2.MetaHeadersFrame:
+			if f.StreamID == 1 {
+				return f.PseudoValue("status")
+			}
+		case *http2.RSTStreamFrame:
+			return "RST_STREAM " + f.ErrCode.String()
+		case *http2.GoAwayFrame:
+			return "GOAWAY " + f.ErrCode.String()
+		case *http2.SettingsFrame:
+			if !f.IsAck() {
+				_ = fr.WriteSettingsAck()
+			}
+		}
+	}
+}
+
+// A browser that holds an older cookie (another token, expired) signs in
+// again with ?access_token= rather than being refused with the old one.
+func TestNotebookLoginWinsOverAStaleCookie(t *testing.T) {
+	n := newNotebookGW(t)
+	_, path := n.running("alice", "cpu")
+	tok := n.is.token(t, "alice")
+	r := n.req(n.h1, "GET", path+"?access_token="+tok, "Cookie", NotebookCookie+"=expired.or.forged")
+	if r.code != http.StatusSeeOther || !strings.Contains(r.header.Get("Set-Cookie"), NotebookCookie+"="+tok) {
+		t.Fatalf("login with a stale cookie: %d %q; want 303 setting the new token's cookie", r.code, r.header.Get("Set-Cookie"))
+	}
+}
+
+// An attack: a page on another site opens a WebSocket to the notebook;
+// the browser sends the cookie with it (a GET), and the gateway refuses it
+// by its Origin. The owner's own page gets through.
+func TestNotebookRefusesCrossSiteWebSockets(t *testing.T) {
+	n := newNotebookGW(t)
+	_, path := n.running("alice", "cpu")
+	ck := NotebookCookie + "=" + n.is.token(t, "alice")
+	cfg := &tls.Config{RootCAs: n.roots}
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	_, resp, err := testws.Dial(ctx, n.tls(path+"ws"), http.Header{"Cookie": {ck}, "Origin": {"https://evil.example"}}, cfg)
+	if err == nil || resp == nil || resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("a cross-site WebSocket with the cookie: %v %v; want 403", resp, err)
+	}
+	c, _, err := testws.Dial(ctx, n.tls(path+"ws"), http.Header{"Cookie": {ck}, "Origin": {"https://" + n.ssl}}, cfg)
+	if err != nil {
+		t.Fatalf("the notebook's own page: %v", err)
+	}
+	c.CloseNow()
 }
