@@ -12,13 +12,13 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
-	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/meridian-gw/meridian/internal/clock"
+	"github.com/meridian-gw/meridian/internal/sessionid"
 	"github.com/meridian-gw/meridian/scheduler/runtime"
 	"github.com/meridian-gw/meridian/scheduler/store"
 )
@@ -106,7 +106,7 @@ func New(opts Options) (*Scheduler, error) {
 	if opts.Runtime == nil {
 		errs = append(errs, errors.New("runtime: nil"))
 	}
-	if opts.Region != "" && !regionRe.MatchString(opts.Region) {
+	if opts.Region != "" && !sessionid.ValidRegion(opts.Region) {
 		errs = append(errs, fmt.Errorf("region = %q: want 1–%d characters of a-z 0-9 and -, starting with a letter and not ending with -, e.g. us-central1 (session ids begin with it)", opts.Region, maxRegionLen))
 	}
 	if err := checkNotebookURLBase(opts.NotebookURLBase); err != nil {
@@ -205,12 +205,10 @@ var idEncoding = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadd
 
 // maxRegionLen keeps session ids ({region}-{20 random}) within the 64
 // characters that names allow.
-const maxRegionLen = 64 - 1 - idRandomLen
+const maxRegionLen = sessionid.MaxRegionLen
 
 // idRandomLen is the length of a session id's random part.
-const idRandomLen = 20
-
-var regionRe = regexp.MustCompile(`^[a-z]([a-z0-9-]{0,41}[a-z0-9])?$`)
+const idRandomLen = sessionid.RandomLen
 
 // newID returns a session id of region: "{region}-" and 20 random
 // characters [a-z2-7], so that the edge routes the session's notebook to
@@ -224,13 +222,7 @@ func newID(region string) string {
 // RegionOf returns the region a session id names: everything before its
 // last "-", when the rest is a random part. Ids made before ids carried
 // their region have none (ok false).
-func RegionOf(id string) (region string, ok bool) {
-	i := strings.LastIndexByte(id, '-')
-	if i <= 0 || len(id)-i-1 != idRandomLen {
-		return "", false
-	}
-	return id[:i], regionRe.MatchString(id[:i])
-}
+func RegionOf(id string) (region string, ok bool) { return sessionid.RegionOf(id) }
 
 // NotebookPath is the path of a session's notebook on the edge and the
 // gateway, and its workload's base URL: "/notebooks/{id}/".
