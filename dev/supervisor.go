@@ -40,6 +40,9 @@ type Options struct {
 	Log *slog.Logger
 	// Ready, when set, is called with dev.json's contents once all is up.
 	Ready func(*Info)
+	// Workload is what every session runs: WorkloadBuiltin (the default)
+	// or WorkloadJupyter.
+	Workload string
 }
 
 // Supervisor starts, watches and stops the topology's processes.
@@ -50,6 +53,7 @@ type Supervisor struct {
 	tlsDir        string
 	serviceConfig string
 	edge          *proc
+	workloadArgs  []string // the schedulers' --workload_command, if any
 
 	mu      sync.Mutex
 	regions map[string]*regionProcs
@@ -95,7 +99,11 @@ func Run(ctx context.Context, opts Options) error {
 		}
 		opts.Binary = self
 	}
-	s := &Supervisor{opts: opts, ports: Ports{Base: opts.PortBase}, regions: map[string]*regionProcs{}}
+	wargs, err := workloadArgs(opts.Workload)
+	if err != nil {
+		return err
+	}
+	s := &Supervisor{opts: opts, ports: Ports{Base: opts.PortBase}, regions: map[string]*regionProcs{}, workloadArgs: wargs}
 	return s.run(ctx)
 }
 
@@ -246,9 +254,12 @@ func (s *Supervisor) startRegion(ctx context.Context, region string, i int) erro
 		name: "scheduler " + region,
 		args: []string{"scheduler", "--region", region, "--listen", s.ports.Scheduler(i), "--listen_unix", sock, "--trusted_peers=",
 			"--metrics_listen", s.ports.SchedulerMetrics(i), "--store", s.info.Store,
-			"--drain", "0s", "--workload_grace", "3s", "--workload_log_dir", filepath.Join(dir, "workloads")},
+			"--drain", "0s", "--workload_grace", "3s", "--workload_log_dir", filepath.Join(dir, "workloads"),
+			// A session's endpoint is its notebook's URL on the edge.
+			"--notebook_url_base", "https://" + s.ports.Edge()},
 		log: filepath.Join(dir, "logs", "scheduler-"+region+".log"),
 	}
+	sched.args = append(sched.args, s.workloadArgs...)
 	gw := &proc{
 		name: "gateway " + region,
 		args: []string{"gateway", "--listen_host", "127.0.0.1",
@@ -536,6 +547,7 @@ Try it (through the edge: TLS, JWT, nearest healthy region):
   export MERIDIAN_TOKEN=$(%s dev token --user alice --state_dir %s)
   %s sessions create --pool cpu --wait
   %s sessions list
+  %s sessions open NAME        # its notebook on the edge (owner only)
   %s quota
   %s status --state_dir %s
   curl --cacert $MERIDIAN_CACERT -H "Authorization: Bearer $MERIDIAN_TOKEN" https://%s/v1/sessions
@@ -550,7 +562,7 @@ Failure drills (watch the dashboard):
 Logs: %s
 Ctrl-C stops everything.
 `, len(s.info.Regions), s.info.Store, s.info.Edge, s.info.Admin, InfoPath(s.opts.StateDir), s.info.Issuer,
-		s.info.Edge, s.info.CA, m, s.opts.StateDir, m, m, m, m, s.opts.StateDir, s.info.Edge, s.info.Edge, s.info.Edge, s.info.Edge,
+		s.info.Edge, s.info.CA, m, s.opts.StateDir, m, m, m, m, m, s.opts.StateDir, s.info.Edge, s.info.Edge, s.info.Edge, s.info.Edge,
 		m, r0.Name, s.opts.StateDir, m, r0.Name, s.opts.StateDir, filepath.Join(s.opts.StateDir, "logs"))
 }
 
