@@ -239,7 +239,6 @@ func execute(t *testing.T, ctx context.Context, c *websocket.Conn, code string) 
 	}
 }
 
-
 // jupyterInChromium opens the notebook URL with ?access_token= in headless
 // Chromium through the edge: the login redirect leaves the token out of
 // the address, Jupyter's page loads over HTTP/2, and a script on it runs
