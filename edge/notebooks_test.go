@@ -96,9 +96,9 @@ func newNotebookRig(t *testing.T, opts ...func(*Options)) *rig {
 // clients are HTTP/1.1 and HTTP/2 clients of the rig's edge.
 func (r *rig) clients() map[string]*http.Client {
 	// A config each: the HTTP/2 Transport adds "h2" to its config's NextProtos.
-	h1 := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: r.ca.Pool},
+	h1 := &http.Client{Timeout: 2 * time.Minute, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: r.ca.Pool},
 		TLSNextProto: map[string]func(string, *tls.Conn) http.RoundTripper{}}}
-	h2 := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: r.ca.Pool}, ForceAttemptHTTP2: true}}
+	h2 := &http.Client{Timeout: 2 * time.Minute, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: r.ca.Pool}, ForceAttemptHTTP2: true}}
 	return map[string]*http.Client{"HTTP/1.1": h1, "HTTP/2": h2}
 }
 
@@ -192,7 +192,13 @@ func TestNotebookIsNotRetriedOnceItReachedAGateway(t *testing.T) {
 		for reg, g := range r.gws {
 			before[reg] = g.nb.calls.Load()
 		}
-		a := get(t, c, r.url+"/notebooks/"+nbID("asia-east1")+"/reset")
+		var a answer
+		// A region-down answer reaches no gateway; on a loaded machine the
+		// health checks may flap: ask again until a gateway had it.
+		waitUntil(t, 20*time.Second, "asia-east1 to take the request", func() bool {
+			a = get(t, c, r.url+"/notebooks/"+nbID("asia-east1")+"/reset")
+			return !strings.Contains(a.body, "no healthy gateway")
+		})
 		if a.code != http.StatusBadGateway || !strings.Contains(a.body, "asia-east1") {
 			t.Errorf("%s: a reset by the gateway: %d %q; want 502 naming the region", name, a.code, a.body)
 		}
@@ -211,7 +217,7 @@ func TestNotebookIsNotRetriedOnceItReachedAGateway(t *testing.T) {
 func TestNotebookBodiesStreamBothWays(t *testing.T) {
 	r := newNotebookRig(t, func(o *Options) { o.RetryBufferLimit = 64 << 10 })
 	base := r.url + "/notebooks/" + nbID("europe-west1") + "/"
-	const size = 48 << 20 // far past the retry buffer: nothing is held whole
+	const size = 8 << 20 // far past the retry buffer: nothing is held whole
 	for name, c := range r.clients() {
 		resp, err := c.Post(base+"upload", "application/octet-stream", io.LimitReader(zeros{}, size))
 		if err != nil {
@@ -309,14 +315,11 @@ func TestNotebookWebSocketsOutliveReloadsAndDraining(t *testing.T) {
 	}
 }
 
-// An attack: one client opening WebSockets without end, or leaving them
-// silent, must not hold connections and goroutines for ever.
-func TestNotebookTunnelsAreBoundedPerClientAndIdleOnesClose(t *testing.T) {
-	r := newNotebookRig(t, func(o *Options) {
-		o.Notebooks.MaxTunnelsPerClient = 2
-		o.Notebooks.TunnelIdleTimeout = 500 * time.Millisecond
-	})
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+// An attack: one client opening WebSockets without end must not hold
+// connections and goroutines for ever.
+func TestNotebookTunnelsAreBoundedPerClient(t *testing.T) {
+	r := newNotebookRig(t, func(o *Options) { o.Notebooks.MaxTunnelsPerClient = 2 })
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
 	url := r.url + "/notebooks/" + nbID("us-central1") + "/ws"
 	cfg := &tls.Config{RootCAs: r.ca.Pool}
@@ -324,7 +327,6 @@ func TestNotebookTunnelsAreBoundedPerClientAndIdleOnesClose(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer a.CloseNow()
 	b, _, err := testws.DialH2(ctx, url, nil, cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -335,18 +337,33 @@ func TestNotebookTunnelsAreBoundedPerClientAndIdleOnesClose(t *testing.T) {
 			t.Errorf("%s: a third WebSocket with a limit of 2: %v %v; want 429", name, resp, err)
 		}
 	}
-	// Both stay silent: the idle timeout closes them and frees the slots.
-	for _, c := range []*websocket.Conn{a, b} {
-		if _, _, err := c.Read(ctx); err == nil || ctx.Err() != nil {
-			t.Fatalf("read on a silent tunnel: %v (context %v); want it closed by the idle timeout", err, ctx.Err())
-		}
-	}
-	waitUntil(t, 5*time.Second, "the idle tunnels released", func() bool { return r.ed.tunnels.Open() == 0 })
-	c, _, err := testws.Dial(ctx, url, nil, cfg)
+	a.Close(websocket.StatusNormalClosure, "")
+	waitUntil(t, 10*time.Second, "the closed tunnel released", func() bool { return r.ed.tunnels.Open() == 1 })
+	c, _, err := testws.DialH2(ctx, url, nil, cfg)
 	if err != nil {
-		t.Fatalf("after the idle ones closed: %v", err)
+		t.Fatalf("after one closed: %v", err)
 	}
 	c.CloseNow()
+}
+
+// An attack: WebSockets opened and left silent are closed by the idle
+// timeout, which frees their slots.
+func TestNotebookIdleTunnelsClose(t *testing.T) {
+	r := newNotebookRig(t, func(o *Options) { o.Notebooks.TunnelIdleTimeout = 300 * time.Millisecond })
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	url := r.url + "/notebooks/" + nbID("us-central1") + "/ws"
+	for name, dial := range wsProtocols {
+		c, _, err := dial(ctx, url, nil, &tls.Config{RootCAs: r.ca.Pool})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := c.Read(ctx); err == nil || ctx.Err() != nil {
+			t.Fatalf("%s: read on a silent tunnel: %v (context %v); want it closed by the idle timeout", name, err, ctx.Err())
+		}
+		c.CloseNow()
+	}
+	waitUntil(t, 10*time.Second, "the idle tunnels released", func() bool { return r.ed.tunnels.Open() == 0 })
 }
 
 func TestMaxHeaderBytesBoundsNotebookRequests(t *testing.T) {
