@@ -547,7 +547,6 @@ Try it (through the edge: TLS, JWT, nearest healthy region):
   export MERIDIAN_TOKEN=$(%s dev token --user alice --state_dir %s)
   %s sessions create --pool cpu --wait
   %s sessions list
-  %s sessions open NAME        # its notebook on the edge (owner only)
   %s quota
   %s status --state_dir %s
   curl --cacert $MERIDIAN_CACERT -H "Authorization: Bearer $MERIDIAN_TOKEN" https://%s/v1/sessions
@@ -562,7 +561,7 @@ Failure drills (watch the dashboard):
 Logs: %s
 Ctrl-C stops everything.
 `, len(s.info.Regions), s.info.Store, s.info.Edge, s.info.Admin, InfoPath(s.opts.StateDir), s.info.Issuer,
-		s.info.Edge, s.info.CA, m, s.opts.StateDir, m, m, m, m, m, s.opts.StateDir, s.info.Edge, s.info.Edge, s.info.Edge, s.info.Edge,
+		s.info.Edge, s.info.CA, m, s.opts.StateDir, m, m, m, m, s.opts.StateDir, s.info.Edge, s.info.Edge, s.info.Edge, s.info.Edge,
 		m, r0.Name, s.opts.StateDir, m, r0.Name, s.opts.StateDir, filepath.Join(s.opts.StateDir, "logs"))
 }
 
