@@ -41,6 +41,9 @@ type Options struct {
 	Log *slog.Logger
 	// Ready, when set, is called with dev.json's contents once all is up.
 	Ready func(*Info)
+	// Workload is what every session runs: WorkloadBuiltin (the default)
+	// or WorkloadJupyter.
+	Workload string
 }
 
 // Supervisor starts, watches and stops the topology's processes.
@@ -51,6 +54,7 @@ type Supervisor struct {
 	tlsDir        string
 	serviceConfig string
 	edge          *proc
+	workloadArgs  []string // the schedulers' --workload_command, if any
 
 	mu      sync.Mutex
 	regions map[string]*regionProcs
@@ -98,7 +102,11 @@ func Run(ctx context.Context, opts Options) error {
 		}
 		opts.Binary = self
 	}
-	s := &Supervisor{opts: opts, ports: Ports{Base: opts.PortBase}, regions: map[string]*regionProcs{}}
+	wargs, err := workloadArgs(opts.Workload)
+	if err != nil {
+		return err
+	}
+	s := &Supervisor{opts: opts, ports: Ports{Base: opts.PortBase}, regions: map[string]*regionProcs{}, workloadArgs: wargs}
 	return s.run(ctx)
 }
 
@@ -285,14 +293,18 @@ func (s *Supervisor) startRegion(ctx context.Context, region string, i int) erro
 // (a restart-scheduler, a crash); the topology's end stops them (SIGINT).
 func (s *Supervisor) schedulerProc(region string, i int) *proc {
 	dir := s.opts.StateDir
-	return &proc{
+	p := &proc{
 		name: "scheduler " + region,
 		args: []string{"scheduler", "--region", region, "--listen", s.ports.Scheduler(i), "--listen_unix", SchedulerSocket(dir, region), "--trusted_peers=",
 			"--metrics_listen", s.ports.SchedulerMetrics(i), "--store", s.info.Store,
-			"--drain", "0s", "--workload_grace", "3s", "--workload_log_dir", filepath.Join(dir, "workloads")},
+			"--drain", "0s", "--workload_grace", "3s", "--workload_log_dir", filepath.Join(dir, "workloads"),
+			// A session's endpoint is its notebook's URL on the edge.
+			"--notebook_url_base", "https://" + s.ports.Edge()},
 		log:     filepath.Join(dir, "logs", "scheduler-"+region+".log"),
 		stopSig: syscall.SIGINT,
 	}
+	p.args = append(p.args, s.workloadArgs...)
+	return p
 }
 
 // restartScheduler ends a region's scheduler with sig (SIGTERM: a

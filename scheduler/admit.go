@@ -85,16 +85,17 @@ func (s *Scheduler) admitOne(ctx context.Context, tx store.Tx, pc *PoolConfig, p
 	}
 	now := s.now()
 	sess := &store.Session{
-		ID:          newID(),
-		Owner:       owner,
-		Pool:        pool,
-		Region:      s.region,
-		RequestID:   requestID,
-		QuotaGroup:  pc.QuotaGroup,
-		CreateTime:  now,
-		UpdateTime:  now,
-		MaxDuration: pc.MaxDuration.Duration,
-		IdleTimeout: pc.IdleTimeout.Duration,
+		ID:            newID(s.region),
+		WorkloadToken: newToken(),
+		Owner:         owner,
+		Pool:          pool,
+		Region:        s.region,
+		RequestID:     requestID,
+		QuotaGroup:    pc.QuotaGroup,
+		CreateTime:    now,
+		UpdateTime:    now,
+		MaxDuration:   pc.MaxDuration.Duration,
+		IdleTimeout:   pc.IdleTimeout.Duration,
 	}
 	if p.Holding < capacity && p.Queued == 0 {
 		s.place(sess, p, now)

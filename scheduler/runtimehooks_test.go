@@ -98,7 +98,7 @@ func TestStrayWorkloadIsStopped(t *testing.T) {
 func TestServeLeavesDurableWorkloadsRunning(t *testing.T) {
 	for _, stop := range []bool{false, true} {
 		st := storetest.Open(t, "sqlite")
-		rt := &runtime.Local{Command: []string{os.Args[0], workloadArg, "{port}", "{pool}"}, Grace: 2 * time.Second}
+		rt := &runtime.Local{Command: []string{os.Args[0], workloadArg, "{port}", "{pool}", "{base_url}"}, Grace: 2 * time.Second}
 		t.Cleanup(func() { rt.StopAll(context.Background()) })
 		sched, err := New(Options{Region: "us-central1", Config: testConfig(t, basicConfig), Store: st, Runtime: rt})
 		if err != nil {

@@ -5,6 +5,7 @@ package scheduler
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	schedulerv1 "github.com/meridian-gw/meridian/api/meridian/scheduler/v1"
@@ -82,8 +83,11 @@ func (s *Scheduler) startAsync(sess *store.Session) {
 		defer s.release(sess.ID)
 		ctx, cancel := context.WithTimeout(context.Background(), s.startTimeout(sess.Pool))
 		defer cancel()
-		err := s.rt.Start(ctx, runtime.Spec{SessionID: sess.ID, Owner: sess.Owner, Pool: sess.Pool, Region: sess.Region,
-			Token: newToken(), MaxDuration: sess.MaxDuration})
+		token, err := s.workloadToken(ctx, sess)
+		if err == nil {
+			err = s.rt.Start(ctx, runtime.Spec{SessionID: sess.ID, Owner: sess.Owner, Pool: sess.Pool, Region: sess.Region,
+				Token: token, MaxDuration: sess.MaxDuration, BaseURL: NotebookPath(sess.ID)})
+		}
 		if err == nil {
 			// At once, not at the next pass: a scheduler that dies before
 			// this leaves a workload that the next one cannot find.
@@ -98,6 +102,32 @@ func (s *Scheduler) startAsync(sess *store.Session) {
 		s.log.Warn("workload start failed", "session", sess.ID, "err", err)
 		s.end(sess, schedulerv1.Session_FAILED, schedulerv1.Session_START_FAILED, "start failed: "+err.Error())
 	})
+}
+
+// workloadToken is the session's workload token, chosen at admission.
+// Sessions admitted before tokens were stored get one here, stored before
+// the workload starts with it, so that the gateway can reach it.
+func (s *Scheduler) workloadToken(ctx context.Context, sess *store.Session) (string, error) {
+	if sess.WorkloadToken != "" {
+		return sess.WorkloadToken, nil
+	}
+	token := newToken()
+	err := s.store.Update(ctx, []string{poolLock(sess.Region, sess.Pool)}, func(tx store.Tx) error {
+		cur, err := tx.Session(ctx, sess.ID)
+		if err != nil {
+			return err
+		}
+		if cur.WorkloadToken != "" {
+			token = cur.WorkloadToken
+			return nil
+		}
+		cur.WorkloadToken = token
+		return tx.UpdateSession(ctx, cur)
+	})
+	if err != nil {
+		return "", fmt.Errorf("storing the workload's token: %w", err)
+	}
+	return token, nil
 }
 
 // endAsync stops a session's workload, then ends the session.

@@ -59,6 +59,7 @@ func (s *Scheduler) Serve(ctx context.Context, o ServeOptions) error {
 	srv := serving.NewGRPC(s.log.With("component", "grpc"), []string{schedulerv1.SessionScheduler_ServiceDesc.ServiceName},
 		grpc.MaxRecvMsgSize(1<<20))
 	NewServer(s, o.Peers).Register(srv.Server)
+	NewNotebookServer(s, o.Peers).Register(srv.Server)
 
 	g, gctx := errgroup.WithContext(ctx)
 	// The reconciler outlives serving: it stops only after the server has

@@ -152,6 +152,7 @@ type env struct {
 	addr       string
 	*procs
 	cl      schedulerv1.SessionSchedulerClient
+	nb      schedulerv1.NotebooksClient
 	timeout time.Duration
 }
 
@@ -180,6 +181,7 @@ func newEnv(t testing.TB, nodes ...kubetest.Node) *env {
 	}
 	t.Cleanup(func() { conn.Close() })
 	e.cl = schedulerv1.NewSessionSchedulerClient(conn)
+	e.nb = schedulerv1.NewNotebooksClient(conn)
 	return e
 }
 
@@ -303,6 +305,18 @@ func (e *env) create(user, pool string) *schedulerv1.Session {
 		e.t.Fatalf("CreateSession(%s, %s): %v", user, pool, err)
 	}
 	return s
+}
+
+// workloadURL is where the gateway would proxy user's RUNNING session
+// (ResolveNotebook): the Pod's address. The API's endpoint is the
+// notebook's URL on the edge.
+func (e *env) workloadURL(user, name string) string {
+	e.t.Helper()
+	nb, err := e.nb.ResolveNotebook(e.as(e.ctx(), user), &schedulerv1.ResolveNotebookRequest{Name: name})
+	if err != nil {
+		e.t.Fatalf("ResolveNotebook(%s): %v", name, err)
+	}
+	return nb.WorkloadUrl
 }
 
 func (e *env) get(user, name string) *schedulerv1.Session {

@@ -54,8 +54,11 @@ func testSessionIsAPod(e *env) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := "http://" + pod.Status.PodIP + ":8888"; !strings.HasPrefix(s.Endpoint, want) {
-		t.Errorf("endpoint %q; want the Pod's address %s", s.Endpoint, want)
+	if want, got := "http://"+pod.Status.PodIP+":8888", e.workloadURL("alice@example.com", s.Name); got != want {
+		t.Errorf("workload URL %q; want the Pod's address %s", got, want)
+	}
+	if want := "/notebooks/" + id(s) + "/"; !strings.HasSuffix(s.Endpoint, want) {
+		t.Errorf("endpoint %q; want the notebook's URL, ending %s", s.Endpoint, want)
 	}
 
 	c := pod.Spec.Containers[0]
@@ -195,8 +198,8 @@ func testProgress(e *env) {
 			t.Fatal(err)
 		}
 		if got.State == schedulerv1.Session_RUNNING {
-			if !strings.HasPrefix(got.Endpoint, "http://10.244.250.7:8888") {
-				t.Errorf("endpoint %q; want the Pod's address 10.244.250.7:8888", got.Endpoint)
+			if u := e.workloadURL("bob", s.Name); u != "http://10.244.250.7:8888" {
+				t.Errorf("workload URL %q; want the Pod's address http://10.244.250.7:8888", u)
 			}
 			break
 		}

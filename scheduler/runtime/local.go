@@ -35,8 +35,10 @@ import (
 // minimal environment, and the session token in that environment — never
 // on the command line, which every user of the host can read.
 type Local struct {
-	// Command is the argv template. {port}, {session}, {pool}, {owner} and
-	// {host} are replaced in each argument. {token} is refused: the token
+	// Command is the argv template. {port}, {session}, {pool}, {owner},
+	// {host} and {base_url} (the path the gateway proxies, e.g.
+	// /notebooks/{session}/, for --ServerApp.base_url) are replaced in each
+	// argument. {token} is refused: the token
 	// is in the environment (see Start). Required.
 	Command []string
 	// ExecByDescriptor makes the runtime open Command[0] itself and run
@@ -301,7 +303,7 @@ func (l *Local) Start(ctx context.Context, spec Spec) error {
 		return fmt.Errorf("local runtime: reading the start time of process %d: %w", pid, err)
 	}
 	rec := record{PID: pid, Start: stat.start, Boot: l.boot, UID: l.uid(), Port: port, Dir: home,
-		Endpoint: fmt.Sprintf("http://%s/?token=%s", net.JoinHostPort(l.host(), strconv.Itoa(port)), spec.Token)}
+		Endpoint: "http://" + net.JoinHostPort(l.host(), strconv.Itoa(port))}
 	p := l.track(spec.SessionID, rec)
 	l.log().Info("workload started", "session", spec.SessionID, "pid", pid, "port", port, "user", l.userName(), "dir", home)
 	go l.wait(spec.SessionID, cmd, p, home, out)
@@ -340,8 +342,12 @@ func (l *Local) uid() int {
 // out are the parent's copies of the files the child gets: exe to close
 // once it has started, out once it has exited.
 func (l *Local) command(spec Spec, home string, port int) (cmd *exec.Cmd, exe, out *os.File, err error) {
+	base := spec.BaseURL
+	if base == "" {
+		base = "/"
+	}
 	r := strings.NewReplacer("{port}", strconv.Itoa(port), "{session}", spec.SessionID,
-		"{pool}", spec.Pool, "{owner}", spec.Owner, "{host}", l.host())
+		"{pool}", spec.Pool, "{owner}", spec.Owner, "{host}", l.host(), "{base_url}", base)
 	argv := make([]string, len(l.Command))
 	for i, a := range l.Command {
 		argv[i] = r.Replace(a)
@@ -468,6 +474,9 @@ func (l *Local) env(spec Spec, home string, port int) []string {
 	user := l.userName()
 	env = append(env, "HOME="+home, "USER="+user, "LOGNAME="+user,
 		"PORT="+strconv.Itoa(port), "MERIDIAN_SESSION="+spec.SessionID, "MERIDIAN_POOL="+spec.Pool)
+	if spec.BaseURL != "" {
+		env = append(env, "MERIDIAN_BASE_URL="+spec.BaseURL)
+	}
 	for _, k := range TokenEnv {
 		env = append(env, k+"="+spec.Token)
 	}

@@ -67,11 +67,11 @@ type Spec struct {
 	Owner     string
 	Pool      string
 	Region    string
-	// Token guards the notebook server; it appears in the endpoint URL.
+	// Token guards the notebook server (Jupyter's token); the gateway
+	// adds it to every request it proxies. Never on a command line.
 	Token string
-	// BaseURL is the path the workload serves under, e.g.
-	// "/notebooks/{id}/" where the gateway proxies notebooks with their
-	// path unchanged; empty means "/".
+	// BaseURL is the path the workload serves under, "/notebooks/{id}/":
+	// the gateway proxies requests with their path unchanged.
 	BaseURL string
 	// MaxDuration bounds the workload's life even if the scheduler is gone.
 	MaxDuration time.Duration
@@ -85,7 +85,7 @@ const (
 	Unknown Phase = iota
 	// Pending: launched, not yet serving.
 	Pending
-	// Ready: serving at Status.Endpoint.
+	// Ready: serving at Status.Endpoint (scheme://host:port).
 	Ready
 	// Exited: ended on its own; Status.Message says how.
 	Exited
@@ -105,7 +105,9 @@ func (p Phase) String() string {
 
 // Status is what the runtime knows of one workload.
 type Status struct {
-	Phase    Phase
+	Phase Phase
+	// Endpoint is where a Ready workload serves, scheme://host:port (the
+	// gateway's target; no token, no path: requests keep their path).
 	Endpoint string
 	// Message says what is happening, for people: while Pending, the
 	// progress of the start ("pulling image jupyter/scipy-notebook");

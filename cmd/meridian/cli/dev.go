@@ -14,6 +14,7 @@ func newDevCmd() *cobra.Command {
 	var stateDir string
 	var portBase int
 	var fresh bool
+	var workload string
 	cmd := &cobra.Command{
 		Use:   "dev",
 		Short: "Run the whole system on this machine (three regions)",
@@ -34,9 +35,16 @@ state directory is 0700; run as root, workloads run as nobody (see
 docs/scheduler.md). stop-region, start-region and restart-scheduler
 authenticate with the control token in dev.json. Sessions' workloads outlive
 a scheduler's restart or crash and are adopted by the next one; Ctrl-C stops
-them with everything else.`,
+them with everything else.
+
+A RUNNING session's endpoint is its notebook on the edge,
+https://127.0.0.1:8443/notebooks/{session_id}/ (meridian sessions open NAME).
+--workload=jupyter runs Jupyter Server as every session (Debian packages
+jupyter-core, jupyter-server, python3-ipykernel); the default, builtin, is a
+placeholder page that needs nothing installed.`,
 		Example: `  meridian dev
   meridian dev --fresh --state_dir /tmp/meridian --port_base 18000
+  meridian dev --workload=jupyter          # every session a real Jupyter Server
   meridian dev stop-region us-central1     # SIGKILL a region, for failure drills
   meridian dev start-region us-central1
   meridian dev restart-scheduler us-central1 --signal KILL   # sessions keep running`,
@@ -49,12 +57,14 @@ them with everything else.`,
 			if err := undumpable(); err != nil {
 				return err
 			}
-			return dev.Run(cmd.Context(), dev.Options{StateDir: stateDir, PortBase: portBase, Fresh: fresh, Out: cmd.OutOrStdout(), Log: log})
+			return dev.Run(cmd.Context(), dev.Options{StateDir: stateDir, PortBase: portBase, Fresh: fresh, Out: cmd.OutOrStdout(), Log: log,
+				Workload: workload})
 		},
 	}
 	cmd.PersistentFlags().StringVar(&stateDir, "state_dir", defaultStateDir(), "directory for the store, logs and dev.json")
 	cmd.Flags().IntVar(&portBase, "port_base", 8000, "first port of the layout")
 	cmd.Flags().BoolVar(&fresh, "fresh", false, "delete the previous run's state and start clean")
+	cmd.Flags().StringVar(&workload, "workload", dev.WorkloadBuiltin, "what sessions run: builtin (a placeholder page) or jupyter (Jupyter Server; Debian: "+dev.JupyterPackages+")")
 	var user string
 	var ttl time.Duration
 	tokenCmd := &cobra.Command{

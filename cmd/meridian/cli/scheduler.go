@@ -30,6 +30,7 @@ type schedulerFlags struct {
 	workloadGrace, drain, reconcile                                           time.Duration
 	logLevel                                                                  string
 	kube                                                                      kubeFlags
+	notebookURLBase                                                           string
 }
 
 func newSchedulerCmd() *cobra.Command {
@@ -101,7 +102,7 @@ Without --config the built-in dev pools are used: cpu, gpu-t4x2, gpu-p100
 	fl.StringVar(&f.instance, "instance", "", "stable id of this scheduler among its region's (default: the region)")
 	fl.StringVar(&f.configPath, "config", "", "pools and quotas YAML (default: built-in dev pools)")
 	fl.StringSliceVar(&f.trustedPeers, "trusted_peers", scheduler.DefaultTrustedPeers, "CIDRs whose TCP peers may assert caller identity (the gateway's address); '' trusts none (use --listen_unix)")
-	fl.StringVar(&f.workloadCmd, "workload_command", "", "session command template; {port} {session} {pool} {owner} {host} are replaced, the token is in $JUPYTER_TOKEN and $MERIDIAN_WORKLOAD_TOKEN (default: the built-in placeholder, meridian workload)")
+	fl.StringVar(&f.workloadCmd, "workload_command", "", "session command template; {port} {session} {pool} {owner} {host} {base_url} are replaced, the token is in $JUPYTER_TOKEN and $MERIDIAN_WORKLOAD_TOKEN (default: the built-in placeholder, meridian workload)")
 	fl.StringVar(&f.workloadUser, "workload_user", "nobody", "account workloads run as, name or uid (takes root; not as root, workloads run as this account)")
 	fl.StringVar(&f.workloadDir, "workload_dir", "", "where each session's private working directory and HOME is made, and removed when it ends (default $TMPDIR/meridian-workloads-UID)")
 	fl.StringArrayVar(&f.workloadEnv, "workload_env", nil, "KEY=VALUE added to every workload's environment, which is otherwise minimal (repeatable)")
@@ -110,6 +111,7 @@ Without --config the built-in dev pools are used: cpu, gpu-t4x2, gpu-p100
 	fl.DurationVar(&f.workloadGrace, "workload_grace", 10*time.Second, "time between SIGTERM and SIGKILL when stopping a workload")
 	fl.DurationVar(&f.drain, "drain", 5*time.Second, "on SIGTERM or SIGINT, time to serve NOT_SERVING before stopping")
 	fl.DurationVar(&f.reconcile, "reconcile_interval", time.Second, "how often every session is re-examined")
+	fl.StringVar(&f.notebookURLBase, "notebook_url_base", "", "the edge's public address, e.g. https://notebooks.example.com: a RUNNING session's endpoint is BASE/notebooks/{session}/ (empty: that path alone)")
 	fl.StringVar(&f.logLevel, "log_level", "info", "debug, info, warn or error")
 	addKubeFlags(fl, &f.kube)
 	return cmd
@@ -169,7 +171,7 @@ func runScheduler(ctx context.Context, f schedulerFlags) error {
 	metrics.WatchStore(st)
 	sched, err := scheduler.New(scheduler.Options{
 		Region: f.region, Instance: f.instance, Config: cfg, Store: st, Runtime: rt,
-		Log: log, Metrics: metrics, ReconcileInterval: f.reconcile,
+		Log: log, Metrics: metrics, ReconcileInterval: f.reconcile, NotebookURLBase: f.notebookURLBase,
 	})
 	if err != nil {
 		return err
@@ -246,7 +248,7 @@ func localRuntime(f schedulerFlags, log *slog.Logger) (*runtime.Local, error) {
 		if err != nil {
 			return nil, fmt.Errorf("finding the meridian binary for the default workload: %w; set --workload_command", err)
 		}
-		rt.Command = []string{self, "workload", "--port={port}", "--session={session}", "--host={host}"}
+		rt.Command = []string{self, "workload", "--port={port}", "--session={session}", "--host={host}", "--base_url={base_url}"}
 		rt.ExecByDescriptor = true
 	}
 	for _, kv := range f.workloadEnv {
