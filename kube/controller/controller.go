@@ -21,8 +21,10 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/klog/v2"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
@@ -199,7 +201,10 @@ func New(o Options) (*Controller, error) {
 				"/readyz":  http.StripPrefix("/readyz", health),
 			},
 		},
-		HealthProbeBindAddress:        "0",
+		HealthProbeBindAddress: "0",
+		// Controller names are unique per process for their metrics; a
+		// process runs one Controller, but tests run one after another.
+		Controller:                    config.Controller{SkipNameValidation: ptr.To(true)},
 		LeaderElection:                o.LeaderElect,
 		LeaderElectionID:              o.LeaseName,
 		LeaderElectionNamespace:       o.Namespace,

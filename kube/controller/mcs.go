@@ -52,6 +52,16 @@ func (r *mcsReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.R
 		if err := r.deleteDerived(ctx, req.NamespacedName, nil); err != nil {
 			return ctrl.Result{}, err
 		}
+		// The owner references would remove the published slices too,
+		// but the garbage collector may take its time (it learns of new
+		// kinds every 30 s): the edges should stop routing at once.
+		published, err := r.published(ctx, &mcs)
+		if err != nil {
+			return ctrl.Result{}, err
+		}
+		if err := r.sync(ctx, published, nil); err != nil {
+			return ctrl.Result{}, err
+		}
 		if controllerutil.RemoveFinalizer(&mcs, meridianv1alpha1.FinalizerDerivedServices) {
 			return ctrl.Result{}, client.IgnoreNotFound(r.Update(ctx, &mcs))
 		}
@@ -76,15 +86,12 @@ func (r *mcsReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.R
 		return ctrl.Result{}, err
 	}
 
-	var existing discoveryv1.EndpointSliceList
-	if err := r.List(ctx, &existing, client.InNamespace(mcs.Namespace), client.MatchingLabels{
-		meridianv1alpha1.LabelServiceName: mcs.Name, meridianv1alpha1.LabelManagedBy: meridianv1alpha1.ManagedByController,
-	}); err != nil {
+	existing, err := r.published(ctx, &mcs)
+	if err != nil {
 		return ctrl.Result{}, err
 	}
 	byCluster := map[string][]*discoveryv1.EndpointSlice{}
-	for i := range existing.Items {
-		s := &existing.Items[i]
+	for _, s := range existing {
 		byCluster[s.Labels[meridianv1alpha1.LabelCluster]] = append(byCluster[s.Labels[meridianv1alpha1.LabelCluster]], s)
 	}
 
@@ -149,6 +156,21 @@ func (r *mcsReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.R
 		return ctrl.Result{RequeueAfter: problemRetry}, nil
 	}
 	return ctrl.Result{}, nil
+}
+
+// published is what is published of mcs now.
+func (r *mcsReconciler) published(ctx context.Context, mcs *networkingv1beta1.MultiClusterService) ([]*discoveryv1.EndpointSlice, error) {
+	var list discoveryv1.EndpointSliceList
+	if err := r.List(ctx, &list, client.InNamespace(mcs.Namespace), client.MatchingLabels{
+		meridianv1alpha1.LabelServiceName: mcs.Name, meridianv1alpha1.LabelManagedBy: meridianv1alpha1.ManagedByController,
+	}); err != nil {
+		return nil, err
+	}
+	out := make([]*discoveryv1.EndpointSlice, len(list.Items))
+	for i := range list.Items {
+		out[i] = &list.Items[i]
+	}
+	return out, nil
 }
 
 // fresh is what should be published of mcs from a ready member: its

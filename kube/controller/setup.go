@@ -2,11 +2,13 @@ package controller
 
 import (
 	"context"
+	"time"
 
 	meridianv1alpha1 "github.com/meridian-gw/meridian/kube/api/meridian/v1alpha1"
 	networkingv1beta1 "github.com/meridian-gw/meridian/kube/api/networking/v1beta1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -37,7 +39,7 @@ func (c *Controller) setup() error {
 		}), builder.WithPredicates(specChanged)).
 		WatchesRawSource(source.Func(c.mcsQueue.start)).
 		WithOptions(controller.Options{MaxConcurrentReconciles: c.opts.Workers}).
-		Complete(&mcsReconciler{c: c, Client: mgr.GetClient()}); err != nil {
+		Complete(quietConflicts(&mcsReconciler{c: c, Client: mgr.GetClient()})); err != nil {
 		return err
 	}
 
@@ -49,7 +51,7 @@ func (c *Controller) setup() error {
 		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(c.secretToClusters)).
 		Watches(&discoveryv1.EndpointSlice{}, handler.EnqueueRequestsFromMapFunc(sliceToCluster)).
 		WatchesRawSource(source.Func(c.clusterQueue.start)).
-		Complete(&clusterReconciler{c: c, Client: mgr.GetClient()}); err != nil {
+		Complete(quietConflicts(&clusterReconciler{c: c, Client: mgr.GetClient()})); err != nil {
 		return err
 	}
 
@@ -60,7 +62,7 @@ func (c *Controller) setup() error {
 		For(&networkingv1beta1.MultiClusterIngress{}, builder.WithPredicates(specChanged)).
 		Watches(&networkingv1beta1.MultiClusterService{}, handler.EnqueueRequestsFromMapFunc(c.mcsToMCIs)).
 		Watches(&corev1.Service{}, handler.EnqueueRequestsFromMapFunc(c.allMCIs)).
-		Complete(&mciReconciler{c: c, Client: mgr.GetClient()})
+		Complete(quietConflicts(&mciReconciler{c: c, Client: mgr.GetClient()}))
 }
 
 // deletionChanged passes updates that set the deletion timestamp.
@@ -148,4 +150,21 @@ func (c *Controller) secretToClusters(ctx context.Context, o client.Object) []re
 		}
 	}
 	return out
+}
+
+// conflictRetry is when a reconcile that lost a race on an object's
+// resourceVersion runs again: its cache was a moment behind (often behind
+// the controller's own last write), and the next look will not be.
+const conflictRetry = 100 * time.Millisecond
+
+// quietConflicts requeues a reconcile that failed on a conflict, without
+// the error log and the growing backoff of a failure.
+func quietConflicts(r reconcile.Reconciler) reconcile.Reconciler {
+	return reconcile.Func(func(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
+		res, err := r.Reconcile(ctx, req)
+		if err != nil && apierrors.IsConflict(err) {
+			return reconcile.Result{RequeueAfter: conflictRetry}, nil
+		}
+		return res, err
+	})
 }
