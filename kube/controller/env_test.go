@@ -21,6 +21,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
@@ -192,13 +193,17 @@ func (e *env) scale(t *testing.T, m string, n int32) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	s, err := e.members[m].Client.AppsV1().Deployments(ns).GetScale(ctx, "scheduler", metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.Spec.Replicas = n
-	if _, err := e.members[m].Client.AppsV1().Deployments(ns).UpdateScale(ctx, "scheduler", s, metav1.UpdateOptions{}); err != nil {
-		t.Fatal(err)
+	deployments := e.members[m].Client.AppsV1().Deployments(ns)
+	if err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		s, err := deployments.GetScale(ctx, "scheduler", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		s.Spec.Replicas = n
+		_, err = deployments.UpdateScale(ctx, "scheduler", s, metav1.UpdateOptions{})
+		return err
+	}); err != nil {
+		t.Fatalf("member %s: scaling to %d: %v", m, n, err)
 	}
 }
 
