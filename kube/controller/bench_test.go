@@ -221,11 +221,14 @@ func TestControllerCost(t *testing.T) {
 	skipUnlessBench(t)
 	const services, endpoints = 100, 50
 	members := []string{"us-1", "eu-1", "as-1"}
-	bin := filepath.Join(t.TempDir(), "meridian")
-	build := exec.Command("go", "build", "-o", bin, "../../cmd/meridian")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
+	bin := os.Getenv("MERIDIAN_BIN") // a meridian binary built already
+	if bin == "" {
+		bin = filepath.Join(t.TempDir(), "meridian")
+		build := exec.Command("go", "build", "-o", bin, "../../cmd/meridian")
+		build.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := build.CombinedOutput(); err != nil {
+			t.Fatalf("go build: %v\n%s", err, out)
+		}
 	}
 	e := startEnv(t, members...)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)

@@ -173,6 +173,7 @@ func (r *clusterReconciler) updateStatus(ctx context.Context, cl *meridianv1alph
 	if equality.Semantic.DeepEqual(*st, cl.Status) {
 		return nil
 	}
+	r.c.conditionEvent(cl, cl.Status.Conditions, cond)
 	cl.Status = *st
 	if err := r.Status().Update(ctx, cl); err != nil {
 		return fmt.Errorf("updating status: %w", err)

@@ -14,6 +14,8 @@ import (
 	meridianv1alpha1 "github.com/meridian-gw/meridian/kube/api/meridian/v1alpha1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
@@ -30,6 +32,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/recorder"
 )
 
 // Options configure a Controller. Zero fields take the default in their
@@ -168,6 +171,8 @@ type Controller struct {
 	opts  Options
 	mgr   manager.Manager
 	fleet *fleet
+	// events go on the objects whose condition changes (kubectl describe).
+	events recorder.EventRecorder
 	// mcsQueue and clusterQueue take requests from outside
 	// controller-runtime's watches: member events and member state.
 	mcsQueue, clusterQueue queueRef
@@ -232,7 +237,7 @@ func New(o Options) (*Controller, error) {
 	if err != nil {
 		return nil, fmt.Errorf("controller: %w", err)
 	}
-	c := &Controller{opts: o, mgr: mgr}
+	c := &Controller{opts: o, mgr: mgr, events: mgr.GetEventRecorder("meridian-controller")}
 	c.fleet = newFleet(&c.opts, scheme)
 	c.fleet.changed = c.memberChanged
 	c.fleet.derivedChanged = func(ns, name string) {
@@ -325,4 +330,19 @@ func setLoggers(log *slog.Logger) {
 		ctrllog.SetLogger(logr.FromSlogHandler(log.Handler()))
 		klog.SetSlogLogger(log)
 	})
+}
+
+// conditionEvent records an Event on obj when its condition of the type of
+// now changed status or reason from before (nil: none before): Warning
+// unless it became True.
+func (c *Controller) conditionEvent(obj client.Object, before []metav1.Condition, now metav1.Condition) {
+	old := meta.FindStatusCondition(before, now.Type)
+	if old != nil && old.Status == now.Status && old.Reason == now.Reason {
+		return
+	}
+	kind := corev1.EventTypeWarning
+	if now.Status == metav1.ConditionTrue || now.Status == metav1.ConditionUnknown {
+		kind = corev1.EventTypeNormal
+	}
+	c.events.Eventf(obj, nil, kind, now.Reason, now.Type, "%s=%s: %s", now.Type, now.Status, now.Message)
 }

@@ -327,6 +327,18 @@ func testUnreachable(t *testing.T, e *env) {
 		}
 		return nil
 	})
+	e.config.WaitFor(t, "an Event on Cluster eu-1 saying why", func(ctx context.Context) error {
+		events, err := e.config.Client.EventsV1().Events("").List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return err
+		}
+		for _, ev := range events.Items {
+			if ev.Regarding.Kind == "Cluster" && ev.Regarding.Name == "eu-1" && ev.Reason == meridianv1alpha1.ReasonUnreachable && ev.Type == corev1.EventTypeWarning {
+				return nil
+			}
+		}
+		return fmt.Errorf("%w: no Unreachable event among %d", errNotYet, len(events.Items))
+	})
 	// us-1 goes on as before.
 	e.scale(t, "us-1", 3)
 	e.waitPublished(t, "us-1", 3)

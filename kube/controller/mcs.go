@@ -356,6 +356,7 @@ func (r *mcsReconciler) updateStatus(ctx context.Context, mcs *networkingv1beta1
 	if equality.Semantic.DeepEqual(*st, mcs.Status) {
 		return nil
 	}
+	r.c.conditionEvent(mcs, mcs.Status.Conditions, cond)
 	mcs.Status = *st
 	if err := r.Status().Update(ctx, mcs); err != nil {
 		return fmt.Errorf("updating status: %w", err)
