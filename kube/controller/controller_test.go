@@ -18,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
@@ -446,16 +447,18 @@ func testLoadBalancerMode(t *testing.T, e *env) {
 	defer cancel()
 	setMode := func(mode string) {
 		t.Helper()
-		mcs, err := e.getMCS(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if mode == "" {
-			delete(mcs.Annotations, meridianv1alpha1.AnnotationEndpoints)
-		} else {
-			mcs.Annotations[meridianv1alpha1.AnnotationEndpoints] = mode
-		}
-		if err := e.c.Update(ctx, mcs); err != nil {
+		if err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+			mcs, err := e.getMCS(ctx)
+			if err != nil {
+				return err
+			}
+			if mode == "" {
+				delete(mcs.Annotations, meridianv1alpha1.AnnotationEndpoints)
+			} else {
+				mcs.Annotations[meridianv1alpha1.AnnotationEndpoints] = mode
+			}
+			return e.c.Update(ctx, mcs)
+		}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -475,12 +478,15 @@ func testLoadBalancerMode(t *testing.T, e *env) {
 		}
 		return nil
 	})
-	svc, err := e.derived(ctx, "us-1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	svc.Status.LoadBalancer.Ingress = []corev1.LoadBalancerIngress{{IP: "10.244.250.1"}}
-	if _, err := e.members["us-1"].Client.CoreV1().Services(ns).UpdateStatus(ctx, svc, metav1.UpdateOptions{}); err != nil {
+	if err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		svc, err := e.derived(ctx, "us-1")
+		if err != nil {
+			return err
+		}
+		svc.Status.LoadBalancer.Ingress = []corev1.LoadBalancerIngress{{IP: "10.244.250.1"}}
+		_, err = e.members["us-1"].Client.CoreV1().Services(ns).UpdateStatus(ctx, svc, metav1.UpdateOptions{})
+		return err
+	}); err != nil {
 		t.Fatal(err)
 	}
 	e.config.WaitFor(t, "us-1's load-balancer address published", func(ctx context.Context) error {
