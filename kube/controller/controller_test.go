@@ -254,8 +254,9 @@ func testRestartWithoutChurn(t *testing.T, e *env, old *running) *running {
 	return ctl
 }
 
-// waitSettled waits until each Cluster's status counts what is published
-// from it: the controller has caught up with the last change.
+// waitSettled waits until every member's endpoints are published, ready
+// (no pod still terminating), and each Cluster's status counts them: the
+// members and the controller have caught up with the last change.
 func (e *env) waitSettled(t *testing.T) {
 	t.Helper()
 	e.config.WaitFor(t, "Cluster statuses counting what is published", func(ctx context.Context) error {
@@ -267,6 +268,18 @@ func (e *env) waitSettled(t *testing.T) {
 			n := 0
 			for _, s := range ss {
 				n += len(s.Endpoints)
+				for _, ep := range s.Endpoints {
+					if !endpointReady(ep) {
+						return fmt.Errorf("%w: %s publishes %v not ready (terminating)", errNotYet, m, ep.Addresses)
+					}
+				}
+			}
+			member, err := e.members[m].ServiceEndpoints(ctx, ns, mcsName)
+			if err != nil {
+				return err
+			}
+			if len(member) != n {
+				return fmt.Errorf("%w: %s has %d endpoints; %d published", errNotYet, m, len(member), n)
 			}
 			cl, err := e.getCluster(ctx, m)
 			if err != nil {
