@@ -78,3 +78,10 @@ bench-gateway:
 .PHONY: bench-edge
 bench-edge: build
 	test/edgebench/run.sh $(BENCH_FLAGS)
+
+## bench-notebooks: notebook traffic on loopback (WebSocket round trip p50/p99, a
+## 100 MB download): direct, edge + gateway, configurable-http-proxy (npm install
+## into a temporary directory; skipped with a message without npm). About a minute.
+.PHONY: bench-notebooks
+bench-notebooks:
+	MERIDIAN_NOTEBOOK_BENCH=1 $(GO) test -count=1 -v -timeout 10m -run TestNotebookTraffic ./test/notebookbench/

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -40,6 +41,9 @@ type Options struct {
 	Log *slog.Logger
 	// Ready, when set, is called with dev.json's contents once all is up.
 	Ready func(*Info)
+	// Workload is what every session runs: WorkloadBuiltin (the default)
+	// or WorkloadJupyter.
+	Workload string
 }
 
 // Supervisor starts, watches and stops the topology's processes.
@@ -50,6 +54,7 @@ type Supervisor struct {
 	tlsDir        string
 	serviceConfig string
 	edge          *proc
+	workloadArgs  []string // the schedulers' --workload_command, if any
 
 	mu      sync.Mutex
 	regions map[string]*regionProcs
@@ -58,15 +63,17 @@ type Supervisor struct {
 
 type regionProcs struct {
 	index int
-	procs []*proc
+	procs []*proc // the scheduler first
 }
 
 type proc struct {
 	name string
 	args []string
 	log  string
-	cmd  *exec.Cmd
-	done chan struct{}
+	// stopSig ends it with the topology; default SIGTERM.
+	stopSig syscall.Signal
+	cmd     *exec.Cmd
+	done    chan struct{}
 }
 
 // Run brings the topology up, writes dev.json, and keeps it running until
@@ -95,7 +102,11 @@ func Run(ctx context.Context, opts Options) error {
 		}
 		opts.Binary = self
 	}
-	s := &Supervisor{opts: opts, ports: Ports{Base: opts.PortBase}, regions: map[string]*regionProcs{}}
+	wargs, err := workloadArgs(opts.Workload)
+	if err != nil {
+		return err
+	}
+	s := &Supervisor{opts: opts, ports: Ports{Base: opts.PortBase}, regions: map[string]*regionProcs{}, workloadArgs: wargs}
 	return s.run(ctx)
 }
 
@@ -242,13 +253,7 @@ func (s *Supervisor) startRegion(ctx context.Context, region string, i int) erro
 	// directory; the TCP port (probes, reflection) trusts no peer's
 	// identity, so a workload on loopback cannot act as another user.
 	sock := SchedulerSocket(dir, region)
-	sched := &proc{
-		name: "scheduler " + region,
-		args: []string{"scheduler", "--region", region, "--listen", s.ports.Scheduler(i), "--listen_unix", sock, "--trusted_peers=",
-			"--metrics_listen", s.ports.SchedulerMetrics(i), "--store", s.info.Store,
-			"--drain", "0s", "--workload_grace", "3s", "--workload_log_dir", filepath.Join(dir, "workloads")},
-		log: filepath.Join(dir, "logs", "scheduler-"+region+".log"),
-	}
+	sched := s.schedulerProc(region, i)
 	gw := &proc{
 		name: "gateway " + region,
 		args: []string{"gateway", "--listen_host", "127.0.0.1",
@@ -281,6 +286,58 @@ func (s *Supervisor) startRegion(ctx context.Context, region string, i int) erro
 		return fmt.Errorf("gateway %s did not answer /v1/health: %w (log: %s)", region, err, gw.log)
 	}
 	fmt.Fprintf(s.opts.Out, " SERVING in %s\n", time.Since(start).Round(10*time.Millisecond))
+	return nil
+}
+
+// schedulerProc describes region i's scheduler. Its workloads outlive it
+// (a restart-scheduler, a crash); the topology's end stops them (SIGINT).
+func (s *Supervisor) schedulerProc(region string, i int) *proc {
+	dir := s.opts.StateDir
+	p := &proc{
+		name: "scheduler " + region,
+		args: []string{"scheduler", "--region", region, "--listen", s.ports.Scheduler(i), "--listen_unix", SchedulerSocket(dir, region), "--trusted_peers=",
+			"--metrics_listen", s.ports.SchedulerMetrics(i), "--store", s.info.Store,
+			"--drain", "0s", "--workload_grace", "3s", "--workload_log_dir", filepath.Join(dir, "workloads"),
+			// A session's endpoint is its notebook's URL on the edge.
+			"--notebook_url_base", "https://" + s.ports.Edge()},
+		log:     filepath.Join(dir, "logs", "scheduler-"+region+".log"),
+		stopSig: syscall.SIGINT,
+	}
+	p.args = append(p.args, s.workloadArgs...)
+	return p
+}
+
+// restartScheduler ends a region's scheduler with sig (SIGTERM: a
+// restart; SIGKILL: a crash), starts it again and waits until it serves.
+// Its sessions' workloads keep running throughout, and the new scheduler
+// adopts them; the region's gateway reconnects to the new one.
+func (s *Supervisor) restartScheduler(ctx context.Context, region string, i int, sig syscall.Signal) error {
+	s.mu.Lock()
+	rp, ok := s.regions[region]
+	s.mu.Unlock()
+	if !ok || len(rp.procs) == 0 || !rp.running() {
+		return fmt.Errorf("region %q is not running; start it with start-region", region)
+	}
+	old := rp.procs[0]
+	_ = old.cmd.Process.Signal(sig)
+	t := time.NewTimer(30 * time.Second)
+	defer t.Stop()
+	select {
+	case <-old.done:
+	case <-t.C:
+		_ = old.cmd.Process.Kill()
+		<-old.done
+	}
+	sched := s.schedulerProc(region, i)
+	if err := s.spawn(sched); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	rp.procs[0] = sched
+	s.mu.Unlock()
+	if err := waitServing(ctx, s.ports.Scheduler(i), sched.done, 60*time.Second); err != nil {
+		return fmt.Errorf("scheduler %s did not become SERVING after its restart: %w (log: %s)", region, err, sched.log)
+	}
 	return nil
 }
 
@@ -477,7 +534,11 @@ func (s *Supervisor) stopAll() {
 	}
 	s.mu.Unlock()
 	for _, p := range all {
-		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+		sig := p.stopSig
+		if sig == 0 {
+			sig = syscall.SIGTERM
+		}
+		_ = p.cmd.Process.Signal(sig)
 	}
 	t := time.NewTimer(15 * time.Second)
 	defer t.Stop()
@@ -510,8 +571,15 @@ func (s *Supervisor) controlHandler() http.Handler {
 			err = s.stopRegion(name)
 		case "start":
 			err = s.startRegion(r.Context(), name, i)
+		case "restart-scheduler":
+			sig, ok := map[string]syscall.Signal{"": syscall.SIGTERM, "TERM": syscall.SIGTERM, "KILL": syscall.SIGKILL}[r.URL.Query().Get("signal")]
+			if !ok {
+				http.Error(w, fmt.Sprintf("signal %q: want TERM (a restart) or KILL (a crash)", r.URL.Query().Get("signal")), http.StatusBadRequest)
+				return
+			}
+			err = s.restartScheduler(r.Context(), name, i, sig)
 		default:
-			http.Error(w, "action must be start or stop", http.StatusNotFound)
+			http.Error(w, "action must be start, stop or restart-scheduler", http.StatusNotFound)
 			return
 		}
 		if err != nil {
@@ -546,12 +614,13 @@ Try it (through the edge: TLS, JWT, nearest healthy region):
 Failure drills (watch the dashboard):
   %s dev stop-region %s --state_dir %s
   %s dev start-region %s --state_dir %s
+  %s dev restart-scheduler %s --signal KILL --state_dir %s   # its sessions keep running
 
 Logs: %s
 Ctrl-C stops everything.
 `, len(s.info.Regions), s.info.Store, s.info.Edge, s.info.Admin, InfoPath(s.opts.StateDir), s.info.Issuer,
 		s.info.Edge, s.info.CA, m, s.opts.StateDir, m, m, m, m, s.opts.StateDir, s.info.Edge, s.info.Edge, s.info.Edge, s.info.Edge,
-		m, r0.Name, s.opts.StateDir, m, r0.Name, s.opts.StateDir, filepath.Join(s.opts.StateDir, "logs"))
+		m, r0.Name, s.opts.StateDir, m, r0.Name, s.opts.StateDir, m, r0.Name, s.opts.StateDir, filepath.Join(s.opts.StateDir, "logs"))
 }
 
 // selfCommand is how to run this binary from the directory it was started
@@ -617,11 +686,22 @@ func processAlive(pid int) bool {
 
 // Control asks a running topology's supervisor to start or stop a region.
 func Control(ctx context.Context, stateDir, region, action string) (string, error) {
+	return control(ctx, stateDir, "/regions/"+url.PathEscape(region)+"/"+url.PathEscape(action))
+}
+
+// RestartScheduler asks a running topology's supervisor to restart a
+// region's scheduler, ending it with signal "TERM" (a restart) or "KILL"
+// (a crash). Its sessions' workloads keep running and are adopted.
+func RestartScheduler(ctx context.Context, stateDir, region, signal string) (string, error) {
+	return control(ctx, stateDir, "/regions/"+url.PathEscape(region)+"/restart-scheduler?signal="+url.QueryEscape(signal))
+}
+
+func control(ctx context.Context, stateDir, path string) (string, error) {
 	info, err := ReadInfo(stateDir)
 	if err != nil {
 		return "", err
 	}
-	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+info.Control+"/regions/"+region+"/"+action, nil)
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+info.Control+path, nil)
 	req.Header.Set("Authorization", "Bearer "+info.ControlToken)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {

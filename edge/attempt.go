@@ -27,6 +27,9 @@ type attempts struct {
 	p     *pool
 	aff   string // affinity key; "" for none
 	start time.Time
+	// only, when set, is the one region the call may go to (a notebook's):
+	// no spill, no failover, no panic beyond it.
+	only string
 
 	mu       sync.Mutex
 	tried    map[*endpoint]bool
@@ -52,8 +55,16 @@ func (a *attempts) next() *endpoint {
 	return a.acquireLocked()
 }
 
+// pick chooses the call's next endpoint among those not tried.
+func (a *attempts) pick() (*endpoint, bool) {
+	if a.only != "" {
+		return a.p.pickIn(a.only, a.tried), false
+	}
+	return a.p.pick(a.tried, a.aff)
+}
+
 func (a *attempts) acquireLocked() *endpoint {
-	e, failover := a.p.pick(a.tried, a.aff)
+	e, failover := a.pick()
 	if e == nil {
 		a.e = nil
 		return nil
@@ -128,7 +139,7 @@ func (a *attempts) retry(f failure) *endpoint {
 	}
 	// Only a retry that has somewhere to go is counted, and what never
 	// reached a backend added no load anywhere: it is outside the budget.
-	next, failover := a.p.pick(a.tried, a.aff)
+	next, failover := a.pick()
 	if next == nil {
 		a.e = nil
 		return nil

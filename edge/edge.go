@@ -19,6 +19,7 @@ import (
 	"github.com/meridian-gw/meridian/internal/filestamp"
 	"github.com/meridian-gw/meridian/internal/h2mux"
 	"github.com/meridian-gw/meridian/internal/h2relay"
+	"github.com/meridian-gw/meridian/internal/wstunnel"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -66,8 +67,13 @@ type Options struct {
 	H2 h2relay.Limits
 	// H2Prelude bounds an HTTP/2 connection before its first request.
 	H2Prelude h2mux.PreludeLimits
-	Registry  *prometheus.Registry
-	Log       *slog.Logger
+	// Notebooks bound notebook traffic (/notebooks/{id}/…).
+	Notebooks NotebookOptions
+	// MaxHeaderBytes bounds a request's header on HTTP/1.1 and HTTP/2
+	// (not native gRPC: --h2_max_header_list_size). Default 1 MiB.
+	MaxHeaderBytes int
+	Registry       *prometheus.Registry
+	Log            *slog.Logger
 }
 
 // DefaultIdempotent: reads, health checks, and CreateSession with a request_id.
@@ -88,6 +94,8 @@ type Edge struct {
 	transport   *http.Transport
 	budget      budget
 	idem        *idempotency
+	tunnels     *wstunnel.Limiter // notebook WebSockets per client address
+	wsProxy     *wstunnel.Proxy
 
 	gen    atomic.Pointer[generation]
 	stats  sync.Map // region → *regionStats
@@ -143,6 +151,15 @@ func New(opts Options) (*Edge, error) {
 	if err := opts.H2.Validate(); err != nil {
 		return nil, err
 	}
+	if err := opts.Notebooks.defaults(); err != nil {
+		return nil, err
+	}
+	switch {
+	case opts.MaxHeaderBytes < 0:
+		return nil, fmt.Errorf("--max_header_bytes = %d: must be >= 0 (0: the default, 1m)", opts.MaxHeaderBytes)
+	case opts.MaxHeaderBytes == 0:
+		opts.MaxHeaderBytes = 1 << 20
+	}
 	if opts.Registry == nil {
 		opts.Registry = prometheus.NewRegistry()
 	}
@@ -166,6 +183,11 @@ func New(opts Options) (*Edge, error) {
 	}
 	ed.transport = &http.Transport{TLSClientConfig: ed.upstreamTLS.Clone(), ForceAttemptHTTP2: true, MaxIdleConnsPerHost: 64,
 		IdleConnTimeout: 90 * time.Second, DialContext: (&net.Dialer{Timeout: 2 * time.Second}).DialContext}
+	ed.tunnels = &wstunnel.Limiter{Max: opts.Notebooks.MaxTunnelsPerClient}
+	ed.wsProxy = &wstunnel.Proxy{Transport: ed.transport, IdleTimeout: opts.Notebooks.TunnelIdleTimeout}
+	opts.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "meridian_edge_notebook_tunnels",
+		Help: "WebSockets open to notebooks (--notebook_max_tunnels_per_client bounds them per client address)."},
+		func() float64 { return float64(ed.tunnels.Open()) }))
 	ed.grpcRelay = &h2relay.Server{Handler: relayHandler{ed}, Limits: opts.H2, Log: ed.log}
 	opts.Registry.MustRegister(ed.grpcRelay.Collector("meridian_edge"))
 	if ed.source != nil {
@@ -484,7 +506,7 @@ func (ed *Edge) Run(ctx context.Context) error {
 	ed.mu.Unlock()
 	ed.syncCheckers()
 	httpSrv := &http.Server{Handler: http.HandlerFunc(ed.serveHTTP), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 5 * time.Minute,
-		ErrorLog: slog.NewLogLogger(ed.log.Handler(), slog.LevelDebug)}
+		MaxHeaderBytes: ed.opts.MaxHeaderBytes, ErrorLog: slog.NewLogLogger(ed.log.Handler(), slog.LevelDebug)}
 	mux := &h2mux.Server{GRPC: ed.grpcRelay, HTTP: httpSrv, PreludeLimits: ed.opts.H2Prelude, TLS: &tls.Config{MinVersion: tls.VersionTLS12, NextProtos: []string{"h2", "http/1.1"},
 		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return ed.cert.Load(), nil }}}
 	var wg sync.WaitGroup

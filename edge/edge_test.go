@@ -38,6 +38,7 @@ type gateway struct {
 	cert    tls.Certificate
 	serving atomic.Bool
 	calls   atomic.Int64
+	nb      notebookSide // what it serves under /notebooks/
 	mu      sync.Mutex
 	ln      net.Listener
 	mux     *h2mux.Server
@@ -76,6 +77,7 @@ func (g *gateway) start(addr string) {
 		g.calls.Add(1)
 		_, _ = io.WriteString(w, g.region)
 	})
+	mux.HandleFunc("/notebooks/", g.notebook)
 	mux.HandleFunc("/v1/headers", func(w http.ResponseWriter, r *http.Request) {
 		_ = json.NewEncoder(w).Encode(r.Header)
 	})
@@ -162,7 +164,7 @@ type rig struct {
 	url   string
 }
 
-func newRig(t *testing.T, checkType string) *rig {
+func newRig(t *testing.T, checkType string, opts ...func(*Options)) *rig {
 	ca := testcert.NewCA(t)
 	dir := t.TempDir()
 	gws := map[string]*gateway{}
@@ -183,8 +185,12 @@ func newRig(t *testing.T, checkType string) *rig {
 	_ = os.MkdirAll(filepath.Join(dir, "session-scheduler-tls"), 0o700)
 	_ = os.WriteFile(filepath.Join(dir, "session-scheduler-tls", "tls.crt"), certPEM, 0o600)
 	_ = os.WriteFile(filepath.Join(dir, "session-scheduler-tls", "tls.key"), keyPEM, 0o600)
-	ed, err := New(Options{Config: dir, Region: "us-central1", Listen: "127.0.0.1:0", AdminListen: "127.0.0.1:0",
-		UpstreamCA: ca.File(t), ReloadInterval: 100 * time.Millisecond})
+	o := Options{Config: dir, Region: "us-central1", Listen: "127.0.0.1:0", AdminListen: "127.0.0.1:0",
+		UpstreamCA: ca.File(t), ReloadInterval: 100 * time.Millisecond}
+	for _, f := range opts {
+		f(&o)
+	}
+	ed, err := New(o)
 	if err != nil {
 		t.Fatal(err)
 	}

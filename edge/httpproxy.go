@@ -26,6 +26,10 @@ const affinityCookie = "MERIDIAN_AFFINITY"
 func (ed *Edge) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	gen := ed.gen.Load()
+	if strings.HasPrefix(r.URL.Path, NotebookPrefix) {
+		ed.serveNotebook(w, r, gen)
+		return
+	}
 	p := gen.route(r.Host, r.URL.Path)
 	if p == nil {
 		http.Error(w, `{"code":404,"message":"no backend for this host and path"}`, http.StatusNotFound)
@@ -113,16 +117,39 @@ func (ed *Edge) httpAffinity(w http.ResponseWriter, r *http.Request, p *pool) st
 }
 
 // roundTrip sends one attempt to e (acquired by the caller, who releases
-// it). reached is false when the request provably never left (dial failed).
+// it), with the BackendConfig's timeoutSec until the response headers.
+// reached is false when the request provably never left (dial failed).
 func (ed *Edge) roundTrip(r *http.Request, e *endpoint, p *pool, body io.Reader) (*http.Response, context.CancelFunc, bool, error) {
+	return ed.roundTripWithin(r, e, p, body, p.settings.requestTimeout)
+}
+
+// roundTripWithin is roundTrip with a timeout until the response headers
+// (0: none).
+func (ed *Edge) roundTripWithin(r *http.Request, e *endpoint, p *pool, body io.Reader, timeout time.Duration) (*http.Response, context.CancelFunc, bool, error) {
 	ctx, cancel := context.WithCancel(r.Context())
-	timer := time.AfterFunc(p.settings.requestTimeout, cancel) // until the response headers
-	out := r.Clone(ctx)
-	out.URL.Scheme, out.URL.Host, out.RequestURI = "https", e.addr, ""
+	stop := func() bool { return true }
+	if timeout > 0 {
+		stop = time.AfterFunc(timeout, cancel).Stop
+	}
+	out := upstreamRequest(ctx, r, e, p)
 	out.Body = io.NopCloser(body)
 	if r.ContentLength == 0 {
 		out.Body = http.NoBody
 	}
+	resp, err := ed.transport.RoundTrip(out)
+	stop()
+	if err != nil {
+		cancel()
+		return nil, cancel, !dialFailed(err), err
+	}
+	return resp, cancel, true, nil
+}
+
+// upstreamRequest is r as a gateway at e receives it: hop-by-hop headers
+// removed, X-Forwarded-For/-Proto and the BackendConfig's headers added.
+func upstreamRequest(ctx context.Context, r *http.Request, e *endpoint, p *pool) *http.Request {
+	out := r.Clone(ctx)
+	out.URL.Scheme, out.URL.Host, out.RequestURI = "https", e.addr, ""
 	for _, h := range []string{"Connection", "Keep-Alive", "Proxy-Connection", "Te", "Transfer-Encoding", "Upgrade"} {
 		out.Header.Del(h)
 	}
@@ -132,15 +159,14 @@ func (ed *Edge) roundTrip(r *http.Request, e *endpoint, p *pool, body io.Reader)
 	for _, h := range p.settings.headers {
 		out.Header.Set(h[0], h[1])
 	}
-	resp, err := ed.transport.RoundTrip(out)
-	timer.Stop()
-	if err != nil {
-		cancel()
-		var op *net.OpError
-		reached := !(errors.As(err, &op) && op.Op == "dial")
-		return nil, cancel, reached, err
-	}
-	return resp, cancel, true, nil
+	return out
+}
+
+// dialFailed reports whether err is a failure to connect: the request
+// provably never reached the gateway.
+func dialFailed(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial"
 }
 
 // relay streams the response, flushing as it goes (server streams,

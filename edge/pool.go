@@ -285,6 +285,45 @@ func (p *pool) pick(tried map[*endpoint]bool, affinity string) (*endpoint, bool)
 	return e, e.region != order[0].name
 }
 
+// pickIn chooses an endpoint of one region only (a notebook's): the less
+// loaded of two available ones not tried, preferring those below their
+// caps (capacity never refuses). nil: the region has none available, or
+// is not in the pool.
+func (p *pool) pickIn(region string, tried map[*endpoint]bool) *endpoint {
+	var within, over []*endpoint
+	for _, r := range p.regions {
+		if r.name != region {
+			continue
+		}
+		for _, e := range r.eps {
+			switch {
+			case tried[e] || !e.available():
+			case e.hasCapacity():
+				within = append(within, e)
+			default:
+				over = append(over, e)
+			}
+		}
+	}
+	if len(within) == 0 {
+		within = over
+	}
+	if len(within) == 0 {
+		return nil
+	}
+	return choose(within, "")
+}
+
+// hasRegion reports whether the pool has endpoints in region.
+func (p *pool) hasRegion(region string) bool {
+	for _, r := range p.regions {
+		if r.name == region && len(r.eps) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
 func choose(cands []*endpoint, affinity string) *endpoint {
 	if affinity != "" { // rendezvous hashing: stable while the set is
 		var best *endpoint

@@ -106,6 +106,11 @@ type Options struct {
 	Reflection string
 	// Drain is how long health says NOT_SERVING before stopping. Default 5s.
 	Drain time.Duration
+	// Notebooks bound the notebook proxy (/notebooks/{id}/…).
+	Notebooks NotebookOptions
+	// MaxHeaderBytes bounds a request's header (HTTP/1.1 and HTTP/2, not
+	// native gRPC, which --h2_max_header_list_size bounds). Default 1 MiB.
+	MaxHeaderBytes int
 	// JWKSClient fetches keys. Default: a 10 s client with system roots.
 	JWKSClient *http.Client
 	// Registry receives metrics. Default: a private registry.
@@ -126,6 +131,7 @@ type Gateway struct {
 	relay     *h2relay.Server
 	grpc      *grpc.Server // native gRPC that net/http got (see handleGRPC)
 	local     *local       // what the gateway answers itself (reflection); nil: none
+	nb        *notebooks
 
 	state    atomic.Pointer[state]
 	cert     atomic.Pointer[tls.Certificate]
@@ -177,6 +183,7 @@ func New(opts Options) (*Gateway, error) {
 		}
 		return float64(g.accessLog.dropped.Load())
 	}))
+	g.nb = newNotebooks(g, conn, opts.Registry)
 	g.grpc = grpc.NewServer(
 		grpc.UnknownServiceHandler(g.handleGRPC),
 		grpc.ForceServerCodecV2(rawgrpc.Codec{}),
@@ -229,6 +236,15 @@ func (o *Options) defaults() error {
 	}
 	if err := o.H2.Validate(); err != nil {
 		return err
+	}
+	if err := o.Notebooks.defaults(); err != nil {
+		return err
+	}
+	switch {
+	case o.MaxHeaderBytes < 0:
+		return fmt.Errorf("--max_header_bytes = %d: must be >= 0 (0: the default, 1m)", o.MaxHeaderBytes)
+	case o.MaxHeaderBytes == 0:
+		o.MaxHeaderBytes = 1 << 20
 	}
 	if o.Registry == nil {
 		o.Registry = prometheus.NewRegistry()
@@ -526,7 +542,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 	defer g.backend.Close()
 	defer g.upstream.Close()
 
-	httpSrv := &http.Server{Handler: g, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 5 * time.Minute, MaxHeaderBytes: 1 << 20,
+	httpSrv := &http.Server{Handler: g, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 5 * time.Minute, MaxHeaderBytes: g.opts.MaxHeaderBytes,
 		ErrorLog: slog.NewLogLogger(g.log.Handler(), slog.LevelDebug)}
 	mux := &h2mux.Server{GRPC: g.relay, HTTP: httpSrv, TLS: g.tlsConfig(), PreludeLimits: g.opts.H2Prelude}
 	var wg sync.WaitGroup

@@ -22,6 +22,12 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if g.opts.HSTS && r.TLS != nil {
 		w.Header().Set("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
 	}
+	if strings.HasPrefix(r.URL.Path, "/notebooks/") {
+		// Not CORS (a notebook is same-origin), not --client_max_body_size
+		// (uploads stream to the workload; nothing is buffered).
+		g.serveNotebook(w, r)
+		return
+	}
 	if g.cors(w, r) {
 		return
 	}

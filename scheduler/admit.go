@@ -25,7 +25,7 @@ func (s *Scheduler) Create(ctx context.Context, owner, pool, requestID string) (
 		return nil, err
 	}
 	capacity := s.capacity(pc)
-	if capacity == 0 {
+	if capacity == 0 && pc.FixedIn(s.region) {
 		err := refuse(ErrPoolNotInRegion, "pool %q is not offered in region %s", pool, s.region)
 		s.metrics.refused(pool, refusalMetric(err))
 		return nil, err
@@ -85,16 +85,17 @@ func (s *Scheduler) admitOne(ctx context.Context, tx store.Tx, pc *PoolConfig, p
 	}
 	now := s.now()
 	sess := &store.Session{
-		ID:          newID(),
-		Owner:       owner,
-		Pool:        pool,
-		Region:      s.region,
-		RequestID:   requestID,
-		QuotaGroup:  pc.QuotaGroup,
-		CreateTime:  now,
-		UpdateTime:  now,
-		MaxDuration: pc.MaxDuration.Duration,
-		IdleTimeout: pc.IdleTimeout.Duration,
+		ID:            newID(s.region),
+		WorkloadToken: newToken(),
+		Owner:         owner,
+		Pool:          pool,
+		Region:        s.region,
+		RequestID:     requestID,
+		QuotaGroup:    pc.QuotaGroup,
+		CreateTime:    now,
+		UpdateTime:    now,
+		MaxDuration:   pc.MaxDuration.Duration,
+		IdleTimeout:   pc.IdleTimeout.Duration,
 	}
 	if p.Holding < capacity && p.Queued == 0 {
 		s.place(sess, p, now)
@@ -102,6 +103,9 @@ func (s *Scheduler) admitOne(ctx context.Context, tx store.Tx, pc *PoolConfig, p
 		sess.State = schedulerv1.Session_QUEUED
 		sess.QueueSeq = p.NextSeq
 		sess.Message = fmt.Sprintf("queued: all %d %s slots in %s are in use", capacity, pool, s.region)
+		if capacity == 0 {
+			sess.Message = fmt.Sprintf("queued: the cluster in %s has no room for a %s session now", s.region, pool)
+		}
 		p.NextSeq++
 		p.Queued++
 	}

@@ -28,8 +28,16 @@ type Config struct {
 type PoolConfig struct {
 	// Name as clients give it in CreateSession.pool, e.g. "gpu-t4x2". Required.
 	Name string `json:"name"`
-	// Capacity is the number of concurrent sessions per region. Required, > 0.
+	// Capacity is the number of concurrent sessions per region. Required,
+	// > 0, unless it is "fromCluster" (CapacityFromCluster).
 	Capacity int `json:"capacity"`
+	// CapacityFromCluster (`capacity: fromCluster`) takes the pool's slots
+	// in each region from its cluster, through the runtime (Pods: the
+	// allocatable kubernetes.capacityResource of the Ready, schedulable
+	// nodes the pool's Pods may run on, divided by one session's
+	// request). CapacityByRegion still fixes named regions (0: not
+	// offered there).
+	CapacityFromCluster bool `json:"-"`
 	// CapacityByRegion overrides Capacity for named regions; 0 means the pool
 	// is not offered there.
 	CapacityByRegion map[string]int `json:"capacityByRegion,omitempty"`
@@ -48,6 +56,9 @@ type PoolConfig struct {
 	// MaxPerUser limits one user's sessions in this pool, queued ones
 	// included. Default 2.
 	MaxPerUser int `json:"maxPerUser,omitempty"`
+	// Kubernetes says how the Pod runtime (--runtime=kubernetes) runs the
+	// pool's sessions; the local runtime ignores it.
+	Kubernetes *KubernetesPool `json:"kubernetes,omitempty"`
 }
 
 // QuotaGroupConfig is a weekly time budget per user.
@@ -131,7 +142,7 @@ func ParseConfig(b []byte) (*Config, error) {
 	dec.DisallowUnknownFields()
 	var c Config
 	if err := dec.Decode(&c); err != nil {
-		return nil, fmt.Errorf("%w (fields: pools[].{name, capacity, capacityByRegion, resources, quotaGroup, maxDuration, idleTimeout, startTimeout, maxPerUser}, quotaGroups[].{name, weeklyHours}, quotaReset.{weekday, hourUTC})", err)
+		return nil, fmt.Errorf("%w (fields: pools[].{name, capacity, capacityByRegion, resources, quotaGroup, maxDuration, idleTimeout, startTimeout, maxPerUser, kubernetes}, quotaGroups[].{name, weeklyHours}, quotaReset.{weekday, hourUTC}; docs/scheduler.md lists them all)", err)
 	}
 	if err := c.Default(); err != nil {
 		return nil, err
@@ -157,6 +168,9 @@ func (c *Config) Default() error {
 		}
 		if p.MaxPerUser == 0 {
 			p.MaxPerUser = 2
+		}
+		if p.Kubernetes != nil {
+			p.Kubernetes.defaultKubernetes()
 		}
 	}
 	return c.Validate()
@@ -192,8 +206,8 @@ func (c *Config) Validate() error {
 			bad("%s.name = %q: defined twice", f, p.Name)
 		}
 		seen[p.Name] = true
-		if p.Capacity < 0 || (p.Capacity == 0 && len(p.CapacityByRegion) == 0) {
-			bad("%s.capacity = %d: must be > 0", f, p.Capacity)
+		if !p.CapacityFromCluster && (p.Capacity < 0 || (p.Capacity == 0 && len(p.CapacityByRegion) == 0)) {
+			bad("%s.capacity = %d: must be > 0 (or %s)", f, p.Capacity, CapacityFromCluster)
 		}
 		for r, n := range p.CapacityByRegion {
 			if n < 0 {
@@ -211,6 +225,7 @@ func (c *Config) Validate() error {
 		if p.MaxPerUser < 0 {
 			bad("%s.maxPerUser = %d: must be > 0", f, p.MaxPerUser)
 		}
+		errs = append(errs, validateKubernetes(f, &c.Pools[i])...)
 	}
 	if _, ok := parseWeekday(c.QuotaReset.Weekday); !ok {
 		bad("quotaReset.weekday = %q: want a day name such as \"Saturday\"", c.QuotaReset.Weekday)
@@ -249,12 +264,20 @@ func (c *Config) QuotaGroup(name string) (QuotaGroupConfig, bool) {
 	return c.QuotaGroups[i], true
 }
 
-// CapacityIn is the pool's slot count in region.
+// CapacityIn is the pool's fixed slot count in region (for a pool whose
+// capacity comes from the cluster, see FixedIn).
 func (p *PoolConfig) CapacityIn(region string) int {
 	if n, ok := p.CapacityByRegion[region]; ok {
 		return n
 	}
 	return p.Capacity
+}
+
+// FixedIn says whether the pool's capacity in region is a fixed number
+// (CapacityIn) rather than the cluster's.
+func (p *PoolConfig) FixedIn(region string) bool {
+	_, byRegion := p.CapacityByRegion[region]
+	return byRegion || !p.CapacityFromCluster
 }
 
 // Week returns the start of the quota week containing t and the next reset.

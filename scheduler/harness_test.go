@@ -25,15 +25,17 @@ import (
 const workloadArg = "meridian-test-workload"
 
 func TestMain(m *testing.M) {
-	if len(os.Args) > 3 && os.Args[1] == workloadArg {
-		os.Exit(testWorkload(os.Args[2], os.Args[3]))
+	if len(os.Args) > 4 && os.Args[1] == workloadArg {
+		os.Exit(testWorkload(os.Args[2], os.Args[3], os.Args[4]))
 	}
 	os.Exit(m.Run())
 }
 
 // testWorkload behaves according to pool: "broken" exits at once, "slow"
 // never serves, "flaky" serves then exits 3; everything else serves.
-func testWorkload(port, pool string) int {
+// Under its base URL, "busy" reports a busy kernel as Jupyter does, and
+// "recent" a last_activity of recentActivity; others have no such API.
+func testWorkload(port, pool, base string) int {
 	switch {
 	case strings.HasPrefix(pool, "broken"):
 		fmt.Fprintln(os.Stderr, "cannot start: broken pool")
@@ -49,9 +51,32 @@ func testWorkload(port, pool string) int {
 	if strings.HasPrefix(pool, "flaky") {
 		go func() { time.Sleep(300 * time.Millisecond); os.Exit(3) }()
 	}
-	_ = http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") }))
+	mux := http.NewServeMux()
+	mux.HandleFunc("/", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	jupyter := func(path, body string) {
+		mux.HandleFunc(base+path, func(w http.ResponseWriter, r *http.Request) {
+			if r.Header.Get("Authorization") != "token "+os.Getenv("JUPYTER_TOKEN") {
+				http.Error(w, "bad token", http.StatusForbidden)
+				return
+			}
+			fmt.Fprintln(w, body)
+		})
+	}
+	switch {
+	case strings.HasPrefix(pool, "busy"):
+		jupyter("api/kernels", `[{"id":"k1","execution_state":"idle"},{"id":"k2","execution_state":"busy"}]`)
+		jupyter("api/status", `{"last_activity":"2000-01-01T00:00:00Z"}`)
+	case strings.HasPrefix(pool, "recent"):
+		jupyter("api/kernels", `[]`)
+		jupyter("api/status", `{"last_activity":"`+recentActivity.Format(time.RFC3339Nano)+`"}`)
+	}
+	_ = http.Serve(ln, mux)
 	return 0
 }
+
+// recentActivity is what "recent" workloads report: 25 minutes into the
+// tests' timeline.
+var recentActivity = t0.Add(25 * time.Minute)
 
 var t0 = time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC) // a Wednesday
 
@@ -66,6 +91,7 @@ type harness struct {
 	sched *Scheduler
 	conn  *grpc.ClientConn
 	cl    schedulerv1.SessionSchedulerClient
+	nb    schedulerv1.NotebooksClient
 }
 
 type harnessOpt func(*Options)
@@ -100,19 +126,19 @@ func newHarness(t *testing.T, st store.Store, cfg *Config, opts ...harnessOpt) *
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	t.Cleanup(cancel)
-	o := Options{Region: "us-central1", Config: cfg, Store: st, Clock: clock.NewFake(t0), InstanceLease: time.Minute}
+	rt := &runtime.Local{Command: []string{os.Args[0], workloadArg, "{port}", "{pool}", "{base_url}"}, Grace: 2 * time.Second}
+	o := Options{Region: "us-central1", Config: cfg, Store: st, Clock: clock.NewFake(t0), InstanceLease: time.Minute, Runtime: rt}
 	for _, f := range opts {
-		f(&o)
+		f(&o) // may wrap the runtime
 	}
-	rt := &runtime.Local{Command: []string{os.Args[0], workloadArg, "{port}", "{pool}"}, Grace: 2 * time.Second}
-	o.Runtime = rt
 	sched, err := New(o)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { rt.StopAll(context.Background()) })
 	h := &harness{t: t, ctx: ctx, st: st, clk: o.Clock.(*clock.Fake), rt: rt, sched: sched}
-	h.serve(NewServer(sched, mustPeers(t, DefaultTrustedPeers)))
+	peers := mustPeers(t, DefaultTrustedPeers)
+	h.serve(NewServer(sched, peers), NewNotebookServer(sched, peers))
 	return h
 }
 
@@ -124,13 +150,16 @@ func mustPeers(t *testing.T, cidrs []string) *TrustedPeers {
 	return p
 }
 
-func (h *harness) serve(srv *Server) {
+func (h *harness) serve(srv *Server, more ...interface{ Register(*grpc.Server) }) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		h.t.Fatal(err)
 	}
 	g := grpc.NewServer()
 	srv.Register(g)
+	for _, m := range more {
+		m.Register(g)
+	}
 	go func() { _ = g.Serve(ln) }()
 	h.t.Cleanup(g.Stop)
 	conn, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -138,7 +167,18 @@ func (h *harness) serve(srv *Server) {
 		h.t.Fatal(err)
 	}
 	h.t.Cleanup(func() { conn.Close() })
-	h.conn, h.cl = conn, schedulerv1.NewSessionSchedulerClient(conn)
+	h.conn, h.cl, h.nb = conn, schedulerv1.NewSessionSchedulerClient(conn), schedulerv1.NewNotebooksClient(conn)
+}
+
+// workload returns the URL of a RUNNING session's workload, as the
+// gateway resolves it.
+func (h *harness) workload(user, name string) string {
+	h.t.Helper()
+	nb, err := h.nb.ResolveNotebook(h.as(user), &schedulerv1.ResolveNotebookRequest{Name: name})
+	if err != nil || nb.WorkloadUrl == "" {
+		h.t.Fatalf("ResolveNotebook(%s) = %v, %v; want the workload's URL", name, nb, err)
+	}
+	return nb.WorkloadUrl
 }
 
 // as returns a context carrying user's identity, as the gateway sends it.

@@ -92,6 +92,14 @@ func (s *Scheduler) reconcileOne(ctx context.Context, sess *store.Session, now t
 	if err != nil {
 		return fmt.Errorf("runtime status: %w", err)
 	}
+	if a, ok := s.rt.(runtime.Adopter); ok && st.Phase == runtime.Unknown && sess.Workload != "" {
+		// A workload started by an earlier scheduler process.
+		s.adoptAsync(sess, a)
+		return nil
+	}
+	if st.Record != "" && st.Record != sess.Workload && st.Phase != runtime.Exited {
+		return s.saveRecord(ctx, sess, st.Record)
+	}
 	switch sess.State {
 	case schedulerv1.Session_STARTING:
 		switch st.Phase {
@@ -102,13 +110,13 @@ func (s *Scheduler) reconcileOne(ctx context.Context, sess *store.Session, now t
 				cur.State = schedulerv1.Session_RUNNING
 				cur.StartTime, cur.LastActivity, cur.UpdateTime = now, now, now
 				cur.ExpireTime = now.Add(cur.MaxDuration)
-				cur.Endpoint = st.Endpoint
+				cur.WorkloadURL = st.Endpoint
 				cur.Message = "running"
 				started := *cur
 				fx.add(func() {
 					s.metrics.started(started.Pool, now.Sub(started.CreateTime), now.Sub(started.PlaceTime))
 					s.log.Info("session running", "session", started.ID, "owner", started.Owner, "pool", started.Pool,
-						"endpoint", started.Endpoint, "time_to_start", now.Sub(started.CreateTime).String())
+						"workload", started.WorkloadURL, "time_to_start", now.Sub(started.CreateTime).String())
 				})
 				return tx.UpdateSession(ctx, cur)
 			})
@@ -147,7 +155,7 @@ func (s *Scheduler) reconcileOne(ctx context.Context, sess *store.Session, now t
 		case !now.Before(sess.ExpireTime):
 			return s.stopFor(ctx, sess, schedulerv1.Session_MAX_RUNTIME, fmt.Sprintf("stopping: reached the pool's maximum session duration of %s", sess.MaxDuration))
 		case !now.Before(sess.LastActivity.Add(sess.IdleTimeout)):
-			return s.stopFor(ctx, sess, schedulerv1.Session_IDLE_TIMEOUT, fmt.Sprintf("stopping: idle for %s with no keep-alive", sess.IdleTimeout))
+			s.idleCheckAsync(sess) // unless the workload itself reports activity
 		case quotaGone:
 			return s.stopFor(ctx, sess, schedulerv1.Session_QUOTA_EXHAUSTED, fmt.Sprintf("stopping: weekly %s quota used up", sess.QuotaGroup))
 		}
@@ -338,8 +346,10 @@ func (s *Scheduler) stopStrayWorkloads(ctx context.Context) error {
 			defer cancel()
 			if err := s.rt.Stop(sctx, id); err != nil {
 				s.log.Warn("stopping a stray workload failed; will retry", "session", id, "err", err)
+				s.backOff(id)
 				return
 			}
+			s.succeeded(id)
 			s.log.Warn("stopped a workload whose session has ended", "session", id)
 		})
 	}

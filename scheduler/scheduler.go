@@ -10,12 +10,15 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/meridian-gw/meridian/internal/clock"
+	"github.com/meridian-gw/meridian/internal/sessionid"
 	"github.com/meridian-gw/meridian/scheduler/runtime"
 	"github.com/meridian-gw/meridian/scheduler/store"
 )
@@ -49,6 +52,16 @@ type Options struct {
 	// WatchPoll is how often WatchSession re-reads the store for changes
 	// made by other processes. Default 500ms.
 	WatchPoll time.Duration
+	// NotebookURLBase is the public base of notebook URLs, the edge's
+	// address, e.g. "https://notebooks.example.com": a RUNNING session's
+	// endpoint is NotebookURLBase + "/notebooks/{session_id}/". Default
+	// "": the endpoint is that path alone, relative to the edge (or
+	// gateway) the client called.
+	NotebookURLBase string
+	// ActivityClient asks workloads for their own activity (Jupyter's
+	// /api/status and /api/kernels) before one is stopped as idle.
+	// Default: a client with a 2 s timeout.
+	ActivityClient *http.Client
 }
 
 // Scheduler implements the session lifecycle. Create one with New and run
@@ -65,6 +78,8 @@ type Scheduler struct {
 	interval time.Duration
 	lease    time.Duration
 	poll     time.Duration
+	nbBase   string
+	activity *http.Client
 
 	wake chan struct{} // buffered(1): a change worth reconciling now
 	// lastBeat is when this instance last recorded its heartbeat; only the
@@ -72,9 +87,10 @@ type Scheduler struct {
 	lastBeat time.Time
 
 	mu        sync.Mutex
-	changed   chan struct{}        // closed and replaced on every local change
-	inflight  map[string]bool      // sessions with a runtime Start/Stop under way
-	admitters map[string]*admitter // by pool
+	changed   chan struct{}         // closed and replaced on every local change
+	inflight  map[string]bool       // sessions with a runtime Start/Stop under way
+	retry     map[string]retryState // sessions whose last runtime operation failed
+	admitters map[string]*admitter  // by pool
 	ops       sync.WaitGroup
 	stopping  atomic.Bool // set by Shutdown
 }
@@ -91,8 +107,25 @@ func New(opts Options) (*Scheduler, error) {
 	if opts.Runtime == nil {
 		errs = append(errs, errors.New("runtime: nil"))
 	}
+	if opts.Region != "" && !sessionid.ValidRegion(opts.Region) {
+		errs = append(errs, fmt.Errorf("region = %q: want 1–%d characters of a-z 0-9 and -, starting with a letter and not ending with -, e.g. us-central1 (session ids begin with it)", opts.Region, maxRegionLen))
+	}
+	if err := checkNotebookURLBase(opts.NotebookURLBase); err != nil {
+		errs = append(errs, err)
+	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
+	}
+	if _, ok := opts.Runtime.(runtime.Capacities); !ok && opts.Config != nil {
+		for i, p := range opts.Config.Pools {
+			if !p.FixedIn(opts.Region) {
+				errs = append(errs, fmt.Errorf("pools[%d].capacity = %s: the %s runtime cannot measure a cluster; give a number, or use --runtime=kubernetes",
+					i, CapacityFromCluster, opts.Runtime.Name()))
+			}
+		}
+		if err := errors.Join(errs...); err != nil {
+			return nil, err
+		}
 	}
 	s := &Scheduler{
 		region:    opts.Region,
@@ -106,9 +139,12 @@ func New(opts Options) (*Scheduler, error) {
 		interval:  opts.ReconcileInterval,
 		lease:     opts.InstanceLease,
 		poll:      opts.WatchPoll,
+		nbBase:    strings.TrimSuffix(opts.NotebookURLBase, "/"),
+		activity:  opts.ActivityClient,
 		wake:      make(chan struct{}, 1),
 		changed:   make(chan struct{}),
 		inflight:  map[string]bool{},
+		retry:     map[string]retryState{},
 		admitters: map[string]*admitter{},
 	}
 	if s.instance == "" {
@@ -134,6 +170,9 @@ func New(opts Options) (*Scheduler, error) {
 	}
 	if s.poll <= 0 {
 		s.poll = 500 * time.Millisecond
+	}
+	if s.activity == nil {
+		s.activity = &http.Client{Timeout: 2 * time.Second}
 	}
 	s.log = s.log.With("component", "scheduler", "region", s.region)
 	return s, nil
@@ -177,12 +216,44 @@ func (s *Scheduler) changes() <-chan struct{} {
 
 var idEncoding = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(base32.NoPadding)
 
-// newID returns a random session id of 20 characters [a-z2-7].
-func newID() string {
+// maxRegionLen keeps session ids ({region}-{20 random}) within the 64
+// characters that names allow.
+const maxRegionLen = sessionid.MaxRegionLen
+
+// idRandomLen is the length of a session id's random part.
+const idRandomLen = sessionid.RandomLen
+
+// newID returns a session id of region: "{region}-" and 20 random
+// characters [a-z2-7], so that the edge routes the session's notebook to
+// its region from the URL alone (see RegionOf).
+func newID(region string) string {
 	var b [12]byte
 	_, _ = rand.Read(b[:])
-	return idEncoding.EncodeToString(b[:])
+	return region + "-" + idEncoding.EncodeToString(b[:])
 }
+
+// RegionOf returns the region a session id names: everything before its
+// last "-", when the rest is a random part. Ids made before ids carried
+// their region have none (ok false).
+func RegionOf(id string) (region string, ok bool) { return sessionid.RegionOf(id) }
+
+// NotebookPath is the path of a session's notebook on the edge and the
+// gateway, and its workload's base URL: "/notebooks/{id}/".
+func NotebookPath(id string) string { return "/notebooks/" + id + "/" }
+
+func checkNotebookURLBase(base string) error {
+	if base == "" {
+		return nil
+	}
+	u, err := url.Parse(base)
+	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+		return fmt.Errorf("notebook URL base = %q: want https://HOST[:PORT][/PATH], the edge's public address", base)
+	}
+	return nil
+}
+
+// notebookURL is a session's public notebook URL.
+func (s *Scheduler) notebookURL(id string) string { return s.nbBase + NotebookPath(id) }
 
 // newToken returns a random secret for a session's notebook server.
 func newToken() string {
@@ -191,10 +262,24 @@ func newToken() string {
 	return idEncoding.EncodeToString(b[:])
 }
 
-func userLock(owner string) string                { return "user:" + owner }
-func poolLock(region, pool string) string         { return "pool:" + region + "/" + pool }
-func sessionName(id string) string                { return "sessions/" + id }
-func hours(d time.Duration) string                { return fmt.Sprintf("%.1fh", d.Hours()) }
-func joinPools(names []string) string             { return strings.Join(names, ", ") }
-func (s *Scheduler) now() time.Time               { return s.clock.Now().UTC() }
-func (s *Scheduler) capacity(p *PoolConfig) int64 { return int64(p.CapacityIn(s.region)) }
+func userLock(owner string) string        { return "user:" + owner }
+func poolLock(region, pool string) string { return "pool:" + region + "/" + pool }
+func sessionName(id string) string        { return "sessions/" + id }
+func hours(d time.Duration) string        { return fmt.Sprintf("%.1fh", d.Hours()) }
+func joinPools(names []string) string     { return strings.Join(names, ", ") }
+func (s *Scheduler) now() time.Time       { return s.clock.Now().UTC() }
+
+// capacity is the pool's slot count in this region: the configured one,
+// or the runtime's measure of its cluster for `capacity: fromCluster` (0
+// while it cannot tell, so sessions queue rather than overrun it).
+func (s *Scheduler) capacity(p *PoolConfig) int64 {
+	if p.FixedIn(s.region) {
+		return int64(p.CapacityIn(s.region))
+	}
+	if c, ok := s.rt.(runtime.Capacities); ok {
+		if n, ok := c.Capacity(p.Name); ok {
+			return int64(n)
+		}
+	}
+	return 0
+}

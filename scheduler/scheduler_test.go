@@ -185,8 +185,9 @@ func TestIdleTimeoutStopsAndKeepAliveDefers(t *testing.T) {
 		if run.Endpoint == "" || run.StartTime == nil || run.ExpireTime == nil {
 			t.Fatalf("running session lacks endpoint/start/expire: %v", run)
 		}
-		if resp, err := http.Get(run.Endpoint); err != nil {
-			t.Fatalf("endpoint %s does not answer: %v", run.Endpoint, err)
+		workload := h.workload("alice", s.Name)
+		if resp, err := http.Get(workload); err != nil {
+			t.Fatalf("workload %s does not answer: %v", workload, err)
 		} else {
 			resp.Body.Close()
 		}
@@ -206,7 +207,7 @@ func TestIdleTimeoutStopsAndKeepAliveDefers(t *testing.T) {
 		if end.StopReason != schedulerv1.Session_IDLE_TIMEOUT || end.Endpoint != "" {
 			t.Fatalf("idle session ended %s %q, want IDLE_TIMEOUT with no endpoint", end.StopReason, end.Endpoint)
 		}
-		if _, err := http.Get(run.Endpoint); err == nil {
+		if _, err := http.Get(workload); err == nil {
 			t.Fatal("workload still answers after its session stopped")
 		}
 		_, err := h.cl.KeepAliveSession(h.as("alice"), &schedulerv1.KeepAliveSessionRequest{Name: s.Name})

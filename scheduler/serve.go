@@ -33,6 +33,10 @@ type ServeOptions struct {
 	ShutdownTimeout time.Duration
 	// StoreCheckInterval is how often health re-checks the store. Default 2s.
 	StoreCheckInterval time.Duration
+	// StopWorkloads, asked at exit, says to stop this instance's
+	// workloads and end their sessions even though the runtime's outlive
+	// the scheduler (to take a machine out of service). Nil: never.
+	StopWorkloads func() bool
 }
 
 // Serve runs the scheduler until ctx ends: the reconciler, the gRPC API
@@ -40,7 +44,8 @@ type ServeOptions struct {
 // metrics. Then it drains — NOT_SERVING for o.Drain so that load
 // balancers notice, a graceful stop — and, once the reconciler has
 // stopped, ends the sessions this instance runs (see Shutdown), unless
-// the runtime's workloads outlive the scheduler (runtime.Durable).
+// the runtime's workloads outlive the scheduler (runtime.Durable) and
+// o.StopWorkloads does not ask for it.
 func (s *Scheduler) Serve(ctx context.Context, o ServeOptions) error {
 	if o.StopTimeout <= 0 {
 		o.StopTimeout = 30 * time.Second
@@ -54,6 +59,7 @@ func (s *Scheduler) Serve(ctx context.Context, o ServeOptions) error {
 	srv := serving.NewGRPC(s.log.With("component", "grpc"), []string{schedulerv1.SessionScheduler_ServiceDesc.ServiceName},
 		grpc.MaxRecvMsgSize(1<<20))
 	NewServer(s, o.Peers).Register(srv.Server)
+	NewNotebookServer(s, o.Peers).Register(srv.Server)
 
 	g, gctx := errgroup.WithContext(ctx)
 	// The reconciler outlives serving: it stops only after the server has
@@ -82,8 +88,8 @@ func (s *Scheduler) Serve(ctx context.Context, o ServeOptions) error {
 		defer cancel()
 		stopRun()
 		<-runDone // Shutdown runs after the reconciler has stopped
-		if d, ok := s.rt.(runtime.Durable); ok && d.Durable() {
-			// Pods outlive us: the next scheduler adopts them.
+		if d, ok := s.rt.(runtime.Durable); ok && d.Durable() && (o.StopWorkloads == nil || !o.StopWorkloads()) {
+			// Workloads outlive us: the next scheduler adopts them.
 			s.log.Info("leaving workloads running for the next scheduler", "runtime", s.rt.Name())
 			return err
 		}

@@ -66,7 +66,7 @@ func (s *Server) CreateSession(ctx context.Context, req *schedulerv1.CreateSessi
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	return toProto(v), nil
+	return s.sched.toProto(v), nil
 }
 
 // GetSession returns one of the caller's sessions.
@@ -79,7 +79,7 @@ func (s *Server) GetSession(ctx context.Context, req *schedulerv1.GetSessionRequ
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	return toProto(v), nil
+	return s.sched.toProto(v), nil
 }
 
 // ListSessions pages through the caller's sessions, newest first.
@@ -119,7 +119,7 @@ func (s *Server) ListSessions(ctx context.Context, req *schedulerv1.ListSessions
 		resp.NextPageToken = encodePageToken(store.Cursor{CreateTime: last.CreateTime, ID: last.ID}, req.GetFilter())
 	}
 	for _, v := range views {
-		resp.Sessions = append(resp.Sessions, toProto(v))
+		resp.Sessions = append(resp.Sessions, s.sched.toProto(v))
 	}
 	return resp, nil
 }
@@ -134,7 +134,7 @@ func (s *Server) StopSession(ctx context.Context, req *schedulerv1.StopSessionRe
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	return toProto(v), nil
+	return s.sched.toProto(v), nil
 }
 
 // KeepAliveSession resets a session's idle timer.
@@ -147,7 +147,7 @@ func (s *Server) KeepAliveSession(ctx context.Context, req *schedulerv1.KeepAliv
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	return toProto(v), nil
+	return s.sched.toProto(v), nil
 }
 
 // WatchSession streams the session after every change until it ends.
@@ -166,7 +166,7 @@ func (s *Server) WatchSession(req *schedulerv1.WatchSessionRequest, stream grpc.
 		if err != nil {
 			return toStatus(err)
 		}
-		cur := toProto(v)
+		cur := s.sched.toProto(v)
 		if !proto.Equal(cur, last) {
 			if err := stream.Send(cur); err != nil {
 				return err
@@ -221,7 +221,9 @@ func (s *Server) target(ctx context.Context, name string) (owner, id string, err
 	return owner, id, nil
 }
 
-func toProto(v *View) *schedulerv1.Session {
+// toProto renders a session for its owner; a RUNNING one's endpoint is
+// its notebook URL on the edge.
+func (sc *Scheduler) toProto(v *View) *schedulerv1.Session {
 	s := v.Session
 	out := &schedulerv1.Session{
 		Name:             sessionName(s.ID),
@@ -231,7 +233,6 @@ func toProto(v *View) *schedulerv1.Session {
 		State:            s.State,
 		QueuePosition:    int32(v.QueuePosition),
 		QueueSize:        int32(v.QueueSize),
-		Endpoint:         s.Endpoint,
 		StopReason:       s.StopReason,
 		CreateTime:       ts(s.CreateTime),
 		StartTime:        ts(s.StartTime),
@@ -243,6 +244,7 @@ func toProto(v *View) *schedulerv1.Session {
 	}
 	if s.State == schedulerv1.Session_RUNNING {
 		out.IdleDeadline = ts(s.LastActivity.Add(s.IdleTimeout))
+		out.Endpoint = sc.notebookURL(s.ID)
 	}
 	return out
 }

@@ -113,8 +113,9 @@ func (s *Scheduler) finalize(ctx context.Context, tx store.Tx, fx *effects, cur 
 	cur.Message = msg
 	cur.EndTime = now
 	cur.UpdateTime = now
-	cur.Endpoint = ""
+	cur.WorkloadURL = ""
 	cur.QueueSeq = 0
+	cur.Workload = "" // nothing left to adopt
 	if err := tx.UpdateSession(ctx, cur); err != nil {
 		return err
 	}

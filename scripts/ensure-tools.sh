@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # Installs the tools the tests need when they are missing: Debian packages
 # (protoc with the well-known types for the generated-code check, curl,
-# Chromium, iproute2) and h2spec, the HTTP/2 conformance suite (test/h2spec).
+# Chromium, iproute2, Jupyter Server with a Python kernel) and h2spec, the HTTP/2 conformance suite (test/h2spec).
 set -euo pipefail
 need=()
 command -v protoc >/dev/null 2>&1 && [ -f /usr/include/google/protobuf/timestamp.proto ] || need+=(protobuf-compiler)
 command -v curl >/dev/null 2>&1 || need+=(curl)   # a non-Go HTTP/2 client (nghttp2) for the gateway tests
 [ -x /usr/bin/chromium ] || need+=(chromium)     # the edge dashboard is tested in real headless Chromium
 command -v ip >/dev/null 2>&1 || need+=(iproute2)  # test/kubetest sets up its network namespace
+# A real Jupyter Server as a session's workload, end to end (test/e2e, meridian dev --workload=jupyter)
+[ -x /usr/bin/jupyter ] || need+=(jupyter-core)
+[ -x /usr/bin/jupyter-server ] || need+=(jupyter-server)
+/usr/bin/python3 -c 'import ipykernel' >/dev/null 2>&1 || need+=(python3-ipykernel)
 command -v grpcurl >/dev/null 2>&1 || [ -x "$(go env GOPATH)/bin/grpcurl" ] || go install github.com/fullstorydev/grpcurl/cmd/grpcurl@v1.9.4 >&2  # reflection through the gateway and edge
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then echo "ensure-tools: please install: ${need[*]}" >&2; exit 1; fi

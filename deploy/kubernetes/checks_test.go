@@ -3,6 +3,7 @@ package kubernetes_test
 import (
 	"bytes"
 	"errors"
+	kuberuntime "github.com/meridian-gw/meridian/kube/runtime"
 	"io"
 	"os"
 	"path/filepath"
@@ -89,7 +90,7 @@ func TestCopiesAreTheOriginals(t *testing.T) {
 }
 
 // TestPoolsConfigsLoad: every pools.yaml the manifests ship is one the
-// scheduler accepts.
+// scheduler accepts, with the Pod runtime.
 func TestPoolsConfigsLoad(t *testing.T) {
 	files, _ := filepath.Glob("*/pools.yaml")
 	more, _ := filepath.Glob("overlays/*/pools.yaml")
@@ -98,8 +99,14 @@ func TestPoolsConfigsLoad(t *testing.T) {
 		t.Fatalf("pools.yaml files %v; want base's and one per member overlay", files)
 	}
 	for _, f := range files {
-		if _, err := scheduler.LoadConfig(f); err != nil {
+		cfg, err := scheduler.LoadConfig(f)
+		if err != nil {
 			t.Errorf("%v", err)
+			continue
+		}
+		// The scheduler runs them with --runtime=kubernetes.
+		if err := kuberuntime.CheckConfig(cfg); err != nil {
+			t.Errorf("%s: %v", f, err)
 		}
 	}
 }

@@ -199,3 +199,21 @@ func h2Settings(h2 *http2.Server, base *http.Server) []byte {
 		http2.Setting{ID: settingNoRFC7540Priorities, Val: 1})
 	return b.Bytes()
 }
+
+// ExtendedConnect reports whether HTTP/2 connections are told that they
+// may open WebSockets with extended CONNECT (RFC 8441): x/net's server
+// announces it when GODEBUG has http2xconnect=1 at start (see
+// internal/xconnect).
+func ExtendedConnect() bool {
+	b := h2Settings(&http2.Server{}, &http.Server{}) //lint:ignore SA1019 see Server.H2
+	f, err := http2.NewFramer(nil, bytes.NewReader(b)).ReadFrame()
+	if err != nil {
+		return false
+	}
+	sf, ok := f.(*http2.SettingsFrame)
+	if !ok {
+		return false
+	}
+	v, ok := sf.Value(http2.SettingEnableConnectProtocol)
+	return ok && v == 1
+}

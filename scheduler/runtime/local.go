@@ -2,6 +2,7 @@ package runtime
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -23,13 +24,21 @@ import (
 // placeholder notebook server) unless the operator points it at
 // `jupyter lab --port={port} …`.
 //
+// Workloads outlive the scheduler (Durable): each runs in a session of its
+// own (setsid), with its output in a file, so that neither the scheduler's
+// exit nor its terminal ends it. Status.Record identifies the process (PID,
+// start time, boot id, port, directory); a restarted scheduler hands it to
+// Adopt to take the workload over.
+//
 // Workloads run users' own code, so they get as little as possible: the
 // account in User (not the scheduler's), a private working directory, a
 // minimal environment, and the session token in that environment — never
 // on the command line, which every user of the host can read.
 type Local struct {
-	// Command is the argv template. {port}, {session}, {pool}, {owner} and
-	// {host} are replaced in each argument. {token} is refused: the token
+	// Command is the argv template. {port}, {session}, {pool}, {owner},
+	// {host} and {base_url} (the path the gateway proxies, e.g.
+	// /notebooks/{session}/, for --ServerApp.base_url) are replaced in each
+	// argument. {token} is refused: the token
 	// is in the environment (see Start). Required.
 	Command []string
 	// ExecByDescriptor makes the runtime open Command[0] itself and run
@@ -55,7 +64,8 @@ type Local struct {
 	Host string
 	// Grace is how long a workload has between SIGTERM and SIGKILL. Default 10s.
 	Grace time.Duration
-	// LogDir, when set, receives each workload's output as <session>.log.
+	// LogDir, when set, receives each workload's output as <session>.log;
+	// otherwise it goes to output.log in the workload's directory.
 	LogDir string
 	// Log receives lifecycle events. Default: discard.
 	Log *slog.Logger
@@ -67,6 +77,7 @@ type Local struct {
 	prepareErr  error
 	cred        *syscall.Credential // nil: run as the scheduler's account
 	workDir     string
+	boot        string // the kernel's boot id
 
 	mu    sync.Mutex
 	procs map[string]*proc
@@ -89,14 +100,24 @@ var TokenEnv = []string{"JUPYTER_TOKEN", "MERIDIAN_WORKLOAD_TOKEN"}
 var passEnv = []string{"PATH", "LANG", "LC_ALL", "TZ"}
 
 type proc struct {
-	cmd      *exec.Cmd
+	pid      int    // its process group's too
 	addr     string // host:port it is to serve on
 	endpoint string
+	record   string
 	done     chan struct{} // closed when the process has exited and its directory is gone
 	exitMsg  string        // set before done is closed
 	ready    chan struct{} // closed once it answers HTTP
 	stopOnce sync.Once
 }
+
+const (
+	// outputFile is a workload's output in its directory, without LogDir.
+	outputFile = "output.log"
+	// adoptedExit is how an adopted workload's end is described: only its
+	// parent (init, once the scheduler that started it has gone) learns
+	// its exit status.
+	adoptedExit = "exited (adopted after a scheduler restart, so its exit status is unknown)"
+)
 
 // Name returns "local".
 func (l *Local) Name() string { return "local" }
@@ -147,6 +168,9 @@ func (l *Local) prepare() error {
 		return fmt.Errorf("local runtime: workload directory: %w", err)
 	}
 	if err := ensurePrivateDir(l.workDir); err != nil {
+		return err
+	}
+	if l.boot, err = bootID(); err != nil {
 		return err
 	}
 	if cred != nil {
@@ -268,22 +292,49 @@ func (l *Local) Start(ctx context.Context, spec Spec) error {
 		}
 		return fmt.Errorf("local runtime: starting %q: %w", cmd.Args[0], err)
 	}
+	pid := cmd.Process.Pid
+	// Not reaped yet, so its /proc entry is there even if it has exited.
+	stat, err := readStat(pid)
+	if err != nil {
+		_ = syscall.Kill(-pid, syscall.SIGKILL)
+		_ = cmd.Wait()
+		out.Close()
+		os.RemoveAll(home)
+		return fmt.Errorf("local runtime: reading the start time of process %d: %w", pid, err)
+	}
+	rec := record{PID: pid, Start: stat.start, Boot: l.boot, UID: l.uid(), Port: port, Dir: home,
+		Endpoint: "http://" + net.JoinHostPort(l.host(), strconv.Itoa(port))}
+	p := l.track(spec.SessionID, rec)
+	l.log().Info("workload started", "session", spec.SessionID, "pid", pid, "port", port, "user", l.userName(), "dir", home)
+	go l.wait(spec.SessionID, cmd, p, home, out)
+	return nil
+}
+
+// track registers a started or adopted workload and starts probing it.
+// The caller holds l.mu.
+func (l *Local) track(id string, rec record) *proc {
 	p := &proc{
-		cmd:      cmd,
-		addr:     net.JoinHostPort(l.host(), strconv.Itoa(port)),
-		endpoint: fmt.Sprintf("http://%s/?token=%s", net.JoinHostPort(l.host(), strconv.Itoa(port)), spec.Token),
+		pid:      rec.PID,
+		addr:     net.JoinHostPort(l.host(), strconv.Itoa(rec.Port)),
+		endpoint: rec.Endpoint,
+		record:   rec.String(),
 		done:     make(chan struct{}),
 		ready:    make(chan struct{}),
 	}
-	l.procs[spec.SessionID] = p
-	l.log().Info("workload started", "session", spec.SessionID, "pid", cmd.Process.Pid, "port", port, "user", l.userName(), "dir", home)
-	go l.wait(spec.SessionID, p, home, out)
+	l.procs[id] = p
 	go func() {
-		if p.probe(net.JoinHostPort(l.host(), strconv.Itoa(port))) {
-			l.changed(spec.SessionID)
+		if p.probe(p.addr) {
+			l.changed(id)
 		}
 	}()
-	return nil
+	return p
+}
+
+func (l *Local) uid() int {
+	if l.cred == nil {
+		return os.Geteuid()
+	}
+	return int(l.cred.Uid)
 }
 
 // command builds the workload's process: its argv from the template, its
@@ -291,8 +342,12 @@ func (l *Local) Start(ctx context.Context, spec Spec) error {
 // out are the parent's copies of the files the child gets: exe to close
 // once it has started, out once it has exited.
 func (l *Local) command(spec Spec, home string, port int) (cmd *exec.Cmd, exe, out *os.File, err error) {
+	base := spec.BaseURL
+	if base == "" {
+		base = "/"
+	}
 	r := strings.NewReplacer("{port}", strconv.Itoa(port), "{session}", spec.SessionID,
-		"{pool}", spec.Pool, "{owner}", spec.Owner, "{host}", l.host())
+		"{pool}", spec.Pool, "{owner}", spec.Owner, "{host}", l.host(), "{base_url}", base)
 	argv := make([]string, len(l.Command))
 	for i, a := range l.Command {
 		argv[i] = r.Replace(a)
@@ -300,10 +355,10 @@ func (l *Local) command(spec Spec, home string, port int) (cmd *exec.Cmd, exe, o
 	cmd = exec.Command(argv[0], argv[1:]...)
 	cmd.Dir = home
 	cmd.Env = l.env(spec, home, port)
-	// Its own process group, so Stop reaches its children too; and killed
-	// with the scheduler, so a crashed scheduler leaves no orphans (the
-	// restarted one marks their sessions CRASHED).
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL, Credential: l.cred}
+	// Its own session, hence its own process group (Stop signals the
+	// group, reaching its children too) and no controlling terminal: it
+	// outlives the scheduler, whose restart adopts it (Adopt).
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Credential: l.cred}
 	if l.ExecByDescriptor {
 		if exe, err = os.Open(argv[0]); err != nil {
 			return nil, nil, nil, fmt.Errorf("local runtime: opening %s: %w", argv[0], err)
@@ -311,32 +366,67 @@ func (l *Local) command(spec Spec, home string, port int) (cmd *exec.Cmd, exe, o
 		cmd.Path = "/proc/self/fd/3" // ExtraFiles[0] is the child's fd 3
 		cmd.ExtraFiles = []*os.File{exe}
 	}
-	if l.LogDir != "" {
-		// 0600: Jupyter logs its URL, token included.
-		out, err = os.OpenFile(filepath.Join(l.LogDir, spec.SessionID+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-		if err != nil {
-			if exe != nil {
-				exe.Close()
-			}
-			return nil, nil, nil, fmt.Errorf("local runtime: opening log: %w", err)
+	// A file, never a pipe to us: a pipe would break (SIGPIPE) when the
+	// scheduler restarts. 0600: Jupyter logs its URL, token included.
+	if out, err = l.openOutput(spec.SessionID, home); err != nil {
+		if exe != nil {
+			exe.Close()
 		}
-		cmd.Stdout, cmd.Stderr = out, out
+		return nil, nil, nil, err
 	}
+	cmd.Stdout, cmd.Stderr = out, out
 	return cmd, exe, out, nil
 }
 
-// wait reaps the workload, then ends what it leaves: its process group
-// (children that outlived it) and its directory.
-func (l *Local) wait(id string, p *proc, home string, out *os.File) {
-	err := p.cmd.Wait()
+// openOutput opens the file a workload's output goes to: LogDir's, or one
+// in its own directory, given to its user, which it may read.
+func (l *Local) openOutput(id, home string) (*os.File, error) {
+	if l.LogDir != "" {
+		f, err := os.OpenFile(filepath.Join(l.LogDir, id+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+		if err != nil {
+			return nil, fmt.Errorf("local runtime: opening log: %w", err)
+		}
+		return f, nil
+	}
+	// home was just made, by us, and nothing has run in it yet.
+	path := filepath.Join(home, outputFile)
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY|syscall.O_NOFOLLOW, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("local runtime: creating %s: %w", path, err)
+	}
+	if l.cred != nil {
+		if err := f.Chown(int(l.cred.Uid), int(l.cred.Gid)); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("local runtime: giving %s to user %s: %w", path, l.User, err)
+		}
+	}
+	return f, nil
+}
+
+// wait reaps the workload, then ends what it leaves.
+func (l *Local) wait(id string, cmd *exec.Cmd, p *proc, home string, out *os.File) {
+	err := cmd.Wait()
 	if out != nil {
 		out.Close()
 	}
-	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+	l.exited(id, p, home, describeExit(err))
+}
+
+// waitAdopted watches an adopted workload, which is not our child, then
+// ends what it leaves.
+func (l *Local) waitAdopted(id string, w *exitWatch, p *proc, home string) {
+	w.wait()
+	l.exited(id, p, home, adoptedExit)
+}
+
+// exited ends what a workload leaves: its process group (children that
+// outlived it) and its directory.
+func (l *Local) exited(id string, p *proc, home, how string) {
+	_ = syscall.Kill(-p.pid, syscall.SIGKILL)
 	if err := os.RemoveAll(home); err != nil {
 		l.log().Warn("removing a workload's directory failed", "session", id, "dir", home, "err", err)
 	}
-	p.exitMsg = describeExit(err)
+	p.exitMsg = how
 	close(p.done)
 	l.changed(id)
 }
@@ -384,6 +474,9 @@ func (l *Local) env(spec Spec, home string, port int) []string {
 	user := l.userName()
 	env = append(env, "HOME="+home, "USER="+user, "LOGNAME="+user,
 		"PORT="+strconv.Itoa(port), "MERIDIAN_SESSION="+spec.SessionID, "MERIDIAN_POOL="+spec.Pool)
+	if spec.BaseURL != "" {
+		env = append(env, "MERIDIAN_BASE_URL="+spec.BaseURL)
+	}
 	for _, k := range TokenEnv {
 		env = append(env, k+"="+spec.Token)
 	}
@@ -452,16 +545,20 @@ func (l *Local) Status(ctx context.Context, id string) (Status, error) {
 	if !ok {
 		return Status{Phase: Unknown}, nil
 	}
+	return p.status(), nil
+}
+
+func (p *proc) status() Status {
 	select {
 	case <-p.done:
-		return Status{Phase: Exited, Message: p.exitMsg}, nil
+		return Status{Phase: Exited, Message: p.exitMsg}
 	default:
 	}
 	select {
 	case <-p.ready:
-		return Status{Phase: Ready, Endpoint: p.endpoint}, nil
+		return Status{Phase: Ready, Endpoint: p.endpoint, Record: p.record}
 	default:
-		return Status{Phase: Pending, Message: fmt.Sprintf("process %d started; waiting for it to answer on %s", p.cmd.Process.Pid, p.addr)}, nil
+		return Status{Phase: Pending, Message: fmt.Sprintf("process %d started; waiting for it to answer on %s", p.pid, p.addr), Record: p.record}
 	}
 }
 
@@ -477,7 +574,7 @@ func (l *Local) Stop(ctx context.Context, id string) error {
 	if grace <= 0 {
 		grace = 10 * time.Second
 	}
-	pid := p.cmd.Process.Pid
+	pid := p.pid
 	p.stopOnce.Do(func() { _ = syscall.Kill(-pid, syscall.SIGTERM) })
 	t := time.NewTimer(grace)
 	defer t.Stop()
@@ -509,6 +606,61 @@ func (l *Local) Workloads(context.Context) ([]string, error) {
 		ids = append(ids, id)
 	}
 	return ids, nil
+}
+
+var (
+	_ Durable = (*Local)(nil)
+	_ Adopter = (*Local)(nil)
+)
+
+// Durable reports true: workloads outlive the scheduler, and the next one
+// adopts them.
+func (l *Local) Durable() bool { return true }
+
+// Adopt takes over a workload that an earlier scheduler process started
+// on this machine, from the record Status gave: the same process (PID,
+// start time, boot, account) in this runtime's directory for the session.
+// It is then watched for its exit, probed until it answers, and stopped
+// like the workloads this process started. One that no longer runs is
+// Unknown, its Message saying why, and its directory is removed.
+func (l *Local) Adopt(ctx context.Context, id, raw string) (Status, error) {
+	if err := l.Prepare(); err != nil {
+		return Status{}, err
+	}
+	if !validSessionID(id) {
+		return Status{}, fmt.Errorf("local runtime: session id %q: want [a-z0-9-]", id)
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.procs == nil {
+		l.procs = map[string]*proc{}
+	}
+	if p, ok := l.procs[id]; ok {
+		return p.status(), nil
+	}
+	var rec record
+	if err := json.Unmarshal([]byte(raw), &rec); err != nil || rec.PID <= 1 {
+		return Status{Phase: Unknown, Message: fmt.Sprintf("the workload's record %q is not one of the local runtime's", raw)}, nil
+	}
+	home := filepath.Join(l.workDir, id)
+	if rec.Dir != home {
+		// Another --workload_dir: not ours to signal or remove.
+		return Status{Phase: Unknown, Message: fmt.Sprintf("the workload ran in %s, outside this scheduler's workload directory %s", rec.Dir, l.workDir)}, nil
+	}
+	w, err := watchExit(rec, l.boot)
+	if errors.Is(err, errGone) {
+		if err := os.RemoveAll(home); err != nil {
+			l.log().Warn("removing a workload's directory failed", "session", id, "dir", home, "err", err)
+		}
+		return Status{Phase: Unknown, Message: err.Error()}, nil
+	}
+	if err != nil {
+		return Status{}, err
+	}
+	p := l.track(id, rec)
+	l.log().Info("workload adopted", "session", id, "pid", rec.PID, "port", rec.Port, "dir", home)
+	go l.waitAdopted(id, w, p, home)
+	return p.status(), nil
 }
 
 // StopAll stops every workload, for shutdown.

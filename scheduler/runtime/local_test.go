@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // The workloads here are real processes: this test binary, re-executed as
@@ -24,11 +26,15 @@ func TestMain(m *testing.M) {
 	if len(os.Args) > 3 && os.Args[1] == helperArg {
 		os.Exit(helperWorkload(os.Args[2], os.Args[3]))
 	}
+	if len(os.Args) > 4 && os.Args[1] == starterArg {
+		os.Exit(helperStarter(os.Args[2], os.Args[3], os.Args[4]))
+	}
 	os.Exit(m.Run())
 }
 
 // report is what a helper workload says about itself.
 type report struct {
+	PID, SID int
 	UID, GID int
 	Groups   []int
 	Cwd      string
@@ -42,7 +48,8 @@ func helperWorkload(port, probe string) int {
 	cmdline, _ := os.ReadFile("/proc/self/cmdline")
 	groups, _ := os.Getgroups()
 	cwd, _ := os.Getwd()
-	r := report{UID: os.Getuid(), GID: os.Getgid(), Groups: groups, Cwd: cwd, Env: os.Environ(), Cmdline: string(cmdline), ReadErr: "<nil>"}
+	sid, _ := unix.Getsid(0)
+	r := report{PID: os.Getpid(), SID: sid, UID: os.Getuid(), GID: os.Getgid(), Groups: groups, Cwd: cwd, Env: os.Environ(), Cmdline: string(cmdline), ReadErr: "<nil>"}
 	if _, err := os.ReadFile(probe); err != nil {
 		r.ReadErr = err.Error()
 	}

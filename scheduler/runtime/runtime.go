@@ -39,14 +39,40 @@ type Durable interface {
 	Durable() bool
 }
 
+// Adopter is a Durable runtime that finds a workload started by an
+// earlier scheduler process from the record it reported for it
+// (Status.Record), which the scheduler keeps in its store.
+type Adopter interface {
+	// Adopt takes over the session's workload that record describes and
+	// returns its status, as Status would afterwards; Unknown, with a
+	// Message saying why, when that workload no longer runs. Adopting a
+	// workload the runtime already runs returns its status.
+	Adopt(ctx context.Context, sessionID, record string) (Status, error)
+}
+
+// Capacities is a Runtime that measures how many sessions of a pool fit
+// in what it runs on (Pods: the allocatable GPUs of the nodes a pool may
+// use), for pools whose capacity comes from there (`capacity:
+// fromCluster`). It tells the scheduler of a change through the same
+// wake-up as a workload's (OnChange).
+type Capacities interface {
+	// Capacity is the pool's number of slots now; ok is false while the
+	// runtime cannot tell (not measured yet, or not a pool it measures).
+	Capacity(pool string) (slots int, ok bool)
+}
+
 // Spec is what a runtime needs to start one session.
 type Spec struct {
 	SessionID string
 	Owner     string
 	Pool      string
 	Region    string
-	// Token guards the notebook server; it appears in the endpoint URL.
+	// Token guards the notebook server (Jupyter's token); the gateway
+	// adds it to every request it proxies. Never on a command line.
 	Token string
+	// BaseURL is the path the workload serves under, "/notebooks/{id}/":
+	// the gateway proxies requests with their path unchanged.
+	BaseURL string
 	// MaxDuration bounds the workload's life even if the scheduler is gone.
 	MaxDuration time.Duration
 }
@@ -59,7 +85,7 @@ const (
 	Unknown Phase = iota
 	// Pending: launched, not yet serving.
 	Pending
-	// Ready: serving at Status.Endpoint.
+	// Ready: serving at Status.Endpoint (scheme://host:port).
 	Ready
 	// Exited: ended on its own; Status.Message says how.
 	Exited
@@ -79,11 +105,18 @@ func (p Phase) String() string {
 
 // Status is what the runtime knows of one workload.
 type Status struct {
-	Phase    Phase
+	Phase Phase
+	// Endpoint is where a Ready workload serves, scheme://host:port (the
+	// gateway's target; no token, no path: requests keep their path).
 	Endpoint string
 	// Message says what is happening, for people: while Pending, the
 	// progress of the start ("pulling image jupyter/scipy-notebook");
 	// when Exited or Unknown, why ("the image could not be pulled:
 	// ErrImagePull", "its Pod was deleted"). Sessions show it.
 	Message string
+	// Record identifies the workload to a later scheduler process, for a
+	// runtime that needs one to adopt it (Adopter; the local runtime: its
+	// PID, start time, port and directory). The scheduler stores the
+	// latest with the session while it is live. Empty: nothing to keep.
+	Record string
 }

@@ -61,6 +61,14 @@ var migrations = []string{
 		region    TEXT NOT NULL,
 		heartbeat BIGINT NOT NULL
 	);`,
+	// 2: the runtime's record of a session's workload (runtime.Status.Record:
+	// for local processes their PID, start time, port and directory), so
+	// that a restarted scheduler finds the workloads that outlived it.
+	`ALTER TABLE sessions ADD COLUMN workload TEXT NOT NULL DEFAULT ''`,
+	// 3: the token a session's workload requires, kept so that the gateway
+	// can reach the workload for its owner (ResolveNotebook). The endpoint
+	// column now holds the workload's internal URL (store.Session.WorkloadURL).
+	`ALTER TABLE sessions ADD COLUMN workload_token TEXT NOT NULL DEFAULT ''`,
 }
 
 // SchemaVersion is the version Open migrates to.

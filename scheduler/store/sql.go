@@ -219,7 +219,7 @@ var _ Tx = (*sqlTx)(nil)
 
 const sessionCols = `id, owner, pool, region, state, stop_reason, message, request_id, quota_group,
 	queue_seq, instance, endpoint, create_time, place_time, start_time, end_time, expire_time,
-	last_activity_time, update_time, max_duration_us, idle_timeout_us, version`
+	last_activity_time, update_time, max_duration_us, idle_timeout_us, version, workload, workload_token`
 
 type scanner interface{ Scan(dest ...any) error }
 
@@ -228,7 +228,7 @@ func scanSession(r scanner) (*Session, error) {
 	var state, reason int32
 	var ct, pt, st, et, xt, lt, ut, maxd, idle int64
 	err := r.Scan(&s.ID, &s.Owner, &s.Pool, &s.Region, &state, &reason, &s.Message, &s.RequestID, &s.QuotaGroup,
-		&s.QueueSeq, &s.Instance, &s.Endpoint, &ct, &pt, &st, &et, &xt, &lt, &ut, &maxd, &idle, &s.Version)
+		&s.QueueSeq, &s.Instance, &s.WorkloadURL, &ct, &pt, &st, &et, &xt, &lt, &ut, &maxd, &idle, &s.Version, &s.Workload, &s.WorkloadToken)
 	if err != nil {
 		return nil, err
 	}
@@ -242,8 +242,9 @@ func scanSession(r scanner) (*Session, error) {
 
 func (s *Session) args() []any {
 	return []any{s.ID, s.Owner, s.Pool, s.Region, int32(s.State), int32(s.StopReason), s.Message, s.RequestID, s.QuotaGroup,
-		s.QueueSeq, s.Instance, s.Endpoint, micros(s.CreateTime), micros(s.PlaceTime), micros(s.StartTime), micros(s.EndTime),
-		micros(s.ExpireTime), micros(s.LastActivity), micros(s.UpdateTime), s.MaxDuration.Microseconds(), s.IdleTimeout.Microseconds(), s.Version}
+		s.QueueSeq, s.Instance, s.WorkloadURL, micros(s.CreateTime), micros(s.PlaceTime), micros(s.StartTime), micros(s.EndTime),
+		micros(s.ExpireTime), micros(s.LastActivity), micros(s.UpdateTime), s.MaxDuration.Microseconds(), s.IdleTimeout.Microseconds(), s.Version,
+		s.Workload, s.WorkloadToken}
 }
 
 func micros(t time.Time) int64 {
@@ -300,7 +301,7 @@ func (t *sqlTx) SessionByRequest(ctx context.Context, owner, requestID string) (
 func (t *sqlTx) InsertSession(ctx context.Context, s *Session) error {
 	s.Version = 1
 	_, err := t.q.ExecContext(ctx, `INSERT INTO sessions (`+sessionCols+`) VALUES
-		($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21,$22)`, s.args()...)
+		($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21,$22,$23,$24)`, s.args()...)
 	if err != nil && t.d.isUnique(err) {
 		return fmt.Errorf("session %s: %w", s.ID, ErrConflict)
 	}
@@ -312,7 +313,7 @@ func (t *sqlTx) UpdateSession(ctx context.Context, s *Session) error {
 	res, err := t.q.ExecContext(ctx, `UPDATE sessions SET owner=$2, pool=$3, region=$4, state=$5, stop_reason=$6,
 		message=$7, request_id=$8, quota_group=$9, queue_seq=$10, instance=$11, endpoint=$12, create_time=$13,
 		place_time=$14, start_time=$15, end_time=$16, expire_time=$17, last_activity_time=$18, update_time=$19,
-		max_duration_us=$20, idle_timeout_us=$21, version=$22+1
+		max_duration_us=$20, idle_timeout_us=$21, version=$22+1, workload=$23, workload_token=$24
 		WHERE id=$1 AND version=$22`, a...)
 	if err != nil {
 		return err

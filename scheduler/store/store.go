@@ -38,7 +38,18 @@ type Session struct {
 	QueueSeq int64
 	// Instance is the scheduler instance that runs it (its runtime owner).
 	Instance string
-	Endpoint string
+	// WorkloadURL is where its workload serves (scheme://host:port, the
+	// runtime's Status.Endpoint), set while RUNNING. Internal: clients see
+	// the notebook URL on the edge; the gateway proxies here.
+	WorkloadURL string
+	// WorkloadToken is the secret its workload (Jupyter) requires, chosen
+	// at admission. Internal: the gateway adds it; users never see it.
+	WorkloadToken string
+	// Workload is the runtime's record of the session's workload
+	// (runtime.Status.Record), kept while the session is live so that a
+	// restarted scheduler can adopt a workload that outlived its
+	// predecessor. Opaque to the store and the scheduler.
+	Workload string
 
 	CreateTime   time.Time
 	PlaceTime    time.Time // got its slot (STARTING)

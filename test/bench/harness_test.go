@@ -176,7 +176,7 @@ func seedSession(pop population, pc *scheduler.PoolConfig, i int, now time.Time)
 	s.LastActivity = s.StartTime.Add(time.Minute)
 	if k >= pop.PerUser-pop.LivePerUser {
 		s.State = schedulerv1.Session_RUNNING
-		s.Endpoint = "http://127.0.0.1:9/" + s.ID + "/"
+		s.WorkloadURL, s.WorkloadToken = "http://127.0.0.1:9", "bench"
 		s.ExpireTime = s.StartTime.Add(s.MaxDuration)
 		s.LastActivity = now.Add(-time.Minute)
 		s.Message = "running"
@@ -308,7 +308,7 @@ func (e *env) retire(tb testing.TB) {
 					return fmt.Errorf("session %s: %w", id, err)
 				}
 				s.State, s.StopReason = schedulerv1.Session_STOPPED, schedulerv1.Session_USER
-				s.Message, s.Endpoint, s.EndTime, s.UpdateTime = "stopped: requested by the owner", "", now, now
+				s.Message, s.WorkloadURL, s.EndTime, s.UpdateTime = "stopped: requested by the owner", "", now, now
 				if err := tx.UpdateSession(ctx, s); err != nil {
 					return err
 				}

@@ -25,12 +25,19 @@ type devTopology struct {
 	info     *dev.Info
 }
 
-// startDev runs `meridian dev --fresh` on free ports and waits for dev.json.
-func startDev(t *testing.T) *devTopology {
+// startDev runs `meridian dev --fresh` on free ports, with extra flags,
+// and waits for dev.json.
+func startDev(t *testing.T, extra ...string) *devTopology {
 	t.Helper()
 	base := freePortBase(t)
 	stateDir := filepath.Join(t.TempDir(), "state")
-	p := startProc(t, "meridian dev", "dev", "--state_dir", stateDir, "--port_base", strconv.Itoa(base), "--fresh")
+	// Workloads outlive a killed topology; none may outlive the test.
+	t.Cleanup(func() {
+		for _, r := range dev.Regions {
+			killWorkloads(t, "sqlite://"+filepath.Join(stateDir, "sessions.db"), r)
+		}
+	})
+	p := startProc(t, "meridian dev", append([]string{"dev", "--state_dir", stateDir, "--port_base", strconv.Itoa(base), "--fresh"}, extra...)...)
 	p.logGlobs = []string{filepath.Join(stateDir, "logs", "*.log"), filepath.Join(stateDir, "workloads", "*.log")}
 	d := &devTopology{proc: p, stateDir: stateDir, portBase: base}
 	waitFor(t, 60*time.Second, "dev.json", func() (bool, string) {

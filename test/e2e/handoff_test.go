@@ -12,7 +12,8 @@ import (
 )
 
 // TestGracefulShutdownLeavesQueueToPeer: one of a region's two schedulers
-// shuts down gracefully while it runs the pool's only slot and another
+// shuts down gracefully, stopping its workloads (SIGINT), while it runs
+// the pool's only slot and another
 // session waits in the queue. The slot it frees must go to the scheduler
 // that stays up, so the queued session starts within a few seconds, not
 // after the departed instance's 30s lease runs out.
@@ -30,9 +31,9 @@ func TestGracefulShutdownLeavesQueueToPeer(t *testing.T) {
 		t.Fatalf("second session: %s, want QUEUED behind the first", describe(queued))
 	}
 
-	a.signal(syscall.SIGTERM)
+	a.signal(syscall.SIGINT)
 	if code, ok := a.wait(15 * time.Second); !ok || code != 0 {
-		t.Fatalf("scheduler a after SIGTERM: exited %v, code %d; want exit 0 within 15s", ok, code)
+		t.Fatalf("scheduler a after SIGINT: exited %v, code %d; want exit 0 within 15s", ok, code)
 	}
 	got := b.waitSession(t, "alice", running.Name, 5*time.Second, "ended", func(s *schedulerv1.Session) bool { return !store.Live(s.State) })
 	if got.State != schedulerv1.Session_STOPPED || got.StopReason != schedulerv1.Session_ADMIN {

@@ -19,6 +19,7 @@ import (
 
 	schedulerv1 "github.com/meridian-gw/meridian/api/meridian/scheduler/v1"
 	"github.com/meridian-gw/meridian/scheduler"
+	"github.com/meridian-gw/meridian/scheduler/store"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials/insecure"
@@ -36,7 +37,9 @@ type proc struct {
 	log  string
 	// logGlobs are more logs to check when the test ends (its children's).
 	logGlobs []string
-	done     chan struct{} // closed once the process has been reaped
+	// stopSig ends it when the test is done; default SIGTERM.
+	stopSig syscall.Signal
+	done    chan struct{} // closed once the process has been reaped
 }
 
 // startProc starts meridian with args; its stdout and stderr go to a log file.
@@ -120,18 +123,22 @@ func (p *proc) exited() bool {
 	}
 }
 
-// stop ends the process: SIGTERM, or SIGKILL at once if the test has
-// failed; SIGKILL if it is still there 15s after SIGTERM.
+// stop ends the process: SIGTERM (or its stopSig), or SIGKILL at once if
+// the test has failed; SIGKILL if it is still there 15s after the signal.
 func (p *proc) stop() {
 	if p.exited() {
 		return
 	}
+	sig := p.stopSig
+	if sig == 0 {
+		sig = syscall.SIGTERM
+	}
 	if p.t.Failed() {
 		_ = p.cmd.Process.Kill()
 	} else {
-		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+		_ = p.cmd.Process.Signal(sig)
 		if _, ok := p.wait(15 * time.Second); !ok {
-			p.t.Errorf("%s did not exit within 15s of SIGTERM; killing it", p.name)
+			p.t.Errorf("%s did not exit within 15s of %s; killing it", p.name, sig)
 			_ = p.cmd.Process.Kill()
 		}
 	}
@@ -348,8 +355,13 @@ func launchScheduler(t testing.TB, s schedulerSpec) *schedulerProc {
 		}
 		args = append(args, "--config", path)
 	}
+	// Workloads outlive their scheduler; none may outlive the test. (A
+	// cleanup registered first runs last, after the scheduler's.)
+	t.Cleanup(func() { killWorkloads(t, s.Store, s.Region) })
 	p := startProcEnv(t, "scheduler "+s.Instance, s.Env, append(args, s.Args...)...)
 	p.logGlobs = []string{filepath.Join(workloads, "*.log")}
+	// SIGINT: its workloads stop with it.
+	p.stopSig = syscall.SIGINT
 	return &schedulerProc{proc: p}
 }
 
@@ -464,4 +476,38 @@ func sessionID(name string) string { return strings.TrimPrefix(name, "sessions/"
 
 func isState(st schedulerv1.Session_State) func(*schedulerv1.Session) bool {
 	return func(s *schedulerv1.Session) bool { return s.State == st }
+}
+
+// killWorkloads kills the workloads of a region's live sessions in the
+// store at url that still run, as their records in the store name them:
+// workloads outlive schedulers, and a test that kills one (or fails) must
+// not leave them behind. A recorded process whose working directory is
+// not the recorded one is someone else's and is left alone.
+func killWorkloads(t testing.TB, url, region string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := store.Open(ctx, url)
+	if err != nil {
+		t.Logf("cleanup: opening %s to find workloads: %v", url, err)
+		return
+	}
+	defer st.Close()
+	var live []*store.Session
+	_ = st.View(ctx, func(tx store.Tx) (err error) {
+		live, err = tx.RegionSessions(ctx, region, schedulerv1.Session_STARTING, schedulerv1.Session_RUNNING, schedulerv1.Session_STOPPING)
+		return err
+	})
+	for _, s := range live {
+		var rec struct {
+			PID int    `json:"pid"`
+			Dir string `json:"dir"`
+		}
+		if json.Unmarshal([]byte(s.Workload), &rec) != nil || rec.PID <= 1 {
+			continue
+		}
+		if cwd, err := os.Readlink(fmt.Sprintf("/proc/%d/cwd", rec.PID)); err == nil && cwd == rec.Dir {
+			_ = syscall.Kill(-rec.PID, syscall.SIGKILL)
+			_ = os.RemoveAll(rec.Dir)
+		}
+	}
 }

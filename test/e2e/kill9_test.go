@@ -1,7 +1,10 @@
 package e2e
 
 import (
+	"context"
+	"encoding/json"
 	"fmt"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -12,9 +15,12 @@ import (
 )
 
 // TestKill9LosesNothing SIGKILLs a scheduler with two running and two
-// queued sessions and restarts it as the same instance on the same store:
-// nothing admitted is lost or duplicated, the running ones are reported
-// CRASHED (their workloads died with the scheduler), and the queue moves on.
+// queued sessions, kills one of the running sessions' workloads while no
+// scheduler runs, and restarts the scheduler as the same instance on the
+// same store: nothing admitted is lost or duplicated, the session whose
+// workload survived is still RUNNING, served by the same process (its
+// workloads outlive the scheduler and the restarted one adopts them), the
+// other is CRASHED saying why, and the queue moves on into its slot.
 func TestKill9LosesNothing(t *testing.T) {
 	storetest.Each(t, func(t *testing.T, kind string) {
 		ctx := testCtx(t, 60*time.Second)
@@ -54,33 +60,47 @@ func TestKill9LosesNothing(t *testing.T) {
 			}
 		}
 
+		pids := recordedPIDs(t, ctx, spec.Store, names[:2])
 		first.signal(syscall.SIGKILL)
 		if _, ok := first.wait(10 * time.Second); !ok {
 			t.Fatal("the scheduler survived SIGKILL for 10s")
 		}
 		for _, ep := range endpoints {
-			waitFor(t, 10*time.Second, "the workload at "+ep+" to die with its scheduler", func() (bool, string) {
-				return !answersHTTP(ctx, ep), "it still answers"
-			})
+			if !answersHTTP(ctx, ep) {
+				t.Errorf("the workload at %s died with its scheduler", ep)
+			}
 		}
+		if err := syscall.Kill(-pids[1], syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, 10*time.Second, "the killed workload to stop answering", func() (bool, string) {
+			return !answersHTTP(ctx, endpoints[1]), "it still answers"
+		})
 
 		second := startScheduler(t, spec)
-		for i := range 2 {
-			s := second.waitSession(t, "alice", names[i], 20*time.Second, "FAILED", func(s *schedulerv1.Session) bool {
-				return !store.Live(s.State)
-			})
-			if s.State != schedulerv1.Session_FAILED || s.StopReason != schedulerv1.Session_CRASHED || s.StatusMessage == "" {
-				t.Errorf("%s after the crash: %s; want FAILED, CRASHED, with a message", s.Name, describe(s))
-			}
-			if s.Endpoint != "" {
-				t.Errorf("%s ended but still names endpoint %s", s.Name, s.Endpoint)
-			}
+		s := second.waitSession(t, "alice", names[0], 20*time.Second, "RUNNING", isState(schedulerv1.Session_RUNNING))
+		if s.Endpoint != endpoints[0] || !answersHTTP(ctx, s.Endpoint) {
+			t.Errorf("%s after the restart: endpoint %s (answers: %v); want its workload still at %s", s.Name, s.Endpoint, answersHTTP(ctx, s.Endpoint), endpoints[0])
 		}
-		for i := 2; i < 4; i++ {
-			s := second.waitSession(t, "alice", names[i], 20*time.Second, "RUNNING", isState(schedulerv1.Session_RUNNING))
-			if !answersHTTP(ctx, s.Endpoint) {
-				t.Errorf("%s is RUNNING but its endpoint %s does not answer", s.Name, s.Endpoint)
-			}
+		if got := recordedPIDs(t, ctx, spec.Store, names[:1]); got[0] != pids[0] {
+			t.Errorf("%s: workload pid %d after the restart; want the same process, %d", s.Name, got[0], pids[0])
+		}
+		s = second.waitSession(t, "alice", names[1], 20*time.Second, "FAILED", func(s *schedulerv1.Session) bool {
+			return !store.Live(s.State)
+		})
+		if s.State != schedulerv1.Session_FAILED || s.StopReason != schedulerv1.Session_CRASHED ||
+			!strings.Contains(s.StatusMessage, "while no scheduler was watching it") {
+			t.Errorf("%s after its workload was killed: %s; want FAILED, CRASHED, saying it vanished while no scheduler watched", s.Name, describe(s))
+		}
+		if s.Endpoint != "" {
+			t.Errorf("%s ended but still names endpoint %s", s.Name, s.Endpoint)
+		}
+		s = second.waitSession(t, "alice", names[2], 20*time.Second, "RUNNING", isState(schedulerv1.Session_RUNNING))
+		if !answersHTTP(ctx, s.Endpoint) {
+			t.Errorf("%s is RUNNING but its endpoint %s does not answer", s.Name, s.Endpoint)
+		}
+		if s := second.waitSession(t, "alice", names[3], 5*time.Second, "QUEUED", isState(schedulerv1.Session_QUEUED)); s.QueuePosition != 1 {
+			t.Errorf("%s: queue position %d, want 1", s.Name, s.QueuePosition)
 		}
 
 		for i, want := range names {
@@ -98,4 +118,26 @@ func TestKill9LosesNothing(t *testing.T) {
 			t.Errorf("ListSessions: %d sessions, want exactly %d:\n%v", len(all), len(names), got)
 		}
 	})
+}
+
+// recordedPIDs reads the PIDs of sessions' workloads from their records in
+// the store.
+func recordedPIDs(t *testing.T, ctx context.Context, url string, names []string) []int {
+	t.Helper()
+	st := storetest.OpenURL(t, url)
+	var pids []int
+	for _, n := range names {
+		var s *store.Session
+		if err := st.View(ctx, func(tx store.Tx) (err error) { s, err = tx.Session(ctx, sessionID(n)); return err }); err != nil {
+			t.Fatal(err)
+		}
+		var rec struct {
+			PID int `json:"pid"`
+		}
+		if err := json.Unmarshal([]byte(s.Workload), &rec); err != nil || rec.PID <= 1 {
+			t.Fatalf("%s: workload record %q: %v; want the local runtime's", n, s.Workload, err)
+		}
+		pids = append(pids, rec.PID)
+	}
+	return pids
 }

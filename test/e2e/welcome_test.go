@@ -73,7 +73,7 @@ func TestEveryPrintedCommandWorks(t *testing.T) {
 			t.Errorf("pasted %q: no quota of alice's\n%s", c, out)
 		case strings.Contains(c, "sessions create") && !strings.Contains(string(out), "RUNNING"):
 			t.Errorf("pasted %q: the session did not reach RUNNING\n%s", c, out)
-		case strings.Contains(c, "stop-region") && !strings.Contains(string(out), "done"):
+		case (strings.Contains(c, "stop-region") || strings.Contains(c, "restart-scheduler")) && !strings.Contains(string(out), "done"):
 			t.Errorf("pasted %q: %s", c, out)
 		}
 	}

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
-	"net/url"
 	"os"
 	"os/exec"
 	"os/user"
@@ -178,13 +177,16 @@ func TestWorkloadCannotActAsAnotherUser(t *testing.T) {
 	}
 
 	// (c) The token: on no workload process's command line; in the environment.
-	u, err := url.Parse(sess.Endpoint)
-	if err != nil {
-		t.Fatal(err)
+	// The endpoint is the notebook's URL on the edge, without the token
+	// (the gateway adds it): take it from the workload's environment.
+	token := ""
+	for _, line := range strings.Split(read("env"), "\n") {
+		if v, ok := strings.CutPrefix(line, "MERIDIAN_WORKLOAD_TOKEN="); ok {
+			token = v
+		}
 	}
-	token := u.Query().Get("token")
-	if token == "" {
-		t.Fatalf("mallory's session has no token in its endpoint %q", sess.Endpoint)
+	if token == "" || strings.Contains(sess.Endpoint, token) {
+		t.Fatalf("mallory's workload has no token in its environment, or its endpoint %q shows it", sess.Endpoint)
 	}
 	pid := workloadPID(t, sched.log, sessionID(sess.Name))
 	for _, p := range processGroup(t, pid) {

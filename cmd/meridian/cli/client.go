@@ -89,13 +89,17 @@ func (c *clientFlags) dial() (*grpc.ClientConn, error) {
 	return conn, nil
 }
 
+// bearer is the caller's token: --token, else $MERIDIAN_TOKEN.
+func (c *clientFlags) bearer() string {
+	if c.token != "" {
+		return c.token
+	}
+	return os.Getenv("MERIDIAN_TOKEN")
+}
+
 // outgoing adds the caller's credentials to ctx.
 func (c *clientFlags) outgoing(ctx context.Context) context.Context {
-	tok := c.token
-	if tok == "" {
-		tok = os.Getenv("MERIDIAN_TOKEN")
-	}
-	if tok != "" {
+	if tok := c.bearer(); tok != "" {
 		ctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+tok)
 	}
 	if c.user != "" {

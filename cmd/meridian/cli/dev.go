@@ -14,6 +14,7 @@ func newDevCmd() *cobra.Command {
 	var stateDir string
 	var portBase int
 	var fresh bool
+	var workload string
 	cmd := &cobra.Command{
 		Use:   "dev",
 		Short: "Run the whole system on this machine (three regions)",
@@ -31,12 +32,22 @@ STATE/REGION/scheduler.sock, the only place a scheduler trusts an asserted
 identity: its TCP port serves health and reflection, and answers any other
 call UNAUTHENTICATED, so that a notebook cannot act as another user. The
 state directory is 0700; run as root, workloads run as nobody (see
-docs/scheduler.md). stop-region and start-region authenticate with the
-control token in dev.json.`,
+docs/scheduler.md). stop-region, start-region and restart-scheduler
+authenticate with the control token in dev.json. Sessions' workloads outlive
+a scheduler's restart or crash and are adopted by the next one; Ctrl-C stops
+them with everything else.
+
+A RUNNING session's endpoint is its notebook on the edge,
+https://127.0.0.1:8443/notebooks/{session_id}/ (meridian sessions open NAME).
+--workload=jupyter runs Jupyter Server as every session (Debian packages
+jupyter-core, jupyter-server, python3-ipykernel); the default, builtin, is a
+placeholder page that needs nothing installed.`,
 		Example: `  meridian dev
   meridian dev --fresh --state_dir /tmp/meridian --port_base 18000
+  meridian dev --workload=jupyter          # every session a real Jupyter Server
   meridian dev stop-region us-central1     # SIGKILL a region, for failure drills
-  meridian dev start-region us-central1`,
+  meridian dev start-region us-central1
+  meridian dev restart-scheduler us-central1 --signal KILL   # sessions keep running`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log, err := logging.New(cmd.ErrOrStderr(), "warn")
@@ -46,12 +57,14 @@ control token in dev.json.`,
 			if err := undumpable(); err != nil {
 				return err
 			}
-			return dev.Run(cmd.Context(), dev.Options{StateDir: stateDir, PortBase: portBase, Fresh: fresh, Out: cmd.OutOrStdout(), Log: log})
+			return dev.Run(cmd.Context(), dev.Options{StateDir: stateDir, PortBase: portBase, Fresh: fresh, Out: cmd.OutOrStdout(), Log: log,
+				Workload: workload})
 		},
 	}
 	cmd.PersistentFlags().StringVar(&stateDir, "state_dir", defaultStateDir(), "directory for the store, logs and dev.json")
 	cmd.Flags().IntVar(&portBase, "port_base", 8000, "first port of the layout")
 	cmd.Flags().BoolVar(&fresh, "fresh", false, "delete the previous run's state and start clean")
+	cmd.Flags().StringVar(&workload, "workload", dev.WorkloadBuiltin, "what sessions run: builtin (a placeholder page) or jupyter (Jupyter Server; Debian: "+dev.JupyterPackages+")")
 	var user string
 	var ttl time.Duration
 	tokenCmd := &cobra.Command{
@@ -86,6 +99,26 @@ control token in dev.json.`,
 			},
 		})
 	}
+	var signal string
+	restart := &cobra.Command{
+		Use:   "restart-scheduler REGION",
+		Short: "Restart a region's scheduler; its sessions keep running",
+		Long: `End a region's scheduler with SIGTERM (a restart, the default) or SIGKILL
+(--signal KILL, a crash), start it again and wait until it serves. Sessions'
+workloads keep running throughout, and the new scheduler adopts them.`,
+		Example: "  meridian dev restart-scheduler us-central1 --signal KILL",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			msg, err := dev.RestartScheduler(cmd.Context(), stateDir, args[0], signal)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), msg)
+			return nil
+		},
+	}
+	restart.Flags().StringVar(&signal, "signal", "TERM", "how the scheduler ends: TERM (a restart) or KILL (a crash)")
+	cmd.AddCommand(restart)
 	return cmd
 }
 

@@ -10,6 +10,7 @@ import (
 	"github.com/meridian-gw/meridian/edge"
 	"github.com/meridian-gw/meridian/internal/logging"
 	"github.com/meridian-gw/meridian/internal/serving"
+	"github.com/meridian-gw/meridian/internal/wstunnel"
 	"github.com/meridian-gw/meridian/kube/source"
 	"github.com/spf13/cobra"
 	"k8s.io/klog/v2"
@@ -64,7 +65,7 @@ func (s *edgeSource) open(log *slog.Logger) (edge.Source, error) {
 
 func newEdgeCmd() *cobra.Command {
 	var o edge.Options
-	var logLevel string
+	var logLevel, maxHeader string
 	var gcPercent int
 	var h2 *h2LimitFlags
 	var src edgeSource
@@ -100,6 +101,11 @@ NOT_SERVING drains an endpoint at once; connection failures, UNAVAILABLE and
 backend are retried elsewhere; safe-to-repeat ones (reads, CreateSession with
 a request_id) also after a reset, within a 20% retry budget.
 
+Notebooks: /notebooks/{session_id}/… goes only to the gateways of the
+region the session id begins with (never retried into another region once a
+gateway had it; a region down or unknown is answered at once), HTTP/1.1 and
+HTTP/2, WebSockets included (Upgrade and RFC 8441 extended CONNECT).
+
 /api/status, /api/events, /metrics and a live dashboard are on --admin_listen.`,
 		Example: `  meridian edge --config deploy/edge/ --region us-central1 --listen 0.0.0.0:443 --admin_listen 127.0.0.1:8080
   meridian edge --source=kubernetes --kubeconfig ~/.kube/config-cluster --region us-central1 \
@@ -117,6 +123,14 @@ a request_id) also after a reset, within a 20% retry budget.
 			if err := h2.parse(); err != nil {
 				return err
 			}
+			mh, err := parseSize(maxHeader)
+			if err == nil && mh > 1<<30 {
+				err = fmt.Errorf("want at most 1g")
+			}
+			if err != nil {
+				return fmt.Errorf("--max_header_bytes = %q: %w", maxHeader, err)
+			}
+			o.MaxHeaderBytes = int(mh)
 			if err := src.validate(&o); err != nil {
 				return err
 			}
@@ -150,6 +164,9 @@ a request_id) also after a reset, within a 20% retry budget.
 	fl.IntVar(&o.RetryBufferLimit, "retry_buffer_limit", 1<<20, "request bytes kept for a retry")
 	fl.StringSliceVar(&o.Idempotent, "idempotent", edge.DefaultIdempotent, "gRPC methods safe to repeat: /pkg.Service/Method globs; METHOD=N when field N (a request id) is set")
 	h2 = addH2LimitFlags(cmd, &o.H2, &o.H2Prelude)
+	fl.StringVar(&maxHeader, "max_header_bytes", "1m", "largest request header, HTTP/1.1 and HTTP/2 (431 beyond it; native gRPC: --h2_max_header_list_size)")
+	fl.IntVar(&o.Notebooks.MaxTunnelsPerClient, "notebook_max_tunnels_per_client", edge.DefaultMaxTunnelsPerClient, "WebSockets one client address may have open to notebooks through the edge (429 beyond)")
+	fl.DurationVar(&o.Notebooks.TunnelIdleTimeout, "notebook_tunnel_idle_timeout", wstunnel.DefaultIdleTimeout, "a notebook WebSocket that carries nothing either way this long is closed")
 	// The live heap is a few MiB while each call allocates ~10 KiB: Go's
 	// default GOGC of 100 collects dozens of times a second under load.
 	fl.IntVar(&gcPercent, "go_gc_percent", 800, "Go GC target percentage (GOGC in the environment wins; set GOMEMLIMIT to cap memory)")

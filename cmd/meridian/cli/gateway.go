@@ -16,13 +16,14 @@ import (
 	"github.com/meridian-gw/meridian/internal/h2relay"
 	"github.com/meridian-gw/meridian/internal/logging"
 	"github.com/meridian-gw/meridian/internal/serving"
+	"github.com/meridian-gw/meridian/internal/wstunnel"
 	"github.com/spf13/cobra"
 )
 
 func newGatewayCmd() *cobra.Command {
 	var o gateway.Options
 	var sslPort, httpPort, http2Port, statusPort int
-	var listenHost, accessLog, logLevel, maxBody, serviceJSON string
+	var listenHost, accessLog, logLevel, maxBody, serviceJSON, maxHeader string
 	var jwksCache, jwtCache, gcPercent int
 	var h2 *h2LimitFlags
 	cmd := &cobra.Command{
@@ -74,6 +75,14 @@ swaps changes in with no failed request; a bad change keeps the old config.`,
 			if err := h2.parse(); err != nil {
 				return err
 			}
+			mh, err := parseSize(maxHeader)
+			if err == nil && mh > 1<<30 {
+				err = fmt.Errorf("want at most 1g")
+			}
+			if err != nil {
+				return fmt.Errorf("--max_header_bytes = %q: %w", maxHeader, err)
+			}
+			o.MaxHeaderBytes = int(mh)
 			o.JWKSCacheDuration = time.Duration(jwksCache) * time.Second
 			if o.JWTCacheSize = jwtCache; jwtCache == 0 {
 				o.JWTCacheSize = -1 // ESPv2's 0: no cache
@@ -132,7 +141,12 @@ swaps changes in with no failed request; a bad change keeps the old config.`,
 	fl.StringVar(&o.CORS.ExposeHeaders, "cors_expose_headers", "", "Access-Control-Expose-Headers")
 	fl.BoolVar(&o.CORS.AllowCredentials, "cors_allow_credentials", false, "Access-Control-Allow-Credentials: true")
 	fl.IntVar(&o.CORS.MaxAge, "cors_max_age", 1728000, "Access-Control-Max-Age, seconds")
-	fl.StringVar(&maxBody, "client_max_body_size", "32m", "largest request body (k, m, g suffixes)")
+	fl.StringVar(&maxBody, "client_max_body_size", "32m", "largest request body of API calls (k, m, g suffixes); notebook uploads stream and are not bounded")
+	fl.StringVar(&maxHeader, "max_header_bytes", "1m", "largest request header, HTTP/1.1 and HTTP/2 (431 beyond it; native gRPC: --h2_max_header_list_size)")
+	fl.IntVar(&o.Notebooks.CacheSize, "notebook_cache_size", gateway.DefaultNotebookCacheSize, "notebook resolutions remembered (owner and session), least recently used out")
+	fl.DurationVar(&o.Notebooks.CacheTTL, "notebook_cache_ttl", gateway.DefaultNotebookCacheTTL, "how long a notebook's resolution (its workload, its state) is used before the scheduler is asked again")
+	fl.IntVar(&o.Notebooks.MaxTunnelsPerOwner, "notebook_max_tunnels_per_owner", gateway.DefaultMaxTunnelsPerOwner, "WebSockets one owner may have open to notebooks through this gateway (429 beyond)")
+	fl.DurationVar(&o.Notebooks.TunnelIdleTimeout, "notebook_tunnel_idle_timeout", wstunnel.DefaultIdleTimeout, "a notebook WebSocket that carries nothing this long is closed")
 	h2 = addH2LimitFlags(cmd, &o.H2, &o.H2Prelude)
 	fl.BoolVar(&o.HSTS, "enable_strict_transport_security", false, "send Strict-Transport-Security on TLS")
 	fl.IntVar(&jwksCache, "jwks_cache_duration_in_s", 300, "how long fetched JWKS are used")

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
 	"time"
@@ -28,6 +29,8 @@ type schedulerFlags struct {
 	workloadHost, workloadLogDir                                              string
 	workloadGrace, drain, reconcile                                           time.Duration
 	logLevel                                                                  string
+	kube                                                                      kubeFlags
+	notebookURLBase                                                           string
 }
 
 func newSchedulerCmd() *cobra.Command {
@@ -54,6 +57,13 @@ $JUPYTER_TOKEN and $MERIDIAN_WORKLOAD_TOKEN, never on the command line. Not
 as root, workloads run as this account and can read what it can: it says so
 at start.
 
+Workloads outlive the scheduler: on SIGTERM (a restart, a deploy) or a crash
+they keep running, and the next scheduler of this --instance adopts them
+from the store (same process: PID and start time), so their sessions stay
+RUNNING; one that ended meanwhile is marked CRASHED. On SIGINT (Ctrl-C) the
+scheduler stops its workloads and ends their sessions (STOPPED, ADMIN).
+Under systemd, set KillMode=process so that a restart does not kill them.
+
 Serves grpc.health.v1 (NOT_SERVING while the store is unreachable and while
 draining) and server reflection. Metrics are on --metrics_listen.
 
@@ -70,7 +80,12 @@ Without --config the built-in dev pools are used: cpu, gpu-t4x2, gpu-p100
   # session token from $JUPYTER_TOKEN)
   export MERIDIAN_STORE='postgres://meridian:secret@db:5432/meridian?sslmode=require'
   meridian scheduler --region europe-west1 --listen 127.0.0.1:8091 \
-    --config pools.yaml --workload_command 'jupyter lab --no-browser --ip=127.0.0.1 --port={port}'`,
+    --config pools.yaml --workload_command 'jupyter lab --no-browser --ip=127.0.0.1 --port={port}'
+
+  # Sessions as Pods (pools need their kubernetes settings; in a Pod, its
+  # service account is used: docs/kubernetes-runtime.md has the RBAC)
+  meridian scheduler --region us-central1 --runtime=kubernetes --namespace meridian-sessions \
+    --config pools.yaml --kubeconfig ~/.kube/config`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			f.workloadUserSet = cmd.Flags().Changed("workload_user")
@@ -87,16 +102,18 @@ Without --config the built-in dev pools are used: cpu, gpu-t4x2, gpu-p100
 	fl.StringVar(&f.instance, "instance", "", "stable id of this scheduler among its region's (default: the region)")
 	fl.StringVar(&f.configPath, "config", "", "pools and quotas YAML (default: built-in dev pools)")
 	fl.StringSliceVar(&f.trustedPeers, "trusted_peers", scheduler.DefaultTrustedPeers, "CIDRs whose TCP peers may assert caller identity (the gateway's address); '' trusts none (use --listen_unix)")
-	fl.StringVar(&f.workloadCmd, "workload_command", "", "session command template; {port} {session} {pool} {owner} {host} are replaced, the token is in $JUPYTER_TOKEN and $MERIDIAN_WORKLOAD_TOKEN (default: the built-in placeholder, meridian workload)")
+	fl.StringVar(&f.workloadCmd, "workload_command", "", "session command template; {port} {session} {pool} {owner} {host} {base_url} are replaced, the token is in $JUPYTER_TOKEN and $MERIDIAN_WORKLOAD_TOKEN (default: the built-in placeholder, meridian workload)")
 	fl.StringVar(&f.workloadUser, "workload_user", "nobody", "account workloads run as, name or uid (takes root; not as root, workloads run as this account)")
 	fl.StringVar(&f.workloadDir, "workload_dir", "", "where each session's private working directory and HOME is made, and removed when it ends (default $TMPDIR/meridian-workloads-UID)")
 	fl.StringArrayVar(&f.workloadEnv, "workload_env", nil, "KEY=VALUE added to every workload's environment, which is otherwise minimal (repeatable)")
 	fl.StringVar(&f.workloadHost, "workload_host", "127.0.0.1", "address workloads listen on and endpoints name")
-	fl.StringVar(&f.workloadLogDir, "workload_log_dir", "", "directory for each session's output (<session>.log); empty: discard")
+	fl.StringVar(&f.workloadLogDir, "workload_log_dir", "", "directory for each session's output (<session>.log); empty: output.log in the session's own directory")
 	fl.DurationVar(&f.workloadGrace, "workload_grace", 10*time.Second, "time between SIGTERM and SIGKILL when stopping a workload")
-	fl.DurationVar(&f.drain, "drain", 5*time.Second, "on SIGTERM, time to serve NOT_SERVING before stopping")
+	fl.DurationVar(&f.drain, "drain", 5*time.Second, "on SIGTERM or SIGINT, time to serve NOT_SERVING before stopping")
 	fl.DurationVar(&f.reconcile, "reconcile_interval", time.Second, "how often every session is re-examined")
+	fl.StringVar(&f.notebookURLBase, "notebook_url_base", "", "the edge's public address, e.g. https://notebooks.example.com: a RUNNING session's endpoint is BASE/notebooks/{session}/ (empty: that path alone)")
 	fl.StringVar(&f.logLevel, "log_level", "info", "debug, info, warn or error")
+	addKubeFlags(fl, &f.kube)
 	return cmd
 }
 
@@ -121,11 +138,14 @@ func runScheduler(ctx context.Context, f schedulerFlags) error {
 	if err := undumpable(); err != nil {
 		return err
 	}
-	rt, err := localRuntime(f, log.With("component", "runtime"))
+	rt, wake, stopRuntime, err := schedulerRuntime(ctx, f, cfg, log.With("component", "runtime"))
 	if err != nil {
 		return err
 	}
-	warnUntrustworthy(log, f, peers)
+	defer stopRuntime()
+	if f.kube.runtime == "local" {
+		warnUntrustworthy(log, f, peers)
+	}
 	lns, err := schedulerListeners(f)
 	if err != nil {
 		return err
@@ -151,16 +171,29 @@ func runScheduler(ctx context.Context, f schedulerFlags) error {
 	metrics.WatchStore(st)
 	sched, err := scheduler.New(scheduler.Options{
 		Region: f.region, Instance: f.instance, Config: cfg, Store: st, Runtime: rt,
-		Log: log, Metrics: metrics, ReconcileInterval: f.reconcile,
+		Log: log, Metrics: metrics, ReconcileInterval: f.reconcile, NotebookURLBase: f.notebookURLBase,
 	})
 	if err != nil {
 		return err
 	}
-	rt.OnChange = func(string) { sched.Wake() }
+	wake(func(string) { sched.Wake() })
+	// SIGTERM (a restart, a deploy) leaves the workloads running for the
+	// next scheduler to adopt; SIGINT (Ctrl-C) stops them too.
+	interrupted := make(chan os.Signal, 1)
+	signal.Notify(interrupted, os.Interrupt)
+	defer signal.Stop(interrupted)
+	stopWorkloads := func() bool {
+		select {
+		case <-interrupted:
+			return true
+		default:
+			return false
+		}
+	}
 	log.Info("scheduler serving", "listen", listenAddr(lns, "tcp"), "listen_unix", listenAddr(lns, "unix"), "region", f.region, "store", st.Kind(),
 		"pools", strings.Join(cfg.PoolNames(), ","), "metrics", f.metricsListen)
 	return sched.Serve(ctx, scheduler.ServeOptions{Listeners: lns, Peers: peers, MetricsListener: mln, Registry: reg,
-		Drain: f.drain, ShutdownTimeout: f.workloadGrace + 10*time.Second})
+		Drain: f.drain, ShutdownTimeout: f.workloadGrace + 10*time.Second, StopWorkloads: stopWorkloads})
 }
 
 // schedulerListeners opens --listen (TCP) and --listen_unix.
@@ -215,7 +248,7 @@ func localRuntime(f schedulerFlags, log *slog.Logger) (*runtime.Local, error) {
 		if err != nil {
 			return nil, fmt.Errorf("finding the meridian binary for the default workload: %w; set --workload_command", err)
 		}
-		rt.Command = []string{self, "workload", "--port={port}", "--session={session}", "--host={host}"}
+		rt.Command = []string{self, "workload", "--port={port}", "--session={session}", "--host={host}", "--base_url={base_url}"}
 		rt.ExecByDescriptor = true
 	}
 	for _, kv := range f.workloadEnv {

@@ -5,6 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	neturl "net/url"
+	"os"
+	"os/exec"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -39,7 +42,7 @@ account) or from a --trusted_peers address.`,
 	}
 	c.register(cmd)
 	cmd.AddCommand(sessionsCreateCmd(&c), sessionsGetCmd(&c), sessionsListCmd(&c), sessionsStopCmd(&c),
-		sessionsWatchCmd(&c), sessionsKeepAliveCmd(&c))
+		sessionsWatchCmd(&c), sessionsKeepAliveCmd(&c), sessionsOpenCmd(&c))
 	return cmd
 }
 
@@ -206,6 +209,63 @@ func simpleSessionCmd(c *clientFlags, use, short string, call func(context.Conte
 			})
 		},
 	}
+}
+
+func sessionsOpenCmd(c *clientFlags) *cobra.Command {
+	var browser bool
+	cmd := &cobra.Command{
+		Use:   "open NAME",
+		Short: "Print a RUNNING session's notebook URL, and open it in a browser where there is a display",
+		Long: `Print the session's notebook URL (https://EDGE/notebooks/{session_id}/), which
+only its owner may open. Non-browser clients send the same token as the API
+(Authorization: Bearer). Where there is a display ($DISPLAY or
+$WAYLAND_DISPLAY) it also runs xdg-open with URL?access_token=TOKEN: the
+browser's first visit signs in (the gateway sets a cookie for that notebook's
+path and drops the token from the address); --browser=false skips that.`,
+		Example: `  meridian sessions open sessions/us-central1-x7k2m3abcdefghijklmn
+  curl -H "Authorization: Bearer $MERIDIAN_TOKEN" "$(meridian sessions open --browser=false NAME)api/status"`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return withClient(cmd, c, func(ctx context.Context, cl schedulerv1.SessionSchedulerClient) error {
+				s, err := cl.GetSession(ctx, &schedulerv1.GetSessionRequest{Name: sessionArg(args[0])})
+				if err != nil {
+					return err
+				}
+				if s.State != schedulerv1.Session_RUNNING || s.Endpoint == "" {
+					return fmt.Errorf("%s is %s (%s): its notebook opens once it is RUNNING; follow it with: meridian sessions watch %s",
+						s.Name, s.State, s.StatusMessage, s.Name)
+				}
+				fmt.Fprintln(cmd.OutOrStdout(), s.Endpoint)
+				if !browser || (os.Getenv("DISPLAY") == "" && os.Getenv("WAYLAND_DISPLAY") == "") {
+					return nil
+				}
+				return openBrowser(cmd, s.Endpoint, c.bearer())
+			})
+		},
+	}
+	cmd.Flags().BoolVar(&browser, "browser", true, "run xdg-open on the URL when there is a display")
+	return cmd
+}
+
+// openBrowser runs xdg-open on url, signing in with token when there is
+// one (the gateway's ?access_token= login). Failing to is not an error:
+// the URL is printed.
+func openBrowser(cmd *cobra.Command, url, token string) error {
+	if !strings.HasPrefix(url, "https://") && !strings.HasPrefix(url, "http://") {
+		fmt.Fprintln(cmd.ErrOrStderr(), "not opening a browser: the scheduler has no --notebook_url_base, so the URL has no host")
+		return nil
+	}
+	if token != "" {
+		url += "?access_token=" + neturl.QueryEscape(token)
+	}
+	x := exec.Command("xdg-open", url)
+	x.Stdout, x.Stderr = io.Discard, cmd.ErrOrStderr()
+	if err := x.Start(); err != nil {
+		fmt.Fprintf(cmd.ErrOrStderr(), "not opening a browser: %v (install xdg-utils)\n", err)
+		return nil
+	}
+	go func() { _ = x.Wait() }()
+	return nil
 }
 
 func sessionsWatchCmd(c *clientFlags) *cobra.Command {

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -19,13 +20,14 @@ import (
 
 func newWorkloadCmd() *cobra.Command {
 	var port int
-	var host, session string
+	var host, session, baseURL string
 	cmd := &cobra.Command{
 		Use:   "workload",
 		Short: "A placeholder notebook server: the local runtime's default session workload",
 		Long: `A small built-in stand-in for a notebook server, so that the scheduler runs
 real processes without Jupyter installed. It serves a page naming its
-session, and Jupyter's /api and /api/status endpoints, behind the session
+session, and Jupyter's /api and /api/status endpoints, under --base_url
+(as Jupyter's --ServerApp.base_url), behind the session
 token (?token= or "Authorization: token …"), and exits on SIGTERM. The
 token comes from $MERIDIAN_WORKLOAD_TOKEN, where the scheduler puts it: a
 command line is visible to every user of the host.
@@ -41,19 +43,23 @@ Point the scheduler at a real notebook server instead with
 			if err := undumpable(); err != nil {
 				return err
 			}
-			return runWorkload(cmd.Context(), net.JoinHostPort(host, strconv.Itoa(port)), session, os.Getenv(workloadTokenEnv))
+			if !strings.HasPrefix(baseURL, "/") || !strings.HasSuffix(baseURL, "/") {
+				return fmt.Errorf("--base_url = %q: want a path that starts and ends with /, e.g. /notebooks/ID/", baseURL)
+			}
+			return runWorkload(cmd.Context(), net.JoinHostPort(host, strconv.Itoa(port)), session, baseURL, os.Getenv(workloadTokenEnv))
 		},
 	}
 	cmd.Flags().IntVar(&port, "port", 8888, "port to listen on")
 	cmd.Flags().StringVar(&host, "host", "127.0.0.1", "address to listen on")
 	cmd.Flags().StringVar(&session, "session", "", "session id to show")
+	cmd.Flags().StringVar(&baseURL, "base_url", "/", "path it serves under, as Jupyter's --ServerApp.base_url (the scheduler passes /notebooks/ID/)")
 	return cmd
 }
 
 // workloadTokenEnv carries the token callers must present (empty: none).
 const workloadTokenEnv = "MERIDIAN_WORKLOAD_TOKEN"
 
-func runWorkload(ctx context.Context, addr, session, token string) error {
+func runWorkload(ctx context.Context, addr, session, baseURL, token string) error {
 	started := time.Now().UTC()
 	var last atomic.Int64
 	last.Store(started.UnixNano())
@@ -91,7 +97,11 @@ func runWorkload(ctx context.Context, addr, session, token string) error {
 		fmt.Fprintf(w, "<!doctype html><title>Session %[1]s</title><h1>Notebook session %[1]s</h1><p>A Meridian placeholder workload, up since %[2]s.</p>",
 			html.EscapeString(session), started.Format(time.RFC3339))
 	})
-	srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	var h http.Handler = mux
+	if baseURL != "/" {
+		h = http.StripPrefix(strings.TrimSuffix(baseURL, "/"), mux)
+	}
+	srv := &http.Server{Addr: addr, Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		<-ctx.Done()
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
