@@ -36,7 +36,6 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
-	"k8s.io/client-go/tools/clientcmd"
 )
 
 // Defaults of Options.
@@ -264,22 +263,4 @@ func (c *connectivity) ok(resource string) {
 		delete(c.down, resource)
 		c.log.Info("watch of the config cluster works again", "resource", resource)
 	}
-}
-
-// RESTConfig reads the kubeconfig file at path (its current context), or,
-// when path is empty, the in-cluster credentials of the Pod's service
-// account, as controllers do.
-func RESTConfig(path string) (*rest.Config, error) {
-	if path == "" {
-		c, err := rest.InClusterConfig()
-		if err != nil {
-			return nil, fmt.Errorf("no --kubeconfig and no in-cluster credentials (%w): give --kubeconfig FILE, or run in a Pod", err)
-		}
-		return c, nil
-	}
-	c, err := clientcmd.BuildConfigFromFlags("", path)
-	if err != nil {
-		return nil, fmt.Errorf("--kubeconfig %s: %w", path, err)
-	}
-	return c, nil
 }

@@ -54,7 +54,7 @@ func (s *edgeSource) open(log *slog.Logger) (edge.Source, error) {
 	if s.kind != "kubernetes" {
 		return nil, nil
 	}
-	cfg, err := source.RESTConfig(s.kubeconfig)
+	cfg, err := restConfig(s.kubeconfig) // as the controller's
 	if err != nil {
 		return nil, err
 	}
@@ -151,7 +151,7 @@ HTTP/2, WebSockets included (Upgrade and RFC 8441 extended CONNECT).
 	fl := cmd.Flags()
 	fl.StringVar(&src.kind, "source", "file", "where the configuration comes from: file (--config) or kubernetes (a config cluster: --kubeconfig)")
 	fl.StringVar(&o.Config, "config", "", "YAML file or directory: MultiClusterIngress, MultiClusterService, BackendConfig, Cluster (required with --source=file)")
-	fl.StringVar(&src.kubeconfig, "kubeconfig", "", "--source=kubernetes: kubeconfig of the config cluster (default: in-cluster credentials)")
+	fl.StringVar(&src.kubeconfig, "kubeconfig", "", "--source=kubernetes: kubeconfig of the config cluster (default: in-cluster credentials, else $KUBECONFIG)")
 	fl.StringVar(&src.kube.MCI, "mci", "", "--source=kubernetes: the MultiClusterIngress to serve, NAMESPACE/NAME or NAME (default: the only one)")
 	fl.DurationVar(&src.kube.Debounce, "kube_debounce", source.DefaultDebounce, "--source=kubernetes: how long a change waits for more before one reload applies them all")
 	fl.IntVar(&src.kube.MaxEndpoints, "kube_max_endpoints", source.DefaultMaxEndpoints, "--source=kubernetes: most published endpoints one configuration may have; more is refused and the last configuration keeps serving")

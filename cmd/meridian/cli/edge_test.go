@@ -32,7 +32,7 @@ current-context: c
 		{[]string{"--kubeconfig", "k.yaml", "--config", "deploy/edge/"}, []string{"--kubeconfig k.yaml", "--source=kubernetes"}},
 		{[]string{"--mci", "meridian/mci", "--config", "deploy/edge/"}, []string{"--mci meridian/mci", "--source=kubernetes"}},
 		{[]string{}, []string{"--config: required with --source=file", "--source=kubernetes"}},
-		{[]string{"--source=kubernetes", "--cert_dir", "/tls", "--kubeconfig", "/nonexistent/kubeconfig"}, []string{"--kubeconfig /nonexistent/kubeconfig"}},
+		{[]string{"--source=kubernetes", "--cert_dir", "/tls", "--kubeconfig", "/nonexistent/kubeconfig"}, []string{`--kubeconfig "/nonexistent/kubeconfig"`}},
 		{[]string{"--source=kubernetes", "--cert_dir", "/tls", "--kubeconfig", kubeconfig, "--kube_debounce=-1s"}, []string{"--kube_debounce = -1s: must be >= 0"}},
 		{[]string{"--source=kubernetes", "--cert_dir", "/tls", "--kubeconfig", kubeconfig, "--kube_max_endpoints=-5"}, []string{"--kube_max_endpoints = -5"}},
 	} {
