@@ -378,6 +378,18 @@ spec:
 		if st := r.ed.Status(); st.LastError != "" {
 			t.Fatalf("after recovery: lastReloadError = %q", st.LastError)
 		}
+		// A deleted MCI is a mistake to survive, not an order to stop.
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if _, err := r.c.Kubectl(ctx, "delete", "-n", ns, "multiclusteringress", "session-scheduler-mci"); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "the reload error", func() bool { return strings.Contains(r.ed.Status().LastError, "no MultiClusterIngress") })
+		r.waitServed(t, "the last good configuration, the MCI deleted", b)
+		if _, err := r.c.Kubectl(ctx, "apply", "-n", ns, "-f", filepath.Join("..", "..", "deploy", "edge", "session-scheduler.yaml")); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "recovery", func() bool { return r.ed.Status().LastError == "" })
 	})
 	t.Run("no call fails while endpoints change", func(t *testing.T) {
 		var stop atomic.Bool
