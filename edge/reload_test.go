@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -227,4 +228,31 @@ func TestCertDirRenewalIsServed(t *testing.T) {
 	}
 	r.ca.Leaf(t).Write(t, certDir, "tls.crt", "tls.key")
 	waitUntil(t, 5*time.Second, "the renewed certificate", func() bool { return !bytes.Equal(served(), first) })
+}
+
+// Regression: health checkers were made while holding the edge's lock,
+// and a GRPC check on a port of its own (healthCheck.port) dials a new
+// connection, which takes that lock: the reload hung, and the edge with
+// it.
+func TestGRPCCheckOnItsOwnPortDoesNotHangTheReload(t *testing.T) {
+	r := newRig(t, "GRPC")
+	cfgPath := filepath.Join(r.ed.opts.Config, "edge.yaml")
+	b, _ := os.ReadFile(cfgPath)
+	_, port, _ := net.SplitHostPort(r.gws["us-central1"].addr) // another port than the others'
+	_ = os.WriteFile(cfgPath, []byte(strings.Replace(string(b), "    type: GRPC", "    type: GRPC\n    port: "+port, 1)), 0o644)
+	reloaded := make(chan struct{})
+	go func() {
+		for !strings.Contains(r.ed.Status().Pools[0].HealthCheck, "GRPC") || testutil.ToFloat64(r.ed.metrics.reloads.WithLabelValues("ok")) < 1 {
+			time.Sleep(10 * time.Millisecond) // poll interval
+		}
+		close(reloaded)
+	}()
+	select {
+	case <-reloaded:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the reload did not finish (the edge's lock held by a checker dialling)")
+	}
+	if got, err := r.call("/test.Echo/GetRegion"); err != nil || got != "us-central1" {
+		t.Fatalf("after the reload: %q, %v", got, err)
+	}
 }
