@@ -68,9 +68,15 @@ func TestRestartedSchedulerAdoptsLiveWorkloads(t *testing.T) {
 		for i := range names {
 			names[i] = h1.create("alice", "cpu", fmt.Sprint("r", i)).Name
 		}
-		endpoints := map[string]string{}
+		// The endpoint is the notebook's URL; the workload serves at its
+		// own address, which the store keeps for ResolveNotebook.
+		endpoints, workloads := map[string]string{}, map[string]string{}
 		for _, n := range names {
 			endpoints[n] = h1.reconcileUntil("alice", n, RUNNING).Endpoint
+			workloads[n] = h1.stored(n).WorkloadURL
+			if !answers(workloads[n]) {
+				t.Fatalf("%s is RUNNING but its workload at %q does not answer", n, workloads[n])
+			}
 		}
 		stop, idle, killed, reused := names[0], names[1], names[2], names[3]
 		pids := map[string]int{}
@@ -83,7 +89,7 @@ func TestRestartedSchedulerAdoptsLiveWorkloads(t *testing.T) {
 		if err := syscall.Kill(-pids[killed], syscall.SIGKILL); err != nil {
 			t.Fatal(err)
 		}
-		for deadline := time.Now().Add(10 * time.Second); answers(endpoints[killed]); time.Sleep(20 * time.Millisecond) {
+		for deadline := time.Now().Add(10 * time.Second); answers(workloads[killed]); time.Sleep(20 * time.Millisecond) {
 			if time.Now().After(deadline) {
 				t.Fatalf("%s: its workload survived SIGKILL for 10s", killed)
 			}
@@ -120,8 +126,8 @@ func TestRestartedSchedulerAdoptsLiveWorkloads(t *testing.T) {
 			if got := h2.record(n).PID; got != pids[n] {
 				t.Errorf("%s: workload pid %d after the restart; want the same process, %d", n, got, pids[n])
 			}
-			if !answers(endpoints[n]) {
-				t.Errorf("%s: its workload at %s does not answer after the restart", n, endpoints[n])
+			if got := h2.stored(n).WorkloadURL; got != workloads[n] || !answers(got) {
+				t.Errorf("%s: its workload at %q after the restart (answers: %v); want it still at %s, answering", n, got, answers(got), workloads[n])
 			}
 		}
 		end := h2.reconcileUntil("alice", killed, FAILED)
@@ -142,7 +148,7 @@ func TestRestartedSchedulerAdoptsLiveWorkloads(t *testing.T) {
 			t.Fatal(err)
 		}
 		h2.reconcileUntil("alice", stop, STOPPED)
-		if answers(endpoints[stop]) {
+		if answers(workloads[stop]) {
 			t.Errorf("%s: its adopted workload still answers after StopSession", stop)
 		}
 		h2.clk.Advance(21 * time.Minute)
@@ -150,7 +156,7 @@ func TestRestartedSchedulerAdoptsLiveWorkloads(t *testing.T) {
 		if end.StopReason != schedulerv1.Session_IDLE_TIMEOUT {
 			t.Errorf("%s: stopped for %s; want IDLE_TIMEOUT", idle, end.StopReason)
 		}
-		if answers(endpoints[idle]) {
+		if answers(workloads[idle]) {
 			t.Errorf("%s: its adopted workload still answers after the idle timeout", idle)
 		}
 		if s := h2.stored(stop); s.Workload != "" {
@@ -188,13 +194,17 @@ func TestShutdownBeforeAdoptionStopsTheWorkload(t *testing.T) {
 	cfg := testConfig(t, basicConfig)
 	h1 := newHarness(t, storetest.OpenURL(t, u), cfg)
 	s := h1.reconcileUntil("alice", h1.create("alice", "cpu", "").Name, RUNNING)
+	workload := h1.stored(s.Name).WorkloadURL
+	if !answers(workload) {
+		t.Fatalf("%s is RUNNING but its workload at %q does not answer", s.Name, workload)
+	}
 
 	h2 := newHarness(t, storetest.OpenURL(t, u), cfg)
 	h2.sched.Shutdown(h2.ctx)
 	if got := h2.get("alice", s.Name); got.State != STOPPED || got.StopReason != schedulerv1.Session_ADMIN {
 		t.Errorf("%s after Shutdown: %s %s; want STOPPED by ADMIN", s.Name, got.State, got.StopReason)
 	}
-	if answers(s.Endpoint) {
+	if answers(workload) {
 		t.Errorf("%s: its workload still answers after Shutdown ended its session", s.Name)
 	}
 }

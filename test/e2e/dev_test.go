@@ -117,6 +117,12 @@ func TestDevTopology(t *testing.T) {
 	if sess.State != schedulerv1.Session_RUNNING || sess.Region != "us-central1" || sess.Endpoint == "" {
 		t.Errorf("sessions create --wait: %s in %s at %q; want RUNNING in us-central1 with an endpoint", sess.State, sess.Region, sess.Endpoint)
 	}
+	// The endpoint is the notebook's URL on the edge, which goes with
+	// the topology; the workload's own address is the scheduler's to tell.
+	wl := resolveWorkload(t, t.Context(), unixConn(t, us.SchedulerSocket), "alice", sess.Name)
+	if !wl.serves(t.Context()) {
+		t.Errorf("%s is RUNNING but its workload at %s does not answer", sess.Name, wl.url)
+	}
 	if r := meridian(t, 20*time.Second, "sessions", "--endpoint", us.Scheduler, "--plaintext", "--user", "alice", "list"); r.code == 0 || !strings.Contains(r.stderr, "Unauthenticated") {
 		t.Errorf("sessions --user alice over the scheduler's TCP port: want UNAUTHENTICATED; got %s", r)
 	}
@@ -194,8 +200,8 @@ func TestDevTopology(t *testing.T) {
 			t.Errorf("scheduler %s still serves after meridian dev exited", r.Name)
 		}
 	}
-	if answersHTTP(t.Context(), sess.Endpoint) {
-		t.Errorf("the session's workload at %s outlived meridian dev", sess.Endpoint)
+	if wl.answers(t.Context()) {
+		t.Errorf("the session's workload at %s outlived meridian dev", wl.url)
 	}
 }
 

@@ -301,6 +301,59 @@ func answersHTTP(ctx context.Context, url string) bool {
 	return true
 }
 
+// workloadAddr is where a session's workload serves, as its scheduler
+// tells a trusted peer (ResolveNotebook), and the gateway proxies to.
+type workloadAddr struct {
+	// url is the workload's own address with the notebook's path, e.g.
+	// http://127.0.0.1:40969/notebooks/{session_id}/.
+	url string
+	// token is the workload's own token, which the gateway adds.
+	token string
+}
+
+// resolveNotebook asks a scheduler about a session as owner, as the
+// gateway does: conn must be one it trusts to assert identities.
+func resolveNotebook(t testing.TB, ctx context.Context, conn grpc.ClientConnInterface, owner, name string) *schedulerv1.Notebook {
+	t.Helper()
+	nb, err := schedulerv1.NewNotebooksClient(conn).ResolveNotebook(asUser(ctx, owner), &schedulerv1.ResolveNotebookRequest{Name: name})
+	if err != nil {
+		t.Fatalf("ResolveNotebook(%s) as %s: %v", name, owner, err)
+	}
+	return nb
+}
+
+// resolveWorkload is where a RUNNING session's workload serves; it fails
+// the test if the scheduler names none.
+func resolveWorkload(t testing.TB, ctx context.Context, conn grpc.ClientConnInterface, owner, name string) workloadAddr {
+	t.Helper()
+	nb := resolveNotebook(t, ctx, conn, owner, name)
+	if nb.WorkloadUrl == "" || nb.WorkloadToken == "" {
+		t.Fatalf("ResolveNotebook(%s): %s, workload %q, token set %v; want a RUNNING session's workload address and token",
+			name, describe(nb.Session), nb.WorkloadUrl, nb.WorkloadToken != "")
+	}
+	return workloadAddr{url: strings.TrimSuffix(nb.WorkloadUrl, "/") + "/notebooks/" + sessionID(name) + "/", token: nb.WorkloadToken}
+}
+
+// serves reports whether the workload answers its page, to its token, 200.
+func (w workloadAddr) serves(ctx context.Context) bool {
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, w.url, nil)
+	if err != nil {
+		return false
+	}
+	req.Header.Set("Authorization", "token "+w.token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
+}
+
+// answers reports whether anything answers HTTP at the workload's address.
+func (w workloadAddr) answers(ctx context.Context) bool { return answersHTTP(ctx, w.url) }
+
 // schedulerSpec says how to run one `meridian scheduler` process.
 type schedulerSpec struct {
 	Region   string

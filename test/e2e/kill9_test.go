@@ -45,12 +45,19 @@ func TestKill9LosesNothing(t *testing.T) {
 				t.Errorf("session %d: queue %d/%d, want %d/%d", i, s.QueuePosition, s.QueueSize, i-1, i-1)
 			}
 		}
+		// A session's endpoint is its notebook's URL; its workload's own
+		// address is the scheduler's to tell a trusted peer (the gateway).
 		var endpoints [2]string
+		var workloads [2]workloadAddr
 		for i := range endpoints {
 			s := first.waitSession(t, "alice", names[i], 20*time.Second, "RUNNING", isState(schedulerv1.Session_RUNNING))
 			endpoints[i] = s.Endpoint
-			if !answersHTTP(ctx, s.Endpoint) {
-				t.Fatalf("%s is RUNNING but its endpoint %s does not answer", s.Name, s.Endpoint)
+			if want := "/notebooks/" + sessionID(s.Name) + "/"; s.Endpoint != want {
+				t.Errorf("%s: endpoint %q; want its notebook's path %s (no --notebook_url_base)", s.Name, s.Endpoint, want)
+			}
+			workloads[i] = resolveWorkload(t, ctx, first.conn, "alice", s.Name)
+			if !workloads[i].serves(ctx) {
+				t.Fatalf("%s is RUNNING but its workload at %s does not answer", s.Name, workloads[i].url)
 			}
 		}
 		for i := 2; i < 4; i++ {
@@ -65,22 +72,26 @@ func TestKill9LosesNothing(t *testing.T) {
 		if _, ok := first.wait(10 * time.Second); !ok {
 			t.Fatal("the scheduler survived SIGKILL for 10s")
 		}
-		for _, ep := range endpoints {
-			if !answersHTTP(ctx, ep) {
-				t.Errorf("the workload at %s died with its scheduler", ep)
+		for _, w := range workloads {
+			if !w.serves(ctx) {
+				t.Errorf("the workload at %s died with its scheduler", w.url)
 			}
 		}
 		if err := syscall.Kill(-pids[1], syscall.SIGKILL); err != nil {
 			t.Fatal(err)
 		}
 		waitFor(t, 10*time.Second, "the killed workload to stop answering", func() (bool, string) {
-			return !answersHTTP(ctx, endpoints[1]), "it still answers"
+			return !workloads[1].answers(ctx), "it still answers"
 		})
 
 		second := startScheduler(t, spec)
 		s := second.waitSession(t, "alice", names[0], 20*time.Second, "RUNNING", isState(schedulerv1.Session_RUNNING))
-		if s.Endpoint != endpoints[0] || !answersHTTP(ctx, s.Endpoint) {
-			t.Errorf("%s after the restart: endpoint %s (answers: %v); want its workload still at %s", s.Name, s.Endpoint, answersHTTP(ctx, s.Endpoint), endpoints[0])
+		if s.Endpoint != endpoints[0] {
+			t.Errorf("%s after the restart: endpoint %s; want still %s", s.Name, s.Endpoint, endpoints[0])
+		}
+		if w := resolveWorkload(t, ctx, second.conn, "alice", s.Name); w != workloads[0] || !w.serves(ctx) {
+			t.Errorf("%s after the restart: workload at %s (same token: %v, answers: %v); want it still at %s, answering",
+				s.Name, w.url, w.token == workloads[0].token, w.serves(ctx), workloads[0].url)
 		}
 		if got := recordedPIDs(t, ctx, spec.Store, names[:1]); got[0] != pids[0] {
 			t.Errorf("%s: workload pid %d after the restart; want the same process, %d", s.Name, got[0], pids[0])
@@ -95,9 +106,12 @@ func TestKill9LosesNothing(t *testing.T) {
 		if s.Endpoint != "" {
 			t.Errorf("%s ended but still names endpoint %s", s.Name, s.Endpoint)
 		}
+		if nb := resolveNotebook(t, ctx, second.conn, "alice", s.Name); nb.WorkloadUrl != "" || nb.WorkloadToken != "" {
+			t.Errorf("%s ended but ResolveNotebook still names workload %q (token set: %v)", s.Name, nb.WorkloadUrl, nb.WorkloadToken != "")
+		}
 		s = second.waitSession(t, "alice", names[2], 20*time.Second, "RUNNING", isState(schedulerv1.Session_RUNNING))
-		if !answersHTTP(ctx, s.Endpoint) {
-			t.Errorf("%s is RUNNING but its endpoint %s does not answer", s.Name, s.Endpoint)
+		if w := resolveWorkload(t, ctx, second.conn, "alice", s.Name); !w.serves(ctx) {
+			t.Errorf("%s is RUNNING but its workload at %s does not answer", s.Name, w.url)
 		}
 		if s := second.waitSession(t, "alice", names[3], 5*time.Second, "QUEUED", isState(schedulerv1.Session_QUEUED)); s.QueuePosition != 1 {
 			t.Errorf("%s: queue position %d, want 1", s.Name, s.QueuePosition)

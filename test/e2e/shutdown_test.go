@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -31,8 +32,9 @@ func testGracefulShutdown(t *testing.T, sig syscall.Signal) {
 	sched := startScheduler(t, schedulerSpec{Region: "us-central1", Instance: "us-central1", Store: url, Drain: drain.String()})
 	sess := sched.create(t, ctx, "alice", "cpu", "drain-1")
 	sess = sched.waitSession(t, "alice", sess.Name, 20*time.Second, "RUNNING", isState(schedulerv1.Session_RUNNING))
-	if !answersHTTP(ctx, sess.Endpoint) {
-		t.Fatalf("%s is RUNNING but %s does not answer", sess.Name, sess.Endpoint)
+	wl := resolveWorkload(t, ctx, sched.conn, "alice", sess.Name)
+	if !wl.serves(ctx) {
+		t.Fatalf("%s is RUNNING but its workload at %s does not answer", sess.Name, wl.url)
 	}
 
 	sched.signal(sig)
@@ -78,19 +80,23 @@ func testGracefulShutdown(t *testing.T, sig syscall.Signal) {
 		t.Fatal(err)
 	}
 	if sig == syscall.SIGTERM {
-		if !answersHTTP(ctx, sess.Endpoint) {
-			t.Errorf("the workload at %s no longer answers after its scheduler exited on SIGTERM", sess.Endpoint)
+		if !wl.serves(ctx) {
+			t.Errorf("the workload at %s no longer answers after its scheduler exited on SIGTERM", wl.url)
 		}
 		if got.State != schedulerv1.Session_RUNNING || got.Workload == "" {
 			t.Errorf("%s after SIGTERM: %s (%q), workload record %q; want RUNNING with its record", sess.Name, got.State, got.Message, got.Workload)
+		}
+		if !strings.HasPrefix(wl.url, got.WorkloadURL+"/") || got.WorkloadToken != wl.token {
+			t.Errorf("%s after SIGTERM: the store names workload %s (same token: %v); want the one it serves at, %s, for the next scheduler",
+				sess.Name, got.WorkloadURL, got.WorkloadToken == wl.token, wl.url)
 		}
 		if p.Holding != 1 {
 			t.Errorf("pool counters after SIGTERM: holding %d; want 1", p.Holding)
 		}
 		return
 	}
-	if answersHTTP(ctx, sess.Endpoint) {
-		t.Errorf("the workload at %s still answers after its scheduler exited on SIGINT", sess.Endpoint)
+	if wl.answers(ctx) {
+		t.Errorf("the workload at %s still answers after its scheduler exited on SIGINT", wl.url)
 	}
 	if got.State != schedulerv1.Session_STOPPED || got.StopReason != schedulerv1.Session_ADMIN || got.EndTime.IsZero() {
 		t.Errorf("%s after the shutdown: %s %s (%q), end %v; want STOPPED, ADMIN, with an end time",
