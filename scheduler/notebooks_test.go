@@ -65,6 +65,10 @@ func TestHostFormEndpointAndWorkloadsAtTheRoot(t *testing.T) {
 	if got.State != RUNNING || !got.LastActivityTime.AsTime().Equal(t0.Add(21*time.Minute)) {
 		t.Errorf("a busy kernel at the root of a host-form workload: %s, last activity %s; want RUNNING, active now", got.State, got.LastActivityTime.AsTime())
 	}
+	if _, err := New(Options{Region: strings.Repeat("a", maxRegionLen), Store: h.st, Runtime: h.rt, NotebookURLBase: "https://{session}.nb.example.com/"}); err == nil ||
+		!strings.Contains(err.Error(), "DNS label") {
+		t.Errorf("a region of %d characters in the host form: err = %v; want it refused (ids would not fit a DNS label)", maxRegionLen, err)
+	}
 	for _, bad := range []string{"https://x{session}.notebooks.example.com/", "https://{session}.notebooks.example.com/nb/",
 		"https://a.{session}.example.com/", "https://{session}.{session}.example.com/", "https://{session}.com/", "https://{session}.Example.com/"} {
 		if _, err := New(Options{Region: "r", Store: h.st, Runtime: h.rt, NotebookURLBase: bad}); err == nil || !strings.Contains(err.Error(), bad) {

@@ -117,6 +117,10 @@ func New(opts Options) (*Scheduler, error) {
 	}
 	if err := checkNotebookURLBase(opts.NotebookURLBase); err != nil {
 		errs = append(errs, err)
+	} else if strings.Contains(opts.NotebookURLBase, SessionPlaceholder) && len(opts.Region) > maxRegionLen-1 {
+		// A host name's label is at most 63 characters.
+		errs = append(errs, fmt.Errorf("region = %q: in the host form of notebook URLs (%s) a session id is a DNS label, so the region has at most %d characters",
+			opts.Region, opts.NotebookURLBase, maxRegionLen-1))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
