@@ -176,6 +176,31 @@ func maps(a, b map[string]int64) bool {
 	return len(a) == len(b)
 }
 
+// A request that reached its region's gateway and failed there is not
+// sent again, in that region or another.
+func TestNotebookHostFormIsNotRetriedOnceItReachedAGateway(t *testing.T) {
+	r := newHostRig(t)
+	for name, c := range r.hostClients(t) {
+		before := r.notebookCalls()
+		var a answer
+		// A region-down answer reaches no gateway; on a loaded machine the
+		// health checks may flap: ask again until a gateway had it.
+		waitUntil(t, 20*time.Second, "asia-east1 to take the request", func() bool {
+			a = get(t, c, hostURL(nbID("asia-east1"), "/reset"))
+			return !strings.Contains(a.body, "no healthy gateway")
+		})
+		if a.code != http.StatusBadGateway || !strings.Contains(a.body, "asia-east1") {
+			t.Errorf("%s: a reset by the gateway: %d %q; want 502 naming the region", name, a.code, a.body)
+		}
+		after := r.notebookCalls()
+		for reg := range after {
+			if want := before[reg] + map[bool]int64{true: 1}[reg == "asia-east1"]; after[reg] != want {
+				t.Errorf("%s: %s's gateway got %d requests; want %d (one attempt, in its region)", name, reg, after[reg]-before[reg], want-before[reg])
+			}
+		}
+	}
+}
+
 func TestNotebookHostFormWebSockets(t *testing.T) {
 	r := newHostRig(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)

@@ -173,6 +173,10 @@ func TestNotebookHostFormLoginCookieIsHostOnly(t *testing.T) {
 	if r := h.get(h.h2, hostURL(id, "/"), "Cookie", NotebookCookie+"="+tok); r.code != http.StatusUnauthorized {
 		t.Errorf("the path form's cookie on a notebook's host: %d; want 401", r.code)
 	}
+	waitUntil(t, 5*time.Second, "access log lines", func() bool { return strings.Count(h.access.String(), "\n") >= 4 })
+	if log := h.access.String(); strings.Contains(log, tok) || strings.Contains(log, "access_token") || !strings.Contains(log, id+nbSuffix+"/tree") {
+		t.Errorf("the access log shows the token, or not the notebook's host:\n%s", log)
+	}
 }
 
 // WebSockets to a host-form notebook over both protocols; with the cookie
