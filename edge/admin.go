@@ -84,6 +84,15 @@ type EndpointStatus struct {
 // Status reports the edge's view of its fleet.
 func (ed *Edge) Status() Status {
 	gen := ed.gen.Load()
+	if gen == nil { // a Source has not given a valid configuration yet
+		st := Status{Region: ed.opts.Region, Now: time.Now().UTC(), Pools: []PoolStatus{}, Served: map[string]any{}}
+		ed.mu.Lock()
+		if ed.lastErr != nil {
+			st.LastError = ed.lastErr.Error()
+		}
+		ed.mu.Unlock()
+		return st
+	}
 	st := Status{MCI: gen.mci.Metadata.Name, VIP: ed.listenAddr(), Region: ed.opts.Region, LoadedAt: gen.loadedAt.UTC(),
 		Warnings: gen.cfg.Warnings, Served: map[string]any{}, Now: time.Now().UTC(), Pools: []PoolStatus{}}
 	if ed.ln != nil {

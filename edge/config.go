@@ -8,7 +8,9 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
+	"strconv"
 	"strings"
 
 	"sigs.k8s.io/yaml"
@@ -142,6 +144,11 @@ type Cluster struct {
 	Spec       struct {
 		Region    string            `json:"region"`
 		Endpoints []ClusterEndpoint `json:"endpoints"`
+		// Published (set by a Source, never in YAML): the endpoints are
+		// those `meridian controller` publishes for a live member
+		// cluster, and may be none for a while (scaled to zero, or not
+		// yet published). A static Cluster without endpoints is an error.
+		Published bool `json:"-"`
 	} `json:"spec"`
 }
 
@@ -159,6 +166,22 @@ type ClusterEndpoint struct {
 	// load balancer's max-rate-per-endpoint); excess spills to other
 	// endpoints and regions. 0: no cap.
 	MaxRatePerEndpoint float64 `json:"maxRatePerEndpoint,omitempty"`
+	// Service and Port (set by a Source, never in YAML), when Service is
+	// set, put the endpoint in that one MultiClusterService port's pool
+	// (Port: the port's name, or its number when unnamed): a pod
+	// published for one port serves only that one. Empty: every pool, as
+	// a gateway of a static Cluster does.
+	Service string `json:"-"`
+	Port    string `json:"-"`
+}
+
+// serves reports whether the endpoint belongs in the pool of MCS svc's
+// port sp.
+func (ce *ClusterEndpoint) serves(svc string, sp ServicePort) bool {
+	if ce.Service == "" {
+		return true
+	}
+	return ce.Service == svc && (ce.Port == sp.Name || sp.Name == "" && ce.Port == strconv.Itoa(sp.Port))
 }
 
 // Annotations the edge reads.
@@ -235,6 +258,24 @@ func Parse(name string, b []byte) (*Config, error) {
 	}
 	return c, nil
 }
+
+// Add reads resources from a YAML or JSON stream into c, as Load does
+// from a file: a Source builds a Config with Add, sets what files cannot
+// say (Cluster.Spec.Published, ClusterEndpoint.Service), then Validates.
+// where names the stream in errors and warnings.
+func (c *Config) Add(where string, b []byte) error {
+	if c.Services == nil {
+		c.Services = map[string]*MultiClusterService{}
+	}
+	if c.BackendConfigs == nil {
+		c.BackendConfigs = map[string]*BackendConfig{}
+	}
+	return c.add(where, b)
+}
+
+// Validate checks references and values as Load does, naming resource,
+// field and reason.
+func (c *Config) Validate() error { return c.validate() }
 
 func splitDocuments(b []byte) [][]byte {
 	var docs [][]byte
@@ -335,7 +376,7 @@ func (c *Config) validate() error {
 			bad("Cluster %s: spec.region is empty; name its region, e.g. us-central1", n)
 		}
 		regions[cl.Spec.Region] = true
-		if len(cl.Spec.Endpoints) == 0 {
+		if len(cl.Spec.Endpoints) == 0 && !cl.Spec.Published {
 			bad("Cluster %s: spec.endpoints is empty; list its gateways' host:port", n)
 		}
 		for i, e := range cl.Spec.Endpoints {
@@ -464,6 +505,18 @@ func (s *MultiClusterService) backendConfigs() (map[string]string, error) {
 		out["*"] = v.Default
 	}
 	return out, nil
+}
+
+// BackendConfigNames are the BackendConfigs the MCS's annotation names
+// (none when the annotation is malformed: Validate reports that).
+func (s *MultiClusterService) BackendConfigNames() []string {
+	bcs, _ := s.backendConfigs()
+	var out []string
+	for _, n := range bcs {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return slices.Compact(out)
 }
 
 // appProtocols parses {"<port name>": "HTTP2" | "HTTPS" | "HTTP"}.

@@ -12,6 +12,9 @@
 // under a Finagle-style retry budget (budget.go), retrying anywhere what
 // provably reached no backend and elsewhere what is idempotent
 // (retry.go); dial.go keeps one connection pool per gateway address.
+// The configuration comes from a Source (source.go): the files of
+// --config, or kube/source watching a Kubernetes config cluster; either
+// builds the same Config, and the edge imports nothing of Kubernetes.
 // Health is active — HTTP, HTTPS, HTTP/2 or gRPC checks every second by
 // default (health.go, settings.go) — and passive (ejection on
 // connection failures and UNAVAILABLE). Configuration reloads swap in a

@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -24,8 +25,14 @@ import (
 
 // Options configure an Edge.
 type Options struct {
-	// Config is a multi-document YAML file or a directory. Required.
+	// Config is a multi-document YAML file or a directory: file mode.
+	// Required unless Source is set.
 	Config string
+	// Source, when set, supplies the configuration instead of Config
+	// (e.g. kube/source, watching a Kubernetes config cluster): Run waits
+	// for its first valid configuration before it listens, and applies each
+	// later one as a hot reload.
+	Source Source
 	// Region is where this edge runs; its region's clusters come first. Required.
 	Region string
 	// Listen is the serving address. Default: the MCI's static-ip
@@ -51,7 +58,8 @@ type Options struct {
 	// "METHOD=N" for methods safe only when field N is set (a request id).
 	// Default: DefaultIdempotent.
 	Idempotent []string
-	// ReloadInterval is how often the config is checked for changes. Default 1s.
+	// ReloadInterval is how often the config files (file mode) and
+	// CertDir are checked for changes. Default 1s.
 	ReloadInterval time.Duration
 	// H2 bounds what one native gRPC (HTTP/2) client connection can make
 	// the edge spend (the --h2_* flags); zero fields take h2relay's
@@ -94,14 +102,16 @@ type Edge struct {
 	certs  atomic.Pointer[[]*tls.Certificate] // the front's, chosen by SNI
 	events *eventLog
 
-	mu       sync.Mutex
-	conns    map[string]*upstream
-	stamp    string
-	lastErr  error
-	ln, adm  net.Listener
-	ready    chan struct{}
-	runCtx   context.Context
-	checkers context.CancelFunc
+	mu      sync.Mutex
+	conns   map[string]*upstream
+	retired map[*upstream]*time.Timer // left the config; closed when the timer fires
+	source  Source
+	lastErr error
+	lastLog string // the last reload error logged, so a source repeating it does not flood the log
+	ln, adm net.Listener
+	ready   chan struct{}
+	runCtx  context.Context
+	checks  map[*endpoint]context.CancelFunc // the running health checkers
 }
 
 // generation is one loaded configuration with its pools.
@@ -114,8 +124,11 @@ type generation struct {
 
 // New loads the configuration.
 func New(opts Options) (*Edge, error) {
-	if opts.Config == "" {
+	switch {
+	case opts.Config == "" && opts.Source == nil:
 		return nil, errors.New("--config: required (MultiClusterIngress, MultiClusterService, BackendConfig and Cluster YAML)")
+	case opts.Config != "" && opts.Source != nil:
+		return nil, fmt.Errorf("--config %s: the configuration comes from the source; give one or the other", opts.Config)
 	}
 	if opts.Region == "" {
 		return nil, errors.New("--region: required; the region this edge serves from, e.g. us-central1")
@@ -158,7 +171,7 @@ func New(opts Options) (*Edge, error) {
 		return nil, err
 	}
 	ed := &Edge{opts: opts, log: opts.Log.With("component", "edge", "region", opts.Region), conns: map[string]*upstream{},
-		events: newEventLog(300), ready: make(chan struct{}), idem: idem}
+		retired: map[*upstream]*time.Timer{}, checks: map[*endpoint]context.CancelFunc{}, events: newEventLog(300), ready: make(chan struct{}), idem: idem, source: opts.Source}
 	ed.metrics = newMetrics(opts.Registry)
 	ed.upstreamTLS = &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: opts.UpstreamInsecure}
 	if opts.UpstreamCA != "" {
@@ -177,6 +190,10 @@ func New(opts Options) (*Edge, error) {
 		func() float64 { return float64(ed.tunnels.Open()) }))
 	ed.grpcRelay = &h2relay.Server{Handler: relayHandler{ed}, Limits: opts.H2, Log: ed.log}
 	opts.Registry.MustRegister(ed.grpcRelay.Collector("meridian_edge"))
+	if ed.source != nil {
+		return ed, nil // Run waits for the source's first configuration
+	}
+	fs := &fileSource{path: opts.Config, interval: opts.ReloadInterval, stamp: filestamp.Of(opts.Config)}
 	cfg, err := Load(opts.Config)
 	if err != nil {
 		return nil, err
@@ -184,6 +201,7 @@ func New(opts Options) (*Edge, error) {
 	if err := ed.apply(cfg, true); err != nil {
 		return nil, err
 	}
+	ed.source = fs
 	return ed, nil
 }
 
@@ -201,8 +219,10 @@ func (ed *Edge) apply(cfg *Config, first bool) error {
 	}
 	old := ed.gen.Load()
 	prev := map[string]*endpoint{}
+	prevSettings := map[string]backendSettings{}
 	if old != nil {
 		for _, p := range old.pools {
+			prevSettings[p.name] = p.settings
 			for _, e := range p.all {
 				prev[p.name+"|"+e.id] = e
 			}
@@ -243,11 +263,23 @@ func (ed *Edge) apply(cfg *Config, first bool) error {
 					p.regions = append(p.regions, r)
 				}
 				for _, ce := range cl.Spec.Endpoints {
+					if !ce.serves(name, sp) {
+						continue
+					}
 					id := cl.Metadata.Name + "/" + ce.Address
 					e := &endpoint{id: id, cluster: cl.Metadata.Name, region: cl.Spec.Region, addr: ce.Address,
 						healthAddr: ce.HealthAddress, maxInFlight: int64(ce.MaxInFlight)}
 					e.setMaxRate(ce.MaxRatePerEndpoint)
-					if o, ok := prev[p.name+"|"+id]; ok {
+					o, ok := prev[p.name+"|"+id]
+					if ok && o.sameAs(e) && sameChecks(prevSettings[p.name], p.settings) {
+						// Unchanged: the same endpoint, its counters and its
+						// running health checker carry on (a source that
+						// reloads often must not restart every check).
+						r.eps = append(r.eps, o)
+						p.all = append(p.all, o)
+						continue
+					}
+					if ok {
 						e.healthy.Store(o.healthy.Load())
 						e.draining.Store(o.draining.Load())
 						e.ejected.Store(o.ejected.Load())
@@ -273,28 +305,81 @@ func (ed *Edge) apply(cfg *Config, first bool) error {
 	}
 	ed.certs.Store(&crts)
 	ed.gen.Store(gen)
-	for _, w := range cfg.Warnings {
-		ed.log.Warn("config field not supported", "detail", w)
+	logged := map[string]bool{}
+	if old != nil {
+		for _, w := range old.cfg.Warnings {
+			logged[w] = true
+		}
 	}
-	ed.restartCheckers()
+	for _, w := range cfg.Warnings {
+		if !logged[w] { // a source reloading often repeats them
+			ed.log.Warn("configuration warning", "detail", w)
+		}
+	}
+	ed.syncCheckers()
+	if old != nil {
+		ed.retire(old, gen)
+	}
 	if !first {
 		ed.event(Event{Kind: "reload", Detail: fmt.Sprintf("configuration reloaded: %d pools, %d clusters", len(gen.pools)/2, len(cfg.Clusters))})
 	}
 	return nil
 }
 
-// restartCheckers replaces the health checkers with the new generation's.
-func (ed *Edge) restartCheckers() {
+// retire closes the connections to addresses that left the
+// configuration: those of health checks at once, those of calls after
+// the draining time of the pools they were in (connectionDraining, else
+// the backend timeout), so that calls in flight finish. Without it a
+// fleet whose pods come and go would keep a connection, retrying, to
+// every address it ever had.
+func (ed *Edge) retire(old, cur *generation) {
+	used := map[string]bool{}
+	for _, p := range cur.pools {
+		for _, e := range p.all {
+			used[e.addr], used[e.checkAddr(p.settings.port)] = true, true
+		}
+	}
+	grace := map[string]time.Duration{}
+	for _, p := range old.pools {
+		for _, e := range p.all {
+			grace[e.addr] = max(grace[e.addr], p.settings.drainGrace())
+		}
+	}
 	ed.mu.Lock()
 	defer ed.mu.Unlock()
+	for addr, u := range ed.conns {
+		if used[addr] {
+			continue
+		}
+		delete(ed.conns, addr)
+		u.check.Close()
+		ed.retired[u] = time.AfterFunc(grace[addr], func() {
+			ed.mu.Lock()
+			_, ok := ed.retired[u]
+			delete(ed.retired, u)
+			ed.mu.Unlock()
+			if ok {
+				u.relay.Close()
+			}
+		})
+	}
+}
+
+// syncCheckers runs one health checker per endpoint of the current
+// generation: it starts those of new endpoints and stops those of
+// endpoints that left; unchanged endpoints keep theirs.
+func (ed *Edge) syncCheckers() {
+	type start struct {
+		p *pool
+		e *endpoint
+	}
+	var starts []start
+	ed.mu.Lock()
 	if ed.runCtx == nil {
+		ed.mu.Unlock()
 		return // Run starts them
 	}
-	if ed.checkers != nil {
-		ed.checkers()
-	}
-	ctx, cancel := context.WithCancel(ed.runCtx)
-	ed.checkers = cancel
+	live := map[*endpoint]bool{}
 	seen := map[*pool]bool{}
 	for _, p := range ed.gen.Load().pools {
 		if seen[p] {
@@ -302,9 +387,27 @@ func (ed *Edge) restartCheckers() {
 		}
 		seen[p] = true
 		for _, e := range p.all {
-			c := ed.newChecker(p, e)
-			go c.run(ctx)
+			live[e] = true
+			if _, ok := ed.checks[e]; !ok {
+				starts = append(starts, start{p, e})
+			}
 		}
+	}
+	for e, stop := range ed.checks {
+		if !live[e] {
+			stop()
+			delete(ed.checks, e)
+		}
+	}
+	ctx := ed.runCtx
+	ed.mu.Unlock()
+	for _, s := range starts {
+		c := ed.newChecker(s.p, s.e) // may dial: not under ed.mu
+		cctx, cancel := context.WithCancel(ctx)
+		ed.mu.Lock()
+		ed.checks[s.e] = cancel
+		ed.mu.Unlock()
+		go c.run(cctx)
 	}
 }
 
@@ -385,8 +488,32 @@ func (ed *Edge) Addr() (serving, admin string) {
 	return serving, admin
 }
 
-// Run serves until ctx ends.
+// Run serves until ctx ends. With a Source it first waits for the
+// source's first valid configuration.
+//
+// A source that stops before ctx ends stops the edge with its error: an
+// edge that can no longer follow its configuration should be restarted,
+// not serve an ever older one.
 func (ed *Edge) Run(ctx context.Context) error {
+	ctx, stop := context.WithCancel(ctx)
+	defer stop()
+	updates := make(chan Update)
+	srcDone := make(chan error, 1)
+	var srcWG sync.WaitGroup
+	defer srcWG.Wait()
+	srcWG.Go(func() { srcDone <- ed.source.Run(ctx, updates) })
+	var srcErr error
+	srcStopped := func(err error) {
+		if ctx.Err() == nil {
+			srcErr = fmt.Errorf("configuration source stopped: %w", cmp.Or(err, errSourceStopped))
+			stop()
+		}
+	}
+	if ed.gen.Load() == nil {
+		if err := ed.awaitFirst(ctx, updates, srcDone); err != nil || ed.gen.Load() == nil {
+			return err // nil: ctx ended first
+		}
+	}
 	ln, err := net.Listen("tcp", ed.listenAddr())
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", ed.listenAddr(), err)
@@ -402,7 +529,7 @@ func (ed *Edge) Run(ctx context.Context) error {
 	ed.mu.Lock()
 	ed.runCtx = ctx
 	ed.mu.Unlock()
-	ed.restartCheckers()
+	ed.syncCheckers()
 	httpSrv := &http.Server{Handler: http.HandlerFunc(ed.serveHTTP), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 5 * time.Minute,
 		MaxHeaderBytes: ed.opts.MaxHeaderBytes, ErrorLog: slog.NewLogLogger(ed.log.Handler(), slog.LevelDebug)}
 	mux := &h2mux.Server{GRPC: ed.grpcRelay, HTTP: httpSrv, PreludeLimits: ed.opts.H2Prelude, TLS: &tls.Config{MinVersion: tls.VersionTLS12, NextProtos: []string{"h2", "http/1.1"},
@@ -412,9 +539,16 @@ func (ed *Edge) Run(ctx context.Context) error {
 	if ed.adm != nil {
 		wg.Go(func() { ed.serveAdmin(ctx, ed.adm) })
 	}
-	wg.Go(func() { ed.reloadLoop(ctx) })
+	wg.Go(func() { ed.reloadLoop(ctx, updates) })
+	if ed.opts.CertDir != "" {
+		wg.Go(func() { ed.watchCertDir(ctx) })
+	}
 	ed.log.Info("edge serving", "listen", ln.Addr().String(), "admin", ed.opts.AdminListen, "mci", ed.gen.Load().mci.Metadata.Name)
-	<-ctx.Done()
+	select {
+	case <-ctx.Done():
+	case err := <-srcDone:
+		srcStopped(err)
+	}
 	ln.Close()
 	if ed.adm != nil {
 		ed.adm.Close()
@@ -425,39 +559,120 @@ func (ed *Edge) Run(ctx context.Context) error {
 	for _, u := range ed.conns {
 		u.close()
 	}
+	for u, t := range ed.retired {
+		t.Stop()
+		u.relay.Close()
+	}
+	clear(ed.retired)
 	ed.mu.Unlock()
-	return nil
+	return srcErr
 }
 
-// reloadLoop applies config changes; a bad change keeps the old config.
-func (ed *Edge) reloadLoop(ctx context.Context) {
+// errSourceStopped: a Source's Run returned nil before its context ended.
+var errSourceStopped = errors.New("it returned without an error")
+
+// awaitFirst applies the source's first valid configuration; until then
+// the edge does not listen (a readiness probe on the admin port fails).
+func (ed *Edge) awaitFirst(ctx context.Context, updates <-chan Update, srcDone <-chan error) error {
+	ed.log.Info("waiting for the first configuration from the source")
+	for {
+		select {
+		case err := <-srcDone:
+			if ctx.Err() == nil {
+				return fmt.Errorf("configuration source stopped before a valid configuration: %w", cmp.Or(err, errSourceStopped))
+			}
+			return nil
+		case <-ctx.Done():
+			ed.mu.Lock()
+			defer ed.mu.Unlock()
+			if ed.lastErr != nil {
+				return fmt.Errorf("stopped before the source gave a valid configuration: %w", ed.lastErr)
+			}
+			return nil
+		case u := <-updates:
+			err := u.Err
+			if err == nil {
+				err = ed.apply(u.Config, true)
+			}
+			if err == nil {
+				ed.mu.Lock()
+				ed.lastErr, ed.lastLog = nil, ""
+				ed.mu.Unlock()
+				return nil
+			}
+			ed.recordReload(err)
+		}
+	}
+}
+
+// reloadLoop applies the source's configurations as they come; a bad one
+// keeps the configuration being served.
+func (ed *Edge) reloadLoop(ctx context.Context, updates <-chan Update) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case u := <-updates:
+			err := u.Err
+			if err == nil {
+				err = ed.apply(u.Config, false)
+			}
+			ed.recordReload(err)
+		}
+	}
+}
+
+// watchCertDir reloads the front certificate when the files of
+// --cert_dir change (a mounted Secret that cert-manager renews is updated
+// in place, whatever the configuration source does meanwhile). A pair
+// that does not load keeps the certificate being served.
+func (ed *Edge) watchCertDir(ctx context.Context) {
 	t := time.NewTicker(ed.opts.ReloadInterval)
 	defer t.Stop()
-	ed.stamp = filestamp.Of(ed.opts.Config)
+	stamp := filestamp.Of(ed.opts.CertDir)
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
-		st := filestamp.Of(ed.opts.Config)
-		if st == ed.stamp {
+		st := filestamp.Of(ed.opts.CertDir)
+		if st == stamp {
 			continue
 		}
-		ed.stamp = st
-		cfg, err := Load(ed.opts.Config)
-		if err == nil {
-			err = ed.apply(cfg, false)
-		}
-		ed.mu.Lock()
-		ed.lastErr = err
-		ed.mu.Unlock()
+		stamp = st
+		gen := ed.gen.Load()
+		crts, err := ed.loadCerts(gen.cfg, gen.mci)
 		if err != nil {
-			ed.metrics.reloads.WithLabelValues("error").Inc()
-			ed.log.Error("config reload failed; the previous configuration keeps serving", "err", err)
-			ed.event(Event{Kind: "reload-failed", Detail: err.Error()})
+			ed.log.Error("--cert_dir changed but does not load; the previous certificate keeps serving", "err", err)
+			ed.event(Event{Kind: "reload-failed", Detail: "front certificate: " + err.Error()})
 			continue
 		}
-		ed.metrics.reloads.WithLabelValues("ok").Inc()
+		ed.certs.Store(&crts)
+		ed.event(Event{Kind: "reload", Detail: "front certificate reloaded from --cert_dir"})
 	}
+}
+
+// recordReload reports a reload's result in status, metrics, events and
+// the log (a failure logged once while it repeats).
+func (ed *Edge) recordReload(err error) {
+	ed.mu.Lock()
+	ed.lastErr = err
+	repeated := err != nil && err.Error() == ed.lastLog
+	if err != nil {
+		ed.lastLog = err.Error()
+	} else {
+		ed.lastLog = ""
+	}
+	ed.mu.Unlock()
+	if err == nil {
+		ed.metrics.reloads.WithLabelValues("ok").Inc()
+		return
+	}
+	ed.metrics.reloads.WithLabelValues("error").Inc()
+	if repeated {
+		return
+	}
+	ed.log.Error("config reload failed; the previous configuration keeps serving", "err", err)
+	ed.event(Event{Kind: "reload-failed", Detail: err.Error()})
 }

@@ -56,6 +56,12 @@ type endpoint struct {
 	lastCheck  string
 }
 
+// sameAs reports whether o is e as configured (a reload may keep o).
+func (e *endpoint) sameAs(o *endpoint) bool {
+	return e.id == o.id && e.cluster == o.cluster && e.region == o.region && e.addr == o.addr && e.healthAddr == o.healthAddr &&
+		e.maxInFlight == o.maxInFlight && e.rateEvery == o.rateEvery && e.rateBurst == o.rateBurst
+}
+
 // available reports whether the endpoint may take a new request.
 func (e *endpoint) available() bool {
 	return e.healthy.Load() && !e.draining.Load() && !e.ejected.Load()

@@ -89,3 +89,20 @@ func resolveSettings(bc *BackendConfigSpec, appProtocol string) backendSettings 
 	}
 	return s
 }
+
+// drainGrace is how long an endpoint that left the configuration keeps
+// its calls in flight: connectionDraining.drainingTimeoutSec when set,
+// else the backend timeout (a call is over by then either way).
+func (s backendSettings) drainGrace() time.Duration {
+	if s.drainTimeout > 0 {
+		return s.drainTimeout
+	}
+	return s.requestTimeout
+}
+
+// sameChecks reports whether two settings check endpoints alike, so that
+// a reload may keep an endpoint's running checker.
+func sameChecks(a, b backendSettings) bool {
+	return a.checkType == b.checkType && a.path == b.path && a.port == b.port && a.grpcService == b.grpcService &&
+		a.interval == b.interval && a.timeout == b.timeout && a.healthy == b.healthy && a.unhealthy == b.unhealthy
+}

@@ -60,6 +60,12 @@ func TestDependenciesPointOneWay(t *testing.T) {
 	for _, to := range []string{"scheduler", "gateway", "edge", "dev", "internal", "cmd/meridian/cli", "kube/controller", "kube/source", "kube/runtime"} {
 		rules = append(rules, struct{ from, to, why string }{"kube/api", to, "the API types stand alone"})
 	}
+	// kube/source is the edge's Kubernetes source: it builds edge.Config
+	// and knows neither the controller (their contract is the published
+	// EndpointSlices, in kube/api) nor the other features.
+	for _, to := range []string{"kube/controller", "kube/runtime", "scheduler", "gateway", "dev", "cmd/meridian/cli"} {
+		rules = append(rules, struct{ from, to, why string }{"kube/source", to, "the edge's source reads the config cluster; it shares only kube/api with the controller"})
+	}
 	// internal/ is the ground floor: what every feature stands on, and so
 	// imports none of them, nor the CLI (cmd/meridian/cli, the top layer).
 	for _, shared := range sharedPackages(t) {
@@ -96,6 +102,22 @@ func TestSchedulerBinaryPartsStayLean(t *testing.T) {
 				if strings.HasPrefix(d, b) {
 					t.Errorf("%s depends on %s", p.ImportPath, d)
 				}
+			}
+		}
+	}
+}
+
+func TestEdgeImportsNoKubernetes(t *testing.T) {
+	// The edge gets Kubernetes configuration through edge.Source, which
+	// kube/source implements; the edge itself (and file mode's binary
+	// parts) stays free of client-go. sigs.k8s.io/yaml is a YAML library.
+	for _, p := range listPackages(t) {
+		if !under(strings.TrimPrefix(p.ImportPath, module+"/"), "edge") {
+			continue
+		}
+		for _, d := range p.Deps {
+			if strings.HasPrefix(d, "k8s.io/") {
+				t.Errorf("%s depends on %s: hand configuration over through edge.Source instead", p.ImportPath, d)
 			}
 		}
 	}

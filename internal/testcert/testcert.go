@@ -72,12 +72,21 @@ type Leaf struct {
 }
 
 // Leaf signs a server certificate for 127.0.0.1, ::1, localhost and any
-// extra DNS names.
-func (ca *CA) Leaf(t testing.TB, dnsNames ...string) *Leaf {
+// extra names: DNS names, or IP addresses (a pod's, in a kubetest
+// network namespace).
+func (ca *CA) Leaf(t testing.TB, names ...string) *Leaf {
 	t.Helper()
 	key := newKey(t)
+	ips, dns := []net.IP{net.ParseIP("127.0.0.1"), net.IPv6loopback}, []string{"localhost"}
+	for _, n := range names {
+		if ip := net.ParseIP(n); ip != nil {
+			ips = append(ips, ip)
+		} else {
+			dns = append(dns, n)
+		}
+	}
 	tmpl := &x509.Certificate{SerialNumber: serial(), Subject: pkix.Name{CommonName: "localhost"},
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1"), net.IPv6loopback}, DNSNames: append([]string{"localhost"}, dnsNames...),
+		IPAddresses: ips, DNSNames: dns,
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
 		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, &key.PublicKey, ca.Key)

@@ -1,15 +1,11 @@
 package cli
 
 import (
-	"fmt"
-	"os"
 	"time"
 
 	"github.com/meridian-gw/meridian/internal/logging"
 	"github.com/meridian-gw/meridian/kube/controller"
 	"github.com/spf13/cobra"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 )
 
 func newControllerCmd() *cobra.Command {
@@ -88,24 +84,4 @@ With --leader_elect, replicas share the Lease meridian-controller in
 	fl.StringVar(&o.EdgeService, "edge_service", "meridian-edge", "Service in --namespace whose load-balancer address is the VIP of MCIs without a static-ip annotation ('-': none)")
 	fl.StringVar(&logLevel, "log_level", "info", "debug, info, warn or error")
 	return cmd
-}
-
-// restConfig is the kubeconfig file's client configuration, or else the
-// in-cluster one, or else $KUBECONFIG's (client-go's rules).
-func restConfig(kubeconfig string) (*rest.Config, error) {
-	if kubeconfig == "" {
-		if cfg, err := rest.InClusterConfig(); err == nil {
-			return cfg, nil
-		}
-		if os.Getenv("KUBECONFIG") == "" {
-			return nil, fmt.Errorf("--kubeconfig: not given, not in a Pod (no in-cluster credentials), and $KUBECONFIG unset: give --kubeconfig FILE")
-		}
-	}
-	rules := clientcmd.NewDefaultClientConfigLoadingRules()
-	rules.ExplicitPath = kubeconfig
-	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{}).ClientConfig()
-	if err != nil {
-		return nil, fmt.Errorf("--kubeconfig %q: %w", kubeconfig, err)
-	}
-	return cfg, nil
 }

@@ -1,7 +1,9 @@
 package cli
 
 import (
+	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"runtime/debug"
 
@@ -9,14 +11,64 @@ import (
 	"github.com/meridian-gw/meridian/internal/logging"
 	"github.com/meridian-gw/meridian/internal/serving"
 	"github.com/meridian-gw/meridian/internal/wstunnel"
+	"github.com/meridian-gw/meridian/kube/source"
 	"github.com/spf13/cobra"
+	"k8s.io/klog/v2"
 )
+
+// edgeSource is where the edge's configuration comes from.
+type edgeSource struct {
+	kind       string // file or kubernetes
+	kubeconfig string
+	kube       source.Options
+}
+
+// validate checks the flags that go together, naming both of a conflict.
+func (s *edgeSource) validate(o *edge.Options) error {
+	switch s.kind {
+	case "file":
+		if s.kubeconfig != "" {
+			return fmt.Errorf("--kubeconfig %s is for --source=kubernetes; with --source=file the config is --config", s.kubeconfig)
+		}
+		if s.kube.MCI != "" {
+			return fmt.Errorf("--mci %s is for --source=kubernetes; with --source=file the MCI is the one in --config", s.kube.MCI)
+		}
+		if o.Config == "" {
+			return errors.New("--config: required with --source=file (MultiClusterIngress, MultiClusterService, BackendConfig and Cluster YAML); or --source=kubernetes to watch a config cluster")
+		}
+	case "kubernetes":
+		if o.Config != "" {
+			return fmt.Errorf("--config %s and --source=kubernetes: the configuration comes from the config cluster; drop --config, or use --source=file", o.Config)
+		}
+		if o.CertDir == "" {
+			return errors.New("--source=kubernetes needs --cert_dir: mount the MCI's tls Secret (tls.crt, tls.key) and name that directory; the edge reads no Secrets")
+		}
+	default:
+		return fmt.Errorf("--source = %q: want file or kubernetes", s.kind)
+	}
+	return nil
+}
+
+// open makes the kubernetes source (nil for file mode).
+func (s *edgeSource) open(log *slog.Logger) (edge.Source, error) {
+	if s.kind != "kubernetes" {
+		return nil, nil
+	}
+	cfg, err := restConfig(s.kubeconfig) // as the controller's
+	if err != nil {
+		return nil, err
+	}
+	klog.SetSlogLogger(log.With("component", "client-go")) // client-go logs through klog
+	s.kube.Config, s.kube.Log = cfg, log
+	return source.New(s.kube)
+}
 
 func newEdgeCmd() *cobra.Command {
 	var o edge.Options
 	var logLevel, maxHeader string
 	var gcPercent int
 	var h2 *h2LimitFlags
+	var src edgeSource
 	cmd := &cobra.Command{
 		Use:   "edge",
 		Short: "Run the multi-cluster load balancer (MultiClusterIngress, MultiClusterService, BackendConfig)",
@@ -24,9 +76,19 @@ func newEdgeCmd() *cobra.Command {
 door that sends each request — native gRPC, gRPC-Web or REST/JSON — to the
 nearest healthy cluster with capacity.
 
-The config is a multi-document YAML file (or a directory) with the seed's
-MultiClusterIngress, MultiClusterService and BackendConfig, unchanged, plus
-Meridian's Cluster resources (name, region, gateway addresses). Regions are
+The configuration is the seed's MultiClusterIngress, MultiClusterService and
+BackendConfig, unchanged, plus Meridian's Cluster resources (name, region,
+gateway addresses), from one of two sources:
+
+  --source=file        a multi-document YAML file or a directory (--config),
+                       re-read when it changes
+  --source=kubernetes  a config cluster (--kubeconfig, else in-cluster
+                       credentials), watched: the MCI, the MCSes its backends
+                       name, their BackendConfigs, every Cluster, and the
+                       EndpointSlices meridian controller publishes; each
+                       burst of changes is one hot reload (--kube_debounce)
+
+Regions are
 preferred in order: this --region, then by measured round-trip time (or the
 MCI annotation meridian.dev/failover-order). A region keeps its traffic until
 fewer than ~71% of its endpoints are healthy (overprovisioning 1.4), then
@@ -50,6 +112,8 @@ front certificate is chosen by SNI among the MCI's tls[] secrets).
 
 /api/status, /api/events, /metrics and a live dashboard are on --admin_listen.`,
 		Example: `  meridian edge --config deploy/edge/ --region us-central1 --listen 0.0.0.0:443 --admin_listen 127.0.0.1:8080
+  meridian edge --source=kubernetes --kubeconfig ~/.kube/config-cluster --region us-central1 \
+    --cert_dir /etc/meridian/tls --upstream_ca /etc/meridian/upstream-ca/ca.crt
   meridian status --admin 127.0.0.1:8080`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -71,6 +135,12 @@ front certificate is chosen by SNI among the MCI's tls[] secrets).
 				return fmt.Errorf("--max_header_bytes = %q: %w", maxHeader, err)
 			}
 			o.MaxHeaderBytes = int(mh)
+			if err := src.validate(&o); err != nil {
+				return err
+			}
+			if o.Source, err = src.open(log); err != nil {
+				return err
+			}
 			if os.Getenv("GOGC") == "" && gcPercent > 0 {
 				debug.SetGCPercent(gcPercent)
 			}
@@ -83,11 +153,16 @@ front certificate is chosen by SNI among the MCI's tls[] secrets).
 		},
 	}
 	fl := cmd.Flags()
-	fl.StringVar(&o.Config, "config", "", "YAML file or directory: MultiClusterIngress, MultiClusterService, BackendConfig, Cluster (required)")
+	fl.StringVar(&src.kind, "source", "file", "where the configuration comes from: file (--config) or kubernetes (a config cluster: --kubeconfig)")
+	fl.StringVar(&o.Config, "config", "", "YAML file or directory: MultiClusterIngress, MultiClusterService, BackendConfig, Cluster (required with --source=file)")
+	fl.StringVar(&src.kubeconfig, "kubeconfig", "", "--source=kubernetes: kubeconfig of the config cluster (default: in-cluster credentials, else $KUBECONFIG)")
+	fl.StringVar(&src.kube.MCI, "mci", "", "--source=kubernetes: the MultiClusterIngress to serve, NAMESPACE/NAME or NAME (default: the only one)")
+	fl.DurationVar(&src.kube.Debounce, "kube_debounce", source.DefaultDebounce, "--source=kubernetes: how long a change waits for more before one reload applies them all")
+	fl.IntVar(&src.kube.MaxEndpoints, "kube_max_endpoints", source.DefaultMaxEndpoints, "--source=kubernetes: most published endpoints one configuration may have; more is refused and the last configuration keeps serving")
 	fl.StringVar(&o.Region, "region", "", "the region this edge serves from (required)")
 	fl.StringVar(&o.Listen, "listen", "", "serving address (default: the MCI's networking.gke.io/static-ip on :443, else 127.0.0.1:8443)")
 	fl.StringVar(&o.AdminListen, "admin_listen", "127.0.0.1:8080", "dashboard, /api/status and /metrics address (empty: off)")
-	fl.StringVar(&o.CertDir, "cert_dir", "", "directory with tls.crt/tls.key for the front (default: the MCI's tls secretName beside the config)")
+	fl.StringVar(&o.CertDir, "cert_dir", "", "directory with tls.crt/tls.key for the front (default: the MCI's tls secretName beside the config; required with --source=kubernetes: the mounted Secret)")
 	fl.StringVar(&o.UpstreamCA, "upstream_ca", "", "PEM CA that signed the gateways' certificates (default: system roots)")
 	fl.IntVar(&o.MaxAttempts, "max_attempts", 3, "attempts per request, the first included")
 	fl.IntVar(&o.RetryBufferLimit, "retry_buffer_limit", 1<<20, "request bytes kept for a retry")

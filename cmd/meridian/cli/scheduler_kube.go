@@ -11,8 +11,6 @@ import (
 	"github.com/meridian-gw/meridian/scheduler/runtime"
 	"github.com/spf13/pflag"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 )
 
 // kubeFlags choose the runtime and, for Pods, the cluster.
@@ -25,7 +23,7 @@ type kubeFlags struct {
 
 func addKubeFlags(fl *pflag.FlagSet, f *kubeFlags) {
 	fl.StringVar(&f.runtime, "runtime", "local", "where sessions run: local (processes on this machine) or kubernetes (a Pod each; pools need their kubernetes settings, docs/kubernetes-runtime.md)")
-	fl.StringVar(&f.kubeconfig, "kubeconfig", "", "with --runtime=kubernetes: the cluster's kubeconfig file (default: the Pod's in-cluster service account)")
+	fl.StringVar(&f.kubeconfig, "kubeconfig", "", "with --runtime=kubernetes: the cluster's kubeconfig file (default: the Pod's in-cluster service account, else $KUBECONFIG)")
 	fl.StringVar(&f.namespace, "namespace", "meridian-sessions", "with --runtime=kubernetes: the namespace of the sessions' Pods, Secrets and volume claims")
 	fl.Float32Var(&f.qps, "kube_api_qps", 50, "with --runtime=kubernetes: sustained requests per second to the Kubernetes API (three per session start)")
 	fl.IntVar(&f.burst, "kube_api_burst", 100, "with --runtime=kubernetes: burst of requests to the Kubernetes API above --kube_api_qps")
@@ -55,14 +53,9 @@ func podRuntime(ctx context.Context, f kubeFlags, cfg *scheduler.Config, log *sl
 	if err := kuberuntime.CheckConfig(cfg); err != nil {
 		return nil, nil, nil, fmt.Errorf("--runtime=kubernetes: %w", err)
 	}
-	var rc *rest.Config
-	var err error
-	if f.kubeconfig != "" {
-		if rc, err = clientcmd.BuildConfigFromFlags("", f.kubeconfig); err != nil {
-			return nil, nil, nil, fmt.Errorf("--kubeconfig %s: %w", f.kubeconfig, err)
-		}
-	} else if rc, err = rest.InClusterConfig(); err != nil {
-		return nil, nil, nil, fmt.Errorf("--runtime=kubernetes without --kubeconfig needs in-cluster credentials (a Pod's service account): %w", err)
+	rc, err := restConfig(f.kubeconfig)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("--runtime=kubernetes: %w", err)
 	}
 	rc.QPS, rc.Burst = f.qps, f.burst
 	rc.UserAgent = "meridian-scheduler"
