@@ -458,7 +458,11 @@ func (ed *Edge) loadCerts(cfg *Config, mci *MultiClusterIngress) ([]*tls.Certifi
 // *.notebooks.example.com covers the host form of notebook URLs), else
 // the first.
 func (ed *Edge) certFor(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
-	cs := *ed.certs.Load()
+	p := ed.certs.Load()
+	if p == nil || len(*p) == 0 {
+		return nil, errors.New("no front certificate loaded yet")
+	}
+	cs := *p
 	for _, c := range cs {
 		if hello.SupportsCertificate(c) == nil {
 			return c, nil

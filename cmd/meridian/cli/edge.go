@@ -162,7 +162,7 @@ front certificate is chosen by SNI among the MCI's tls[] secrets).
 	fl.StringVar(&o.Region, "region", "", "the region this edge serves from (required)")
 	fl.StringVar(&o.Listen, "listen", "", "serving address (default: the MCI's networking.gke.io/static-ip on :443, else 127.0.0.1:8443)")
 	fl.StringVar(&o.AdminListen, "admin_listen", "127.0.0.1:8080", "dashboard, /api/status and /metrics address (empty: off)")
-	fl.StringVar(&o.CertDir, "cert_dir", "", "directory with tls.crt/tls.key for the front (default: the MCI's tls secretName beside the config; required with --source=kubernetes: the mounted Secret)")
+	fl.StringVar(&o.CertDir, "cert_dir", "", "directory with tls.crt/tls.key for the front (default: the MCI's tls[] secretNames beside the config, chosen by SNI; required with --source=kubernetes: the mounted Secret)")
 	fl.StringVar(&o.UpstreamCA, "upstream_ca", "", "PEM CA that signed the gateways' certificates (default: system roots)")
 	fl.IntVar(&o.MaxAttempts, "max_attempts", 3, "attempts per request, the first included")
 	fl.IntVar(&o.RetryBufferLimit, "retry_buffer_limit", 1<<20, "request bytes kept for a retry")
