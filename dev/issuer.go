@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
@@ -121,12 +122,13 @@ func MintToken(stateDir, user string, ttl time.Duration) (string, error) {
 	return is.Mint(user, ttl)
 }
 
-// devTLS makes (once per state directory) a CA and a server certificate
-// for localhost and 127.0.0.1, used by every gateway and the edge.
-func devTLS(stateDir string) (caPath, dir string, err error) {
+// devTLS makes (once per state directory, again when names are added) a
+// CA and a server certificate for localhost, 127.0.0.1 and names, used by
+// every gateway and the edge.
+func devTLS(stateDir string, names ...string) (caPath, dir string, err error) {
 	dir = filepath.Join(stateDir, "tls")
 	caPath = filepath.Join(dir, "ca.crt")
-	if _, err := os.Stat(filepath.Join(dir, "server.key")); err == nil {
+	if _, err := os.Stat(filepath.Join(dir, "server.key")); err == nil && covers(filepath.Join(dir, "server.crt"), names) {
 		return caPath, dir, nil
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -144,7 +146,7 @@ func devTLS(stateDir string) (caPath, dir string, err error) {
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "localhost"},
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(10 * 365 * 24 * time.Hour),
-		DNSNames: []string{"localhost"}, IPAddresses: []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP("::1")},
+		DNSNames: append([]string{"localhost"}, names...), IPAddresses: []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP("::1")},
 		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, caKey)
 	if err != nil {
@@ -162,4 +164,18 @@ func devTLS(stateDir string) (caPath, dir string, err error) {
 		}
 	}
 	return caPath, dir, nil
+}
+
+// covers reports whether the certificate in file names every one of names.
+func covers(file string, names []string) bool {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return false
+	}
+	blk, _ := pem.Decode(b)
+	if blk == nil {
+		return false
+	}
+	c, err := x509.ParseCertificate(blk.Bytes)
+	return err == nil && slices.IndexFunc(names, func(n string) bool { return !slices.Contains(c.DNSNames, n) }) < 0
 }

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/meridian-gw/meridian/deploy"
+	"github.com/meridian-gw/meridian/internal/sessionid"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials/insecure"
@@ -44,6 +45,12 @@ type Options struct {
 	// Workload is what every session runs: WorkloadBuiltin (the default)
 	// or WorkloadJupyter.
 	Workload string
+	// NotebookHostSuffix, when set (e.g. ".notebooks.localhost", which
+	// browsers resolve to this machine), gives notebooks the host form,
+	// https://{session_id}.notebooks.localhost:PORT/: the edge's and the
+	// gateways' --notebook_host_suffix, the schedulers' base, and a
+	// wildcard in the dev certificate.
+	NotebookHostSuffix string
 }
 
 // Supervisor starts, watches and stops the topology's processes.
@@ -106,6 +113,9 @@ func Run(ctx context.Context, opts Options) error {
 	if err != nil {
 		return err
 	}
+	if err := sessionid.CheckHostSuffix(opts.NotebookHostSuffix); err != nil {
+		return fmt.Errorf("--notebook_host_suffix: %w", err)
+	}
 	s := &Supervisor{opts: opts, ports: Ports{Base: opts.PortBase}, regions: map[string]*regionProcs{}, workloadArgs: wargs}
 	return s.run(ctx)
 }
@@ -153,7 +163,11 @@ func (s *Supervisor) run(ctx context.Context) error {
 	if sock := SchedulerSocket(dir, Regions[0]); len(sock) > maxSocketPath {
 		return fmt.Errorf("--state_dir %s is too long for the schedulers' unix sockets (%s is %d bytes, at most %d): choose a shorter one", dir, sock, len(sock), maxSocketPath)
 	}
-	ca, tlsDir, err := devTLS(dir)
+	var names []string
+	if sfx := s.opts.NotebookHostSuffix; sfx != "" {
+		names = append(names, "*"+sfx)
+	}
+	ca, tlsDir, err := devTLS(dir, names...)
 	if err != nil {
 		return fmt.Errorf("dev TLS certificates: %w", err)
 	}
@@ -260,7 +274,7 @@ func (s *Supervisor) startRegion(ctx context.Context, region string, i int) erro
 			"--ssl_port", port(s.ports.GatewaySSL(i)), "--http_port", port(s.ports.GatewayHTTP(i)), "--status_port", port(s.ports.GatewayStatus(i)),
 			"--service", ServiceName, "--service_config", s.serviceConfig, "--rollout_strategy", "managed",
 			"--backend", "unix://" + sock, "--ssl_server_cert_path", s.tlsDir,
-			"--access_log", "off", "--drain", "0s", "--reflection", "authenticated"},
+			"--access_log", "off", "--drain", "0s", "--reflection", "authenticated", "--notebook_host_suffix", s.opts.NotebookHostSuffix},
 		log: filepath.Join(dir, "logs", "gateway-"+region+".log"),
 	}
 	rp := &regionProcs{index: i}
@@ -299,12 +313,22 @@ func (s *Supervisor) schedulerProc(region string, i int) *proc {
 			"--metrics_listen", s.ports.SchedulerMetrics(i), "--store", s.info.Store,
 			"--drain", "0s", "--workload_grace", "3s", "--workload_log_dir", filepath.Join(dir, "workloads"),
 			// A session's endpoint is its notebook's URL on the edge.
-			"--notebook_url_base", "https://" + s.ports.Edge()},
+			"--notebook_url_base", s.notebookURLBase()},
 		log:     filepath.Join(dir, "logs", "scheduler-"+region+".log"),
 		stopSig: syscall.SIGINT,
 	}
 	p.args = append(p.args, s.workloadArgs...)
 	return p
+}
+
+// notebookURLBase is the schedulers' --notebook_url_base: the edge, in
+// the path form or the host form.
+func (s *Supervisor) notebookURLBase() string {
+	if sfx := s.opts.NotebookHostSuffix; sfx != "" {
+		_, port, _ := net.SplitHostPort(s.ports.Edge())
+		return "https://{session}" + sfx + ":" + port + "/"
+	}
+	return "https://" + s.ports.Edge()
 }
 
 // restartScheduler ends a region's scheduler with sig (SIGTERM: a
@@ -373,7 +397,7 @@ func (s *Supervisor) startEdge(ctx context.Context) error {
 	e := &proc{
 		name: "edge",
 		args: []string{"edge", "--config", dir, "--region", Regions[0], "--listen", s.ports.Edge(), "--admin_listen", s.ports.Admin(),
-			"--upstream_ca", s.info.CA},
+			"--upstream_ca", s.info.CA, "--notebook_host_suffix", s.opts.NotebookHostSuffix},
 		log: filepath.Join(s.opts.StateDir, "logs", "edge.log"),
 	}
 	fmt.Fprintf(s.opts.Out, "  %-13s %s (dashboard http://%s)  starting…", "edge", s.ports.Edge(), s.ports.Admin())

@@ -61,7 +61,7 @@ type IngressRule struct {
 }
 
 // IngressTLS names a certificate; in file mode, a directory or a pair of
-// files beside the config (see Edge.loadCert).
+// files beside the config (see Edge.loadCerts).
 type IngressTLS struct {
 	SecretName string   `json:"secretName"`
 	Hosts      []string `json:"hosts,omitempty"`

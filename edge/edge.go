@@ -98,8 +98,8 @@ type Edge struct {
 	wsProxy     *wstunnel.Proxy
 
 	gen    atomic.Pointer[generation]
-	stats  sync.Map // region → *regionStats
-	cert   atomic.Pointer[tls.Certificate]
+	stats  sync.Map                           // region → *regionStats
+	certs  atomic.Pointer[[]*tls.Certificate] // the front's, chosen by SNI
 	events *eventLog
 
 	mu      sync.Mutex
@@ -213,7 +213,7 @@ func (ed *Edge) apply(cfg *Config, first bool) error {
 			cfg.Ingresses[0].Metadata.Name, cfg.Ingresses[1].Metadata.Name)
 	}
 	mci := cfg.Ingresses[0]
-	cert, err := ed.loadCert(cfg, mci)
+	crts, err := ed.loadCerts(cfg, mci)
 	if err != nil {
 		return err
 	}
@@ -303,7 +303,7 @@ func (ed *Edge) apply(cfg *Config, first bool) error {
 			gen.pools[name+"/"+fmt.Sprint(sp.Port)] = p
 		}
 	}
-	ed.cert.Store(cert)
+	ed.certs.Store(&crts)
 	ed.gen.Store(gen)
 	logged := map[string]bool{}
 	if old != nil {
@@ -421,25 +421,54 @@ func splitList(s string) []string {
 	return out
 }
 
-// loadCert finds the front certificate: --cert_dir, else tls[0].secretName
-// as a directory (tls.crt, tls.key) or a pair NAME.crt/NAME.key beside the config.
-func (ed *Edge) loadCert(cfg *Config, mci *MultiClusterIngress) (*tls.Certificate, error) {
-	var tries []certs.Pair
+// loadCerts finds the front certificates: --cert_dir's, else one per
+// tls[].secretName, as a directory (tls.crt, tls.key) or a pair
+// NAME.crt/NAME.key beside the config. The client's SNI picks among them
+// (certFor).
+func (ed *Edge) loadCerts(cfg *Config, mci *MultiClusterIngress) ([]*tls.Certificate, error) {
+	var sets [][]certs.Pair
 	if d := ed.opts.CertDir; d != "" {
-		tries = append(tries, certs.Pair{Cert: filepath.Join(d, "tls.crt"), Key: filepath.Join(d, "tls.key")},
-			certs.Pair{Cert: filepath.Join(d, "server.crt"), Key: filepath.Join(d, "server.key")})
+		sets = append(sets, []certs.Pair{{Cert: filepath.Join(d, "tls.crt"), Key: filepath.Join(d, "tls.key")},
+			{Cert: filepath.Join(d, "server.crt"), Key: filepath.Join(d, "server.key")}})
 	} else if ts := mci.Spec.Template.Spec.TLS; len(ts) > 0 {
-		n := ts[0].SecretName
-		tries = append(tries, certs.Pair{Cert: filepath.Join(cfg.Dir, n, "tls.crt"), Key: filepath.Join(cfg.Dir, n, "tls.key")},
-			certs.Pair{Cert: filepath.Join(cfg.Dir, n+".crt"), Key: filepath.Join(cfg.Dir, n+".key")})
+		for _, t := range ts {
+			n := t.SecretName
+			sets = append(sets, []certs.Pair{{Cert: filepath.Join(cfg.Dir, n, "tls.crt"), Key: filepath.Join(cfg.Dir, n, "tls.key")},
+				{Cert: filepath.Join(cfg.Dir, n+".crt"), Key: filepath.Join(cfg.Dir, n+".key")}})
+		}
 	} else {
 		return nil, fmt.Errorf("MultiClusterIngress %s: no spec.template.spec.tls[].secretName and no --cert_dir: the edge serves TLS only", mci.Metadata.Name)
 	}
-	c, err := certs.FirstPair(tries...)
-	if errors.Is(err, certs.ErrNoPair) {
-		return nil, fmt.Errorf("%w (in file mode a tls secretName is a directory with tls.crt and tls.key beside the config)", err)
+	var out []*tls.Certificate
+	for _, tries := range sets {
+		c, err := certs.FirstPair(tries...)
+		if errors.Is(err, certs.ErrNoPair) {
+			return nil, fmt.Errorf("%w (in file mode a tls secretName is a directory with tls.crt and tls.key beside the config)", err)
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, c)
 	}
-	return c, err
+	return out, nil
+}
+
+// certFor picks the front certificate for a client: the first that
+// covers the name it asked for (SNI; a wildcard such as
+// *.notebooks.example.com covers the host form of notebook URLs), else
+// the first.
+func (ed *Edge) certFor(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+	p := ed.certs.Load()
+	if p == nil || len(*p) == 0 {
+		return nil, errors.New("no front certificate loaded yet")
+	}
+	cs := *p
+	for _, c := range cs {
+		if hello.SupportsCertificate(c) == nil {
+			return c, nil
+		}
+	}
+	return cs[0], nil
 }
 
 // listenAddr: --listen, else the static-ip annotation on :443.
@@ -508,7 +537,7 @@ func (ed *Edge) Run(ctx context.Context) error {
 	httpSrv := &http.Server{Handler: http.HandlerFunc(ed.serveHTTP), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 5 * time.Minute,
 		MaxHeaderBytes: ed.opts.MaxHeaderBytes, ErrorLog: slog.NewLogLogger(ed.log.Handler(), slog.LevelDebug)}
 	mux := &h2mux.Server{GRPC: ed.grpcRelay, HTTP: httpSrv, PreludeLimits: ed.opts.H2Prelude, TLS: &tls.Config{MinVersion: tls.VersionTLS12, NextProtos: []string{"h2", "http/1.1"},
-		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return ed.cert.Load(), nil }}}
+		GetCertificate: ed.certFor}}
 	var wg sync.WaitGroup
 	wg.Go(func() { mux.ServeTLS(ctx, ln) })
 	if ed.adm != nil {
@@ -617,13 +646,13 @@ func (ed *Edge) watchCertDir(ctx context.Context) {
 		}
 		stamp = st
 		gen := ed.gen.Load()
-		cert, err := ed.loadCert(gen.cfg, gen.mci)
+		crts, err := ed.loadCerts(gen.cfg, gen.mci)
 		if err != nil {
 			ed.log.Error("--cert_dir changed but does not load; the previous certificate keeps serving", "err", err)
 			ed.event(Event{Kind: "reload-failed", Detail: "front certificate: " + err.Error()})
 			continue
 		}
-		ed.cert.Store(cert)
+		ed.certs.Store(&crts)
 		ed.event(Event{Kind: "reload", Detail: "front certificate reloaded from --cert_dir"})
 	}
 }

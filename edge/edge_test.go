@@ -88,7 +88,7 @@ func (g *gateway) start(addr string) {
 		tr := "grpc-status: 0\r\n"
 		_, _ = w.Write(append([]byte{0x80, 0, 0, 0, byte(len(tr))}, tr...))
 	})
-	m := &h2mux.Server{GRPC: srv, HTTP: &http.Server{Handler: mux}, TLS: &tls.Config{Certificates: []tls.Certificate{g.cert}, NextProtos: []string{"h2", "http/1.1"}}}
+	m := &h2mux.Server{GRPC: srv, HTTP: &http.Server{Handler: g.hostForm(mux)}, TLS: &tls.Config{Certificates: []tls.Certificate{g.cert}, NextProtos: []string{"h2", "http/1.1"}}}
 	g.mu.Lock()
 	g.ln, g.mux = ln, m
 	g.mu.Unlock()
@@ -165,7 +165,11 @@ type rig struct {
 }
 
 func newRig(t *testing.T, checkType string, opts ...func(*Options)) *rig {
-	ca := testcert.NewCA(t)
+	return newRigCA(t, testcert.NewCA(t), checkType, opts...)
+}
+
+// newRigCA is newRig with ca signing every certificate.
+func newRigCA(t *testing.T, ca *testcert.CA, checkType string, opts ...func(*Options)) *rig {
 	dir := t.TempDir()
 	gws := map[string]*gateway{}
 	var clusters strings.Builder

@@ -15,6 +15,7 @@ import (
 
 	"github.com/meridian-gw/meridian/internal/forwarded"
 	"github.com/meridian-gw/meridian/internal/grpcframe"
+	"github.com/meridian-gw/meridian/internal/sessionid"
 )
 
 const affinityCookie = "MERIDIAN_AFFINITY"
@@ -26,8 +27,13 @@ const affinityCookie = "MERIDIAN_AFFINITY"
 func (ed *Edge) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	gen := ed.gen.Load()
-	if strings.HasPrefix(r.URL.Path, NotebookPrefix) {
-		ed.serveNotebook(w, r, gen)
+	if id, ok := sessionid.FromHost(r.Host, ed.opts.Notebooks.HostSuffix); ok {
+		ed.serveNotebook(w, r, gen, id, true)
+		return
+	}
+	if rest, ok := strings.CutPrefix(r.URL.Path, NotebookPrefix); ok {
+		id, _, _ := strings.Cut(rest, "/")
+		ed.serveNotebook(w, r, gen, id, false)
 		return
 	}
 	p := gen.route(r.Host, r.URL.Path)

@@ -1,8 +1,9 @@
 package edge
 
-// Notebooks: https://EDGE/notebooks/{session_id}/… goes to the gateways
-// of the session's own region, which the id names (sessionid.RegionOf),
-// and nowhere else: a session lives where it runs, and that region's
+// Notebooks: https://EDGE/notebooks/{session_id}/… (the path form), and
+// https://{session_id}{HostSuffix}/… (the host form, when configured), go
+// to the gateways of the session's own region, which the id names
+// (sessionid.RegionOf), and nowhere else: a session lives where it runs, and that region's
 // gateway decides who may open it. The region's endpoints are picked as
 // for any call (health, draining, ejection, least request), but there is
 // no spill to other regions and no panic beyond it, and a request that
@@ -41,6 +42,11 @@ type NotebookOptions struct {
 	// TunnelIdleTimeout closes a WebSocket that carried nothing either
 	// way for this long. Default wstunnel.DefaultIdleTimeout (30m).
 	TunnelIdleTimeout time.Duration
+	// HostSuffix, when set (e.g. ".notebooks.example.com"), turns on the
+	// host form of notebook URLs beside the path form: every request whose
+	// Host is "{session_id}{HostSuffix}" is that notebook's, whatever its
+	// path. Default "": off.
+	HostSuffix string
 }
 
 // DefaultMaxTunnelsPerClient is NotebookOptions.MaxTunnelsPerClient's
@@ -58,6 +64,9 @@ func (o *NotebookOptions) defaults() error {
 	case o.TunnelIdleTimeout < 0:
 		return fmt.Errorf("--notebook_tunnel_idle_timeout = %s: must be >= 0 (0: the default, %s)", o.TunnelIdleTimeout, wstunnel.DefaultIdleTimeout)
 	}
+	if err := sessionid.CheckHostSuffix(o.HostSuffix); err != nil {
+		return fmt.Errorf("--notebook_host_suffix: %w", err)
+	}
 	if o.MaxTunnelsPerClient == 0 {
 		o.MaxTunnelsPerClient = DefaultMaxTunnelsPerClient
 	}
@@ -67,18 +76,28 @@ func (o *NotebookOptions) defaults() error {
 	return nil
 }
 
-// serveNotebook proxies one request under /notebooks/ to its region.
-func (ed *Edge) serveNotebook(w http.ResponseWriter, r *http.Request, gen *generation) {
+// serveNotebook proxies one request for session id's notebook to its
+// region: under /notebooks/{id}/, or anywhere on the host {id}{suffix}
+// (hostForm; id "" when that host's first label is not a session id).
+// The Host goes to the gateway as it came: the gateway tells the forms
+// apart by it, with the same rule.
+func (ed *Edge) serveNotebook(w http.ResponseWriter, r *http.Request, gen *generation, id string, hostForm bool) {
 	start := time.Now()
-	rest := strings.TrimPrefix(r.URL.Path, NotebookPrefix)
-	id, _, _ := strings.Cut(rest, "/")
 	region, ok := sessionid.RegionOf(id)
 	if !ok {
-		notebookPage(w, r, http.StatusNotFound, "No such notebook",
-			fmt.Sprintf("%q is not a notebook's session id: notebook URLs are /notebooks/{session_id}/, and the id begins with its region (sessions made before that have no notebook URL).", clip(id)), 0)
+		msg := fmt.Sprintf("%q is not a notebook's session id: notebook URLs are /notebooks/{session_id}/, and the id begins with its region (sessions made before that have no notebook URL).", clip(id))
+		if hostForm {
+			msg = fmt.Sprintf("%q is not a notebook's host: notebook hosts are {session_id}%s, and the id begins with its region (sessions made before that have no notebook URL).", clip(r.Host), ed.opts.Notebooks.HostSuffix)
+		}
+		notebookPage(w, r, http.StatusNotFound, "No such notebook", msg, 0)
 		return
 	}
-	p := gen.route(r.Host, r.URL.Path)
+	path := r.URL.Path
+	if hostForm {
+		// The backend the path form of this notebook goes to on this host.
+		path = NotebookPrefix + id + r.URL.Path
+	}
+	p := gen.route(r.Host, path)
 	if p == nil {
 		notebookPage(w, r, http.StatusNotFound, "No such notebook", "This edge has no backend for notebooks on "+clip(r.Host)+".", 0)
 		return

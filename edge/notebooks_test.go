@@ -6,8 +6,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
+	"path"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -16,6 +18,7 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/meridian-gw/meridian/internal/testcert"
 	"github.com/meridian-gw/meridian/internal/testws"
 	_ "github.com/meridian-gw/meridian/internal/xconnect"
 )
@@ -33,10 +36,14 @@ type notebookSide struct {
 func (g *gateway) notebook(w http.ResponseWriter, r *http.Request) {
 	g.nb.calls.Add(1)
 	_, rest, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, "/notebooks/"), "/")
-	switch rest {
+	switch path.Base(rest) {
 	case "region":
+		seenPath := r.URL.Path
+		if p := r.Header.Get(hostFormPath); p != "" {
+			seenPath = p
+		}
 		_ = json.NewEncoder(w).Encode(map[string]string{"region": g.region, "host": r.Host, "xff": r.Header.Get("X-Forwarded-For"),
-			"proto": r.Proto})
+			"proto": r.Proto, "path": seenPath})
 	case "ws":
 		c, err := websocket.Accept(w, r, &websocket.AcceptOptions{CompressionMode: websocket.CompressionDisabled, InsecureSkipVerify: true})
 		if err != nil {
@@ -78,6 +85,33 @@ func (g *gateway) notebook(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// nbSuffix is the host form's suffix in these tests.
+const nbSuffix = ".notebooks.example.com"
+
+// hostFormPath carries, inside the stand-in gateway, the path a host-form
+// request came with.
+const hostFormPath = "X-Test-Host-Form-Path"
+
+// hostForm serves a request to {id}.notebooks.example.com as the stand-in
+// gateway's notebook under /notebooks/{id}/ (as the real gateway does,
+// from the Host).
+func (g *gateway) hostForm(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		host, _, err := net.SplitHostPort(r.Host)
+		if err != nil {
+			host = r.Host
+		}
+		id, ok := strings.CutSuffix(host, nbSuffix)
+		if !ok {
+			next.ServeHTTP(w, r)
+			return
+		}
+		r.Header.Set(hostFormPath, r.URL.Path)
+		r.URL.Path = "/notebooks/" + id + r.URL.Path
+		g.notebook(w, r)
+	})
+}
+
 type zeros struct{}
 
 func (zeros) Read(p []byte) (int, error) { clear(p); return len(p), nil }
@@ -86,7 +120,11 @@ func (zeros) Read(p []byte) (int, error) { clear(p); return len(p), nil }
 func nbID(region string) string { return region + "-abcdefghijklmnopqrst" }
 
 func newNotebookRig(t *testing.T, opts ...func(*Options)) *rig {
-	r := newRig(t, "HTTPS", opts...)
+	return newNotebookRigCA(t, testcert.NewCA(t), opts...)
+}
+
+func newNotebookRigCA(t *testing.T, ca *testcert.CA, opts ...func(*Options)) *rig {
+	r := newRigCA(t, ca, "HTTPS", opts...)
 	for _, g := range r.gws {
 		g.nb.release = make(chan struct{}, 1)
 	}

@@ -5,6 +5,7 @@ import (
 
 	"github.com/meridian-gw/meridian/internal/forwarded"
 	"github.com/meridian-gw/meridian/internal/h2relay"
+	"github.com/meridian-gw/meridian/internal/sessionid"
 	"google.golang.org/grpc/codes"
 )
 
@@ -23,6 +24,12 @@ type edgeCall struct {
 
 func (h relayHandler) ServeCall(c *h2relay.Call) {
 	ed := h.ed
+	if _, ok := sessionid.FromHost(c.Authority(), ed.opts.Notebooks.HostSuffix); ok {
+		// A notebook's host is its workload's alone (over HTTP); the API
+		// is on the edge's own name.
+		c.Reject(codes.Unimplemented, "no gRPC API on a notebook's host "+clip(c.Authority()))
+		return
+	}
 	p := ed.gen.Load().route(c.Authority(), c.Path())
 	if p == nil {
 		c.Reject(codes.Unimplemented, "no backend for "+c.Path())

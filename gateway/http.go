@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"strings"
 
+	"github.com/meridian-gw/meridian/internal/sessionid"
 	"google.golang.org/grpc/metadata"
 )
 
@@ -15,17 +16,19 @@ import (
 // handed to net/http.
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ct := r.Header.Get("Content-Type")
-	if r.ProtoMajor == 2 && strings.HasPrefix(ct, "application/grpc") && !strings.HasPrefix(ct, "application/grpc-web") {
+	// A notebook's host is its workload's alone: every path, any type.
+	nbID, nbHost := sessionid.FromHost(r.Host, g.opts.Notebooks.HostSuffix)
+	if !nbHost && r.ProtoMajor == 2 && strings.HasPrefix(ct, "application/grpc") && !strings.HasPrefix(ct, "application/grpc-web") {
 		g.grpc.ServeHTTP(w, r)
 		return
 	}
 	if g.opts.HSTS && r.TLS != nil {
 		w.Header().Set("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
 	}
-	if strings.HasPrefix(r.URL.Path, "/notebooks/") {
+	if nbHost || strings.HasPrefix(r.URL.Path, "/notebooks/") {
 		// Not CORS (a notebook is same-origin), not --client_max_body_size
 		// (uploads stream to the workload; nothing is buffered).
-		g.serveNotebook(w, r)
+		g.serveNotebook(w, r, nbHost, nbID)
 		return
 	}
 	if g.cors(w, r) {

@@ -24,6 +24,7 @@ import (
 	lru "github.com/hashicorp/golang-lru/v2"
 	schedulerv1 "github.com/meridian-gw/meridian/api/meridian/scheduler/v1"
 	"github.com/meridian-gw/meridian/gateway/auth"
+	"github.com/meridian-gw/meridian/internal/sessionid"
 	"github.com/meridian-gw/meridian/internal/wstunnel"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
@@ -41,6 +42,14 @@ const NotebookSelector = "meridian.notebooks.Open"
 // the ?access_token= login: browsers cannot put a bearer token on a
 // navigation or a WebSocket.
 const NotebookCookie = "meridian_notebook"
+
+// NotebookHostCookie is NotebookCookie in the host form: for the whole
+// notebook host (Path=/, no Domain: host-only). Its __Host- prefix makes
+// browsers refuse it unless it is Secure, Path=/ and without Domain, so a
+// page on another notebook's host (a sibling under the same suffix, whose
+// workload runs its owner's code) cannot plant one here with
+// Domain=.notebooks.example.com.
+const NotebookHostCookie = "__Host-" + NotebookCookie
 
 // NotebookOptions bound what notebook traffic may make the gateway keep.
 // Zero values take the defaults.
@@ -60,6 +69,12 @@ type NotebookOptions struct {
 	// KeepAliveInterval: traffic keeps its session alive with at most one
 	// KeepAliveSession per session per interval. Default 1m.
 	KeepAliveInterval time.Duration
+	// HostSuffix, when set (e.g. ".notebooks.example.com"), turns on the
+	// host form beside the path form: a request whose Host is
+	// "{session_id}{HostSuffix}" is that notebook's, whatever its path,
+	// and its workload serves at "/". The edge's --notebook_host_suffix
+	// must be the same. Default "": off.
+	HostSuffix string
 }
 
 // Defaults of NotebookOptions.
@@ -80,6 +95,9 @@ func (o *NotebookOptions) defaults() error {
 		return fmt.Errorf("--notebook_max_tunnels_per_owner = %d: must be >= 0 (0: the default, %d)", o.MaxTunnelsPerOwner, DefaultMaxTunnelsPerOwner)
 	case o.TunnelIdleTimeout < 0:
 		return fmt.Errorf("--notebook_tunnel_idle_timeout = %s: must be >= 0 (0: the default, %s)", o.TunnelIdleTimeout, wstunnel.DefaultIdleTimeout)
+	}
+	if err := sessionid.CheckHostSuffix(o.HostSuffix); err != nil {
+		return fmt.Errorf("--notebook_host_suffix: %w", err)
 	}
 	if o.CacheSize == 0 {
 		o.CacheSize = DefaultNotebookCacheSize
@@ -166,14 +184,42 @@ type target struct {
 
 type targetKey struct{}
 
-// serveNotebook serves one request under /notebooks/.
-func (g *Gateway) serveNotebook(w http.ResponseWriter, r *http.Request) {
+// nbForm is how a request names its notebook: under /notebooks/{id}/
+// (the path form), or as the host {id}{HostSuffix} (the host form).
+type nbForm struct {
+	host bool
+}
+
+// cookie is the login cookie's name and path in this form.
+func (f nbForm) cookie(id string) (name, path string) {
+	if f.host {
+		return NotebookHostCookie, "/"
+	}
+	return NotebookCookie, "/notebooks/" + id + "/"
+}
+
+// serveNotebook serves one request for a notebook: under /notebooks/
+// (path form), or on a notebook's host (host form: hostID is its id, ""
+// when the host's first label is not one).
+func (g *Gateway) serveNotebook(w http.ResponseWriter, r *http.Request, hostForm bool, hostID string) {
 	n := g.nb
+	form := nbForm{host: hostForm}
 	rec := &callRecord{protocol: "notebook", method: r.Method + " " + r.URL.Path, start: time.Now()}
 	defer func() { g.finish(rec, r.Header.Get("Traceparent")) }()
-	id, slash, ok := notebookPath(r.URL.Path)
+	id, slash, ok := hostID, true, hostID != ""
+	if hostForm {
+		if ok { // the access log names the notebook (never the query: tokens)
+			rec.method = r.Method + " //" + hostID + n.opts.HostSuffix + r.URL.Path
+		}
+	} else {
+		id, slash, ok = notebookPath(r.URL.Path)
+	}
 	if !ok {
-		n.page(w, r, rec, http.StatusNotFound, "No such notebook", "There is no notebook at "+auth.Clip(r.URL.Path)+"; notebook URLs are /notebooks/{session_id}/.", 0)
+		msg := "There is no notebook at " + auth.Clip(r.URL.Path) + "; notebook URLs are /notebooks/{session_id}/."
+		if hostForm {
+			msg = "There is no notebook at " + auth.Clip(r.Host) + "; notebook hosts are {session_id}" + n.opts.HostSuffix + "."
+		}
+		n.page(w, r, rec, http.StatusNotFound, "No such notebook", msg, 0)
 		return
 	}
 	if !slash {
@@ -184,7 +230,7 @@ func (g *Gateway) serveNotebook(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	st := g.state.Load()
-	creds := notebookCredentials(r)
+	creds := notebookCredentials(r, form)
 	d, ref := g.decide(r.Context(), st, NotebookSelector, creds, rec)
 	if ref != nil {
 		n.refuse(w, r, rec, ref)
@@ -195,7 +241,7 @@ func (g *Gateway) serveNotebook(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if creds.from == fromQuery {
-		n.login(w, r, rec, id, creds.token, d.id.claims)
+		n.login(w, r, rec, form, id, creds.token, d.id.claims)
 		return
 	}
 	if creds.from == fromCookie {
@@ -290,7 +336,7 @@ func editForWorkload(out *http.Request, token string) {
 	if cs := out.Header.Values("Cookie"); len(cs) > 0 {
 		var keep []string
 		for _, c := range out.Cookies() {
-			if c.Name != NotebookCookie {
+			if c.Name != NotebookCookie && c.Name != NotebookHostCookie {
 				keep = append(keep, c.Name+"="+c.Value)
 			}
 		}
@@ -373,13 +419,15 @@ func (n *notebooks) touch(id string, claims *auth.Claims) {
 	}()
 }
 
-// login sets the cookie that carries the token for this notebook's path
-// (HttpOnly: scripts cannot read it; Secure; SameSite=Lax: other sites'
-// requests do not carry it, except top-level navigations) and sends the
-// browser to the same URL without the token, so that it leaves the
-// address bar, the history and the Referer.
-func (n *notebooks) login(w http.ResponseWriter, r *http.Request, rec *callRecord, id, token string, claims *auth.Claims) {
-	c := &http.Cookie{Name: NotebookCookie, Value: token, Path: "/notebooks/" + id + "/", HttpOnly: true, Secure: true, SameSite: http.SameSiteLaxMode}
+// login sets the cookie that carries the token for this notebook's path,
+// or in the host form for its host alone (HttpOnly: scripts cannot read
+// it; Secure; SameSite=Lax: other sites' requests do not carry it, except
+// top-level navigations) and sends the browser to the same URL without
+// the token, so that it leaves the address bar, the history and the
+// Referer.
+func (n *notebooks) login(w http.ResponseWriter, r *http.Request, rec *callRecord, form nbForm, id, token string, claims *auth.Claims) {
+	name, path := form.cookie(id)
+	c := &http.Cookie{Name: name, Value: token, Path: path, HttpOnly: true, Secure: true, SameSite: http.SameSiteLaxMode}
 	if !claims.Expiry.IsZero() {
 		c.Expires = claims.Expiry
 	}
@@ -414,13 +462,14 @@ type nbCreds struct {
 // A login (access_token on a GET) comes before the cookie: a browser
 // that holds an older token's cookie (expired, or another user's) signs
 // in again with the new one instead of being refused with the old.
-func notebookCredentials(r *http.Request) nbCreds {
+func notebookCredentials(r *http.Request, form nbForm) nbCreds {
+	cookie, _ := form.cookie("")
 	c := nbCreds{r: r}
 	if h := r.Header.Get("Authorization"); len(h) > 7 && strings.EqualFold(h[:7], "bearer ") {
 		c.token, c.from = strings.TrimSpace(h[7:]), fromHeader
 	} else if t := r.URL.Query().Get("access_token"); t != "" && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
 		c.token, c.from = t, fromQuery
-	} else if ck, err := r.Cookie(NotebookCookie); err == nil && ck.Value != "" {
+	} else if ck, err := r.Cookie(cookie); err == nil && ck.Value != "" {
 		c.token, c.from = ck.Value, fromCookie
 	}
 	return c

@@ -56,6 +56,7 @@ type seen struct {
 	Query         string `json:"query"`
 	Method        string `json:"method"`
 	UserInfo      string `json:"userinfo"`
+	Path          string `json:"path"`
 }
 
 // testNotebook serves under base, behind $JUPYTER_TOKEN as Jupyter does
@@ -68,7 +69,8 @@ func testNotebook(port, base string) int {
 	mux := http.NewServeMux()
 	mux.HandleFunc(base, func(w http.ResponseWriter, r *http.Request) {
 		_ = json.NewEncoder(w).Encode(seen{Authorization: r.Header.Get("Authorization"), Cookie: r.Header.Get("Cookie"),
-			XSRF: r.Header.Get("X-XSRFToken"), Host: r.Host, Query: r.URL.RawQuery, Method: r.Method, UserInfo: r.Header.Get(UserInfoHeader)})
+			XSRF: r.Header.Get("X-XSRFToken"), Host: r.Host, Query: r.URL.RawQuery, Method: r.Method, UserInfo: r.Header.Get(UserInfoHeader),
+			Path: r.URL.Path})
 	})
 	mux.HandleFunc(base+"ws", func(w http.ResponseWriter, r *http.Request) {
 		// Any Origin: the gateway is what must refuse other sites'.
@@ -140,6 +142,12 @@ type nbgw struct {
 
 func newNotebookGW(t *testing.T, opts ...gwOpt) *nbgw {
 	t.Helper()
+	return newNotebookGWAt(t, "https://edge.example", opts...)
+}
+
+// newNotebookGWAt is newNotebookGW with the scheduler's notebook URL base.
+func newNotebookGWAt(t *testing.T, nbBase string, opts ...gwOpt) *nbgw {
+	t.Helper()
 	n := &nbgw{access: &syncBuffer{}}
 	st, err := store.Open(context.Background(), "sqlite://"+t.TempDir()+"/s.db")
 	if err != nil {
@@ -150,7 +158,7 @@ func newNotebookGW(t *testing.T, opts ...gwOpt) *nbgw {
 	rt := &runtime.Local{Command: []string{os.Args[0], notebookArg, "{port}", "{base_url}"}, Grace: 2 * time.Second}
 	t.Cleanup(func() { rt.StopAll(context.Background()) })
 	n.sched, err = scheduler.New(scheduler.Options{Region: "us-central1", Config: cfg, Store: st, Runtime: rt,
-		ReconcileInterval: 50 * time.Millisecond, NotebookURLBase: "https://edge.example"})
+		ReconcileInterval: 50 * time.Millisecond, NotebookURLBase: nbBase})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -64,7 +64,7 @@ func (s *Scheduler) workloadActivity(ctx context.Context, sess *store.Session, n
 	if sess.WorkloadURL == "" {
 		return time.Time{}, false
 	}
-	base := strings.TrimSuffix(sess.WorkloadURL, "/") + NotebookPath(sess.ID)
+	base := strings.TrimSuffix(sess.WorkloadURL, "/") + s.workloadBase(sess.ID)
 	var kernels []struct {
 		ExecutionState string `json:"execution_state"`
 	}

@@ -53,6 +53,30 @@ func TestEndpointIsTheNotebookURLOnTheEdge(t *testing.T) {
 	}
 }
 
+// The host form: the endpoint is the session's own host, and its
+// workload serves at "/" ({base_url}), where the scheduler also asks it
+// for its activity: a busy kernel there keeps its session.
+func TestHostFormEndpointAndWorkloadsAtTheRoot(t *testing.T) {
+	h, got := idleScenario(t, "busy", func(o *Options) { o.NotebookURLBase = "https://{session}.notebooks.example.com:8443/" })
+	id := strings.TrimPrefix(got.Name, "sessions/")
+	if want := "https://" + id + ".notebooks.example.com:8443/"; got.Endpoint != want {
+		t.Errorf("endpoint = %q; want %q", got.Endpoint, want)
+	}
+	if got.State != RUNNING || !got.LastActivityTime.AsTime().Equal(t0.Add(21*time.Minute)) {
+		t.Errorf("a busy kernel at the root of a host-form workload: %s, last activity %s; want RUNNING, active now", got.State, got.LastActivityTime.AsTime())
+	}
+	if _, err := New(Options{Region: strings.Repeat("a", maxRegionLen), Store: h.st, Runtime: h.rt, NotebookURLBase: "https://{session}.nb.example.com/"}); err == nil ||
+		!strings.Contains(err.Error(), "DNS label") {
+		t.Errorf("a region of %d characters in the host form: err = %v; want it refused (ids would not fit a DNS label)", maxRegionLen, err)
+	}
+	for _, bad := range []string{"https://x{session}.notebooks.example.com/", "https://{session}.notebooks.example.com/nb/",
+		"https://a.{session}.example.com/", "https://{session}.{session}.example.com/", "https://{session}.com/", "https://{session}.Example.com/"} {
+		if _, err := New(Options{Region: "r", Store: h.st, Runtime: h.rt, NotebookURLBase: bad}); err == nil || !strings.Contains(err.Error(), bad) {
+			t.Errorf("notebook URL base %s: err = %v; want it refused, by value", bad, err)
+		}
+	}
+}
+
 func TestResolveNotebookIsForTheOwnerOnly(t *testing.T) {
 	eachStore(t, func(t *testing.T, st store.Store) {
 		h := newHarness(t, st, testConfig(t, basicConfig))
@@ -83,8 +107,8 @@ func TestResolveNotebookIsForTheOwnerOnly(t *testing.T) {
 
 // idleScenario runs a session of pool to 21 minutes without a keep-alive
 // (the idle timeout is 20) and returns it after the reconciler has settled.
-func idleScenario(t *testing.T, pool string) (*harness, *schedulerv1.Session) {
-	h := newHarness(t, storetest.Open(t, "sqlite"), testConfig(t, `pools: [{name: `+pool+`, capacity: 1, idleTimeout: 20m}]`))
+func idleScenario(t *testing.T, pool string, opts ...harnessOpt) (*harness, *schedulerv1.Session) {
+	h := newHarness(t, storetest.Open(t, "sqlite"), testConfig(t, `pools: [{name: `+pool+`, capacity: 1, idleTimeout: 20m}]`), opts...)
 	s := h.create("alice", pool, "")
 	h.reconcileUntil("alice", s.Name, RUNNING)
 	h.clk.Advance(21 * time.Minute)

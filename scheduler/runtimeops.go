@@ -86,7 +86,7 @@ func (s *Scheduler) startAsync(sess *store.Session) {
 		token, err := s.workloadToken(ctx, sess)
 		if err == nil {
 			err = s.rt.Start(ctx, runtime.Spec{SessionID: sess.ID, Owner: sess.Owner, Pool: sess.Pool, Region: sess.Region,
-				Token: token, MaxDuration: sess.MaxDuration, BaseURL: NotebookPath(sess.ID)})
+				Token: token, MaxDuration: sess.MaxDuration, BaseURL: s.workloadBase(sess.ID)})
 		}
 		if err == nil {
 			// At once, not at the next pass: a scheduler that dies before

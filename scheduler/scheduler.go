@@ -54,9 +54,13 @@ type Options struct {
 	WatchPoll time.Duration
 	// NotebookURLBase is the public base of notebook URLs, the edge's
 	// address, e.g. "https://notebooks.example.com": a RUNNING session's
-	// endpoint is NotebookURLBase + "/notebooks/{session_id}/". Default
-	// "": the endpoint is that path alone, relative to the edge (or
-	// gateway) the client called.
+	// endpoint is NotebookURLBase + "/notebooks/{session_id}/" (the path
+	// form). A base whose host begins with "{session}.", e.g.
+	// "https://{session}.notebooks.example.com/", is the host form: the
+	// endpoint is the base with the id in place of {session}, and
+	// workloads serve at "/" ({base_url}). Default "": the endpoint is the
+	// path form's path alone, relative to the edge (or gateway) the
+	// client called.
 	NotebookURLBase string
 	// ActivityClient asks workloads for their own activity (Jupyter's
 	// /api/status and /api/kernels) before one is stopped as idle.
@@ -78,7 +82,8 @@ type Scheduler struct {
 	interval time.Duration
 	lease    time.Duration
 	poll     time.Duration
-	nbBase   string
+	nbBase   string // without its final "/"
+	nbHost   bool   // the host form: nbBase holds {session}
 	activity *http.Client
 
 	wake chan struct{} // buffered(1): a change worth reconciling now
@@ -112,6 +117,10 @@ func New(opts Options) (*Scheduler, error) {
 	}
 	if err := checkNotebookURLBase(opts.NotebookURLBase); err != nil {
 		errs = append(errs, err)
+	} else if strings.Contains(opts.NotebookURLBase, SessionPlaceholder) && len(opts.Region) > maxRegionLen-1 {
+		// A host name's label is at most 63 characters.
+		errs = append(errs, fmt.Errorf("region = %q: in the host form of notebook URLs (%s) a session id is a DNS label, so the region has at most %d characters",
+			opts.Region, opts.NotebookURLBase, maxRegionLen-1))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
@@ -140,6 +149,7 @@ func New(opts Options) (*Scheduler, error) {
 		lease:     opts.InstanceLease,
 		poll:      opts.WatchPoll,
 		nbBase:    strings.TrimSuffix(opts.NotebookURLBase, "/"),
+		nbHost:    strings.Contains(opts.NotebookURLBase, SessionPlaceholder),
 		activity:  opts.ActivityClient,
 		wake:      make(chan struct{}, 1),
 		changed:   make(chan struct{}),
@@ -241,19 +251,47 @@ func RegionOf(id string) (region string, ok bool) { return sessionid.RegionOf(id
 // gateway, and its workload's base URL: "/notebooks/{id}/".
 func NotebookPath(id string) string { return "/notebooks/" + id + "/" }
 
+// SessionPlaceholder in a notebook URL base stands for the session id:
+// the host form of notebook URLs.
+const SessionPlaceholder = "{session}"
+
 func checkNotebookURLBase(base string) error {
 	if base == "" {
 		return nil
 	}
-	u, err := url.Parse(base)
-	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
-		return fmt.Errorf("notebook URL base = %q: want https://HOST[:PORT][/PATH], the edge's public address", base)
+	host := strings.Contains(base, SessionPlaceholder)
+	// A sample id in its place: braces are not allowed in a host name.
+	u, err := url.Parse(strings.Replace(base, SessionPlaceholder, "r-"+strings.Repeat("a", sessionid.RandomLen), 1))
+	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" ||
+		strings.Count(base, SessionPlaceholder) > 1 {
+		return fmt.Errorf("notebook URL base = %q: want https://HOST[:PORT][/PATH], the edge's public address (path form), "+
+			"or https://{session}.DOMAIN[:PORT]/ (host form)", base)
+	}
+	if host && (!strings.HasPrefix(base, u.Scheme+"://"+SessionPlaceholder+".") || (u.Path != "" && u.Path != "/") ||
+		sessionid.CheckHostSuffix(strings.TrimPrefix(u.Hostname(), "r-"+strings.Repeat("a", sessionid.RandomLen))) != nil) {
+		return fmt.Errorf("notebook URL base = %q: in the host form, {session} is the whole first label of the host and the path is /, "+
+			"e.g. https://{session}.notebooks.example.com/ (the edge's and the gateways' --notebook_host_suffix=.notebooks.example.com)", base)
 	}
 	return nil
 }
 
 // notebookURL is a session's public notebook URL.
-func (s *Scheduler) notebookURL(id string) string { return s.nbBase + NotebookPath(id) }
+func (s *Scheduler) notebookURL(id string) string {
+	if s.nbHost {
+		return strings.Replace(s.nbBase, SessionPlaceholder, id, 1) + "/"
+	}
+	return s.nbBase + NotebookPath(id)
+}
+
+// workloadBase is the path a session's workload serves under, its
+// {base_url}: the path form's NotebookPath, or "/" in the host form,
+// where the notebook has a host of its own.
+func (s *Scheduler) workloadBase(id string) string {
+	if s.nbHost {
+		return "/"
+	}
+	return NotebookPath(id)
+}
 
 // newToken returns a random secret for a session's notebook server.
 func newToken() string {

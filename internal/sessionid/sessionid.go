@@ -5,6 +5,8 @@
 package sessionid
 
 import (
+	"fmt"
+	"net"
 	"regexp"
 	"strings"
 )
@@ -33,4 +35,49 @@ func RegionOf(id string) (region string, ok bool) {
 		return "", false
 	}
 	return id[:i], regionRe.MatchString(id[:i])
+}
+
+// The host form of notebook URLs: "{session_id}{suffix}", e.g.
+// us-central1-x7k2m3abcdefghijklmn.notebooks.example.com for the suffix
+// ".notebooks.example.com". The edge and the gateway read the session
+// from the Host alone, with the same rule.
+
+var suffixRe = regexp.MustCompile(`^(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)+$`)
+
+// CheckHostSuffix reports whether suffix can follow a session id in a
+// host name: a dot, then DNS labels (lower case), at least two of them,
+// e.g. ".notebooks.example.com". "" (the host form off) is valid.
+func CheckHostSuffix(suffix string) error {
+	if suffix == "" {
+		return nil
+	}
+	if !suffixRe.MatchString(suffix) || strings.Count(suffix, ".") < 2 || len(suffix) > 253-RandomLen-2 {
+		return fmt.Errorf("notebook host suffix = %q: want a dot and a DNS domain in lower case, e.g. .notebooks.example.com, "+
+			"whose wildcard (*.notebooks.example.com) points at the edge", suffix)
+	}
+	return nil
+}
+
+// FromHost reads a host-form notebook's session id from host (a Host
+// header or :authority; a port is ignored, case too). onSuffix is false
+// when host is not under suffix (or suffix is ""): the request is not a
+// host-form notebook's. On the suffix, id is the whole first label, or ""
+// when that is not a session id with a region (RegionOf): there is no
+// such notebook.
+func FromHost(host, suffix string) (id string, onSuffix bool) {
+	if suffix == "" {
+		return "", false
+	}
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.ToLower(host), ".") // a fully qualified name's root dot
+	label, ok := strings.CutSuffix(host, suffix)
+	if !ok {
+		return "", false
+	}
+	if _, ok := RegionOf(label); !ok {
+		return "", true
+	}
+	return label, true
 }

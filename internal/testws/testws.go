@@ -14,6 +14,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 
 	"github.com/coder/websocket"
@@ -23,7 +24,17 @@ import (
 // Dial opens a WebSocket to url (ws://, wss://, http:// or https://) with
 // the extra headers hdr, over HTTP/1.1 (tlsCfg for wss and https).
 func Dial(ctx context.Context, url string, hdr http.Header, tlsCfg *tls.Config) (*websocket.Conn, *http.Response, error) {
-	t := &http.Transport{TLSClientConfig: tlsCfg}
+	return DialVia(ctx, nil, url, hdr, tlsCfg)
+}
+
+// DialFunc connects to a server's address (host:port of the URL); nil
+// resolves and dials it.
+type DialFunc func(ctx context.Context, network, addr string) (net.Conn, error)
+
+// DialVia is Dial with the connection made by dial: a test can reach a
+// loopback server under any host name (Host and SNI are the URL's).
+func DialVia(ctx context.Context, dial DialFunc, url string, hdr http.Header, tlsCfg *tls.Config) (*websocket.Conn, *http.Response, error) {
+	t := &http.Transport{TLSClientConfig: tlsCfg, DialContext: dial}
 	return websocket.Dial(ctx, url, &websocket.DialOptions{HTTPHeader: hdr, HTTPClient: &http.Client{Transport: t},
 		CompressionMode: websocket.CompressionDisabled})
 }
@@ -32,12 +43,33 @@ func Dial(ctx context.Context, url string, hdr http.Header, tlsCfg *tls.Config) 
 // CONNECT on an HTTP/2 connection (tlsCfg's NextProtos are set to h2).
 // A refusal comes back as coder/websocket's error with the response.
 func DialH2(ctx context.Context, url string, hdr http.Header, tlsCfg *tls.Config) (*websocket.Conn, *http.Response, error) {
+	return DialH2Via(ctx, nil, url, hdr, tlsCfg)
+}
+
+// DialH2Via is DialH2 with the connection made by dial (see DialVia).
+func DialH2Via(ctx context.Context, dial DialFunc, url string, hdr http.Header, tlsCfg *tls.Config) (*websocket.Conn, *http.Response, error) {
 	cfg := tlsCfg.Clone()
 	if cfg == nil {
 		cfg = &tls.Config{}
 	}
 	cfg.NextProtos = []string{"h2"}
-	rt := &h2Connect{t: &http2.Transport{TLSClientConfig: cfg}} //lint:ignore SA1019 net/http's Transport refuses the :protocol header
+	t := &http2.Transport{TLSClientConfig: cfg} //lint:ignore SA1019 net/http's Transport refuses the :protocol header
+	if dial != nil {
+		//lint:ignore SA1019 the x/net Transport above is the one that sends :protocol
+		t.DialTLSContext = func(ctx context.Context, network, addr string, cfg *tls.Config) (net.Conn, error) {
+			c, err := dial(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			tc := tls.Client(c, cfg)
+			if err := tc.HandshakeContext(ctx); err != nil {
+				c.Close()
+				return nil, err
+			}
+			return tc, nil
+		}
+	}
+	rt := &h2Connect{t: t}
 	return websocket.Dial(ctx, url, &websocket.DialOptions{HTTPHeader: hdr, HTTPClient: &http.Client{Transport: rt},
 		CompressionMode: websocket.CompressionDisabled})
 }

@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
@@ -35,12 +36,12 @@ type notebookDev struct {
 
 // startJupyterDev needs Debian's jupyter-core, jupyter-server and
 // python3-ipykernel (scripts/ensure-tools.sh installs them for make test).
-func startJupyterDev(t *testing.T) *notebookDev {
+func startJupyterDev(t *testing.T, extra ...string) *notebookDev {
 	t.Helper()
 	if err := dev.CheckJupyter(); err != nil {
 		t.Fatalf("%v (make test installs them: scripts/ensure-tools.sh)", err)
 	}
-	d := startDev(t, "--workload=jupyter")
+	d := startDev(t, append([]string{"--workload=jupyter"}, extra...)...)
 	alice, err := dev.MintToken(d.stateDir, "alice", time.Hour)
 	if err != nil {
 		t.Fatal(err)
@@ -60,8 +61,15 @@ func startJupyterDev(t *testing.T) *notebookDev {
 	return &notebookDev{devTopology: d, session: &s, alice: alice, roots: roots}
 }
 
+// dial connects to the edge whatever the name: notebooks' own hosts in
+// the host form (*.notebooks.localhost) with no resolver involved.
+func (n *notebookDev) dial(ctx context.Context, network, _ string) (net.Conn, error) {
+	var d net.Dialer
+	return d.DialContext(ctx, network, n.info.Edge)
+}
+
 func (n *notebookDev) client(h2 bool) *http.Client {
-	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: n.roots}, ForceAttemptHTTP2: h2}
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: n.roots}, ForceAttemptHTTP2: h2, DialContext: n.dial}
 	if !h2 {
 		tr.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
 	}

@@ -14,7 +14,7 @@ func newDevCmd() *cobra.Command {
 	var stateDir string
 	var portBase int
 	var fresh bool
-	var workload string
+	var workload, nbHostSuffix string
 	cmd := &cobra.Command{
 		Use:   "dev",
 		Short: "Run the whole system on this machine (three regions)",
@@ -38,13 +38,17 @@ a scheduler's restart or crash and are adopted by the next one; Ctrl-C stops
 them with everything else.
 
 A RUNNING session's endpoint is its notebook on the edge,
-https://127.0.0.1:8443/notebooks/{session_id}/ (meridian sessions open NAME).
+https://127.0.0.1:8443/notebooks/{session_id}/ (meridian sessions open NAME);
+with --notebook_host_suffix=.notebooks.localhost, its own host,
+https://{session_id}.notebooks.localhost:8443/ (browsers and curl resolve
+*.localhost to this machine).
 --workload=jupyter runs Jupyter Server as every session (Debian packages
 jupyter-core, jupyter-server, python3-ipykernel); the default, builtin, is a
 placeholder page that needs nothing installed.`,
 		Example: `  meridian dev
   meridian dev --fresh --state_dir /tmp/meridian --port_base 18000
   meridian dev --workload=jupyter          # every session a real Jupyter Server
+  meridian dev --notebook_host_suffix=.notebooks.localhost   # notebooks at https://{session_id}.notebooks.localhost:8443/
   meridian dev stop-region us-central1     # SIGKILL a region, for failure drills
   meridian dev start-region us-central1
   meridian dev restart-scheduler us-central1 --signal KILL   # sessions keep running`,
@@ -58,12 +62,13 @@ placeholder page that needs nothing installed.`,
 				return err
 			}
 			return dev.Run(cmd.Context(), dev.Options{StateDir: stateDir, PortBase: portBase, Fresh: fresh, Out: cmd.OutOrStdout(), Log: log,
-				Workload: workload})
+				Workload: workload, NotebookHostSuffix: nbHostSuffix})
 		},
 	}
 	cmd.PersistentFlags().StringVar(&stateDir, "state_dir", defaultStateDir(), "directory for the store, logs and dev.json")
 	cmd.Flags().IntVar(&portBase, "port_base", 8000, "first port of the layout")
 	cmd.Flags().BoolVar(&fresh, "fresh", false, "delete the previous run's state and start clean")
+	cmd.Flags().StringVar(&nbHostSuffix, "notebook_host_suffix", "", "give notebooks the host form, e.g. .notebooks.localhost: https://{session_id}.notebooks.localhost:PORT/ (browsers resolve *.localhost to this machine; empty: the path form)")
 	cmd.Flags().StringVar(&workload, "workload", dev.WorkloadBuiltin, "what sessions run: builtin (a placeholder page) or jupyter (Jupyter Server; Debian: "+dev.JupyterPackages+")")
 	var user string
 	var ttl time.Duration

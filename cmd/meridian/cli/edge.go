@@ -104,7 +104,11 @@ a request_id) also after a reset, within a 20% retry budget.
 Notebooks: /notebooks/{session_id}/… goes only to the gateways of the
 region the session id begins with (never retried into another region once a
 gateway had it; a region down or unknown is answered at once), HTTP/1.1 and
-HTTP/2, WebSockets included (Upgrade and RFC 8441 extended CONNECT).
+HTTP/2, WebSockets included (Upgrade and RFC 8441 extended CONNECT). With
+--notebook_host_suffix=.notebooks.example.com, the host form too: every request
+to {session_id}.notebooks.example.com is that notebook's (a wildcard DNS record
+and a wildcard certificate, *.notebooks.example.com, point it at the edge; the
+front certificate is chosen by SNI among the MCI's tls[] secrets).
 
 /api/status, /api/events, /metrics and a live dashboard are on --admin_listen.`,
 		Example: `  meridian edge --config deploy/edge/ --region us-central1 --listen 0.0.0.0:443 --admin_listen 127.0.0.1:8080
@@ -158,7 +162,7 @@ HTTP/2, WebSockets included (Upgrade and RFC 8441 extended CONNECT).
 	fl.StringVar(&o.Region, "region", "", "the region this edge serves from (required)")
 	fl.StringVar(&o.Listen, "listen", "", "serving address (default: the MCI's networking.gke.io/static-ip on :443, else 127.0.0.1:8443)")
 	fl.StringVar(&o.AdminListen, "admin_listen", "127.0.0.1:8080", "dashboard, /api/status and /metrics address (empty: off)")
-	fl.StringVar(&o.CertDir, "cert_dir", "", "directory with tls.crt/tls.key for the front (default: the MCI's tls secretName beside the config; required with --source=kubernetes: the mounted Secret)")
+	fl.StringVar(&o.CertDir, "cert_dir", "", "directory with tls.crt/tls.key for the front (default: the MCI's tls[] secretNames beside the config, chosen by SNI; required with --source=kubernetes: the mounted Secret)")
 	fl.StringVar(&o.UpstreamCA, "upstream_ca", "", "PEM CA that signed the gateways' certificates (default: system roots)")
 	fl.IntVar(&o.MaxAttempts, "max_attempts", 3, "attempts per request, the first included")
 	fl.IntVar(&o.RetryBufferLimit, "retry_buffer_limit", 1<<20, "request bytes kept for a retry")
@@ -167,6 +171,7 @@ HTTP/2, WebSockets included (Upgrade and RFC 8441 extended CONNECT).
 	fl.StringVar(&maxHeader, "max_header_bytes", "1m", "largest request header, HTTP/1.1 and HTTP/2 (431 beyond it; native gRPC: --h2_max_header_list_size)")
 	fl.IntVar(&o.Notebooks.MaxTunnelsPerClient, "notebook_max_tunnels_per_client", edge.DefaultMaxTunnelsPerClient, "WebSockets one client address may have open to notebooks through the edge (429 beyond)")
 	fl.DurationVar(&o.Notebooks.TunnelIdleTimeout, "notebook_tunnel_idle_timeout", wstunnel.DefaultIdleTimeout, "a notebook WebSocket that carries nothing either way this long is closed")
+	fl.StringVar(&o.Notebooks.HostSuffix, "notebook_host_suffix", "", "the host form of notebook URLs, e.g. .notebooks.example.com: {session_id}.notebooks.example.com is that notebook (the gateways need the same flag; empty: the path form only)")
 	// The live heap is a few MiB while each call allocates ~10 KiB: Go's
 	// default GOGC of 100 collects dozens of times a second under load.
 	fl.IntVar(&gcPercent, "go_gc_percent", 800, "Go GC target percentage (GOGC in the environment wins; set GOMEMLIMIT to cap memory)")

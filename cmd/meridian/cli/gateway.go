@@ -147,6 +147,7 @@ swaps changes in with no failed request; a bad change keeps the old config.`,
 	fl.DurationVar(&o.Notebooks.CacheTTL, "notebook_cache_ttl", gateway.DefaultNotebookCacheTTL, "how long a notebook's resolution (its workload, its state) is used before the scheduler is asked again")
 	fl.IntVar(&o.Notebooks.MaxTunnelsPerOwner, "notebook_max_tunnels_per_owner", gateway.DefaultMaxTunnelsPerOwner, "WebSockets one owner may have open to notebooks through this gateway (429 beyond)")
 	fl.DurationVar(&o.Notebooks.TunnelIdleTimeout, "notebook_tunnel_idle_timeout", wstunnel.DefaultIdleTimeout, "a notebook WebSocket that carries nothing this long is closed")
+	fl.StringVar(&o.Notebooks.HostSuffix, "notebook_host_suffix", "", "the host form of notebook URLs, e.g. .notebooks.example.com: a request to {session_id}.notebooks.example.com is that notebook's, on any path (as the edge's flag; empty: the path form only)")
 	h2 = addH2LimitFlags(cmd, &o.H2, &o.H2Prelude)
 	fl.BoolVar(&o.HSTS, "enable_strict_transport_security", false, "send Strict-Transport-Security on TLS")
 	fl.IntVar(&jwksCache, "jwks_cache_duration_in_s", 300, "how long fetched JWKS are used")

@@ -111,7 +111,7 @@ Without --config the built-in dev pools are used: cpu, gpu-t4x2, gpu-p100
 	fl.DurationVar(&f.workloadGrace, "workload_grace", 10*time.Second, "time between SIGTERM and SIGKILL when stopping a workload")
 	fl.DurationVar(&f.drain, "drain", 5*time.Second, "on SIGTERM or SIGINT, time to serve NOT_SERVING before stopping")
 	fl.DurationVar(&f.reconcile, "reconcile_interval", time.Second, "how often every session is re-examined")
-	fl.StringVar(&f.notebookURLBase, "notebook_url_base", "", "the edge's public address, e.g. https://notebooks.example.com: a RUNNING session's endpoint is BASE/notebooks/{session}/ (empty: that path alone)")
+	fl.StringVar(&f.notebookURLBase, "notebook_url_base", "", "the edge's public address, e.g. https://notebooks.example.com: a RUNNING session's endpoint is BASE/notebooks/{session}/ (empty: that path alone); or the host form, https://{session}.notebooks.example.com/, where workloads serve at {base_url} /")
 	fl.StringVar(&f.logLevel, "log_level", "info", "debug, info, warn or error")
 	addKubeFlags(fl, &f.kube)
 	return cmd
