@@ -19,15 +19,14 @@ package edge
 import (
 	"encoding/json"
 	"fmt"
-	"html"
 	"io"
 	"net"
 	"net/http"
 	"strconv"
-	"strings"
 	"sync/atomic"
 	"time"
 
+	"github.com/meridian-gw/meridian/internal/notebookpage"
 	"github.com/meridian-gw/meridian/internal/sessionid"
 	"github.com/meridian-gw/meridian/internal/wstunnel"
 )
@@ -201,7 +200,7 @@ func notebookPage(w http.ResponseWriter, r *http.Request, code int, title, msg s
 	if retry > 0 {
 		h.Set("Retry-After", strconv.Itoa(retry))
 	}
-	if !strings.Contains(r.Header.Get("Accept"), "text/html") {
+	if !notebookpage.WantsHTML(r) {
 		h.Set("Content-Type", "application/json")
 		w.WriteHeader(code)
 		b, _ := json.Marshal(struct {
@@ -211,16 +210,7 @@ func notebookPage(w http.ResponseWriter, r *http.Request, code int, title, msg s
 		_, _ = w.Write(append(b, '\n'))
 		return
 	}
-	h.Set("Content-Type", "text/html; charset=utf-8")
-	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'")
-	w.WriteHeader(code)
-	meta := ""
-	if retry > 0 {
-		meta = fmt.Sprintf(`<meta http-equiv="refresh" content="%d">`, retry)
-	}
-	fmt.Fprintf(w, `<!doctype html><html><head><meta charset="utf-8">%s<title>%s</title>`+
-		`<style>body{font:16px system-ui,sans-serif;max-width:40em;margin:4em auto;color:#222}</style></head>`+
-		`<body><h1>%s</h1><p>%s</p></body></html>`, meta, html.EscapeString(title), html.EscapeString(title), html.EscapeString(msg))
+	notebookpage.Write(w, code, title, msg, retry)
 }
 
 // clip shortens what a client sent before it is repeated back.

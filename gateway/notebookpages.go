@@ -2,13 +2,13 @@ package gateway
 
 import (
 	"fmt"
-	"html"
 	"net/http"
 	"strconv"
 	"strings"
 
 	schedulerv1 "github.com/meridian-gw/meridian/api/meridian/scheduler/v1"
 	"github.com/meridian-gw/meridian/gateway/transcode"
+	"github.com/meridian-gw/meridian/internal/notebookpage"
 	"google.golang.org/grpc/status"
 )
 
@@ -30,16 +30,7 @@ func (n *notebooks) page(w http.ResponseWriter, r *http.Request, rec *callRecord
 		_, _ = w.Write(transcode.ErrorBody(code, status.New(rec.code, msg), n.g.opts.Transcoding.ResponseOptions))
 		return
 	}
-	h.Set("Content-Type", "text/html; charset=utf-8")
-	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'")
-	w.WriteHeader(code)
-	meta := ""
-	if refresh > 0 {
-		meta = fmt.Sprintf(`<meta http-equiv="refresh" content="%d">`, refresh)
-	}
-	fmt.Fprintf(w, `<!doctype html><html><head><meta charset="utf-8">%s<title>%s</title>`+
-		`<style>body{font:16px system-ui,sans-serif;max-width:40em;margin:4em auto;color:#222}</style></head>`+
-		`<body><h1>%s</h1><p>%s</p></body></html>`, meta, html.EscapeString(title), html.EscapeString(title), html.EscapeString(msg))
+	notebookpage.Write(w, code, title, msg, refresh)
 }
 
 // statePage says why a session's notebook is not there (yet, or any more).
@@ -82,6 +73,4 @@ func (n *notebooks) refuse(w http.ResponseWriter, r *http.Request, rec *callReco
 	rec.code = ref.status.Code()
 }
 
-func wantsHTML(r *http.Request) bool {
-	return strings.Contains(r.Header.Get("Accept"), "text/html")
-}
+func wantsHTML(r *http.Request) bool { return notebookpage.WantsHTML(r) }
