@@ -20,7 +20,9 @@ import (
 	"github.com/meridian-gw/meridian/edge"
 	"github.com/meridian-gw/meridian/internal/testcert"
 	kubeapi "github.com/meridian-gw/meridian/kube/api"
+	meridianv1alpha1 "github.com/meridian-gw/meridian/kube/api/meridian/v1alpha1"
 	"github.com/meridian-gw/meridian/test/kubetest"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/util/retry"
 	ctrlclient "sigs.k8s.io/controller-runtime/pkg/client"
@@ -123,12 +125,12 @@ func startEnv(t *testing.T, o envOptions) *env {
 	}
 
 	// Step 1: the config cluster.
-	e.kubectl(e.config, "apply", "-k", filepath.Join(manifests, "crds"))
-	e.kubectl(e.config, "wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
-	e.kubectl(e.config, "apply", "-k", filepath.Join(manifests, "overlays", "config"))
+	e.kubectl(e.t, e.config, "apply", "-k", filepath.Join(manifests, "crds"))
+	e.kubectl(e.t, e.config, "wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
+	e.kubectl(e.t, e.config, "apply", "-k", filepath.Join(manifests, "overlays", "config"))
 	// The test runs the controller and the edge as processes on this
 	// machine, with their ServiceAccounts' tokens; kwok would only pretend.
-	e.kubectl(e.config, "scale", "-n", ns, "deployment/meridian-controller", "deployment/meridian-edge", "--replicas=0")
+	e.kubectl(e.t, e.config, "scale", "-n", ns, "deployment/meridian-controller", "deployment/meridian-edge", "--replicas=0")
 	logStep(o.Log, "the config cluster, before any member (no controller yet)", e.config, "get", "mci,mcs,backendconfigs,clusters", "-n", ns)
 
 	// Step 2: the members.
@@ -162,15 +164,36 @@ func startEnv(t *testing.T, o envOptions) *env {
 }
 
 // kubectl runs kubectl against c and fails the test on an error.
-func (e *env) kubectl(c *kubetest.Cluster, args ...string) string {
-	e.t.Helper()
+func (e *env) kubectl(t *testing.T, c *kubetest.Cluster, args ...string) string {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	out, err := c.Kubectl(ctx, args...)
 	if err != nil {
-		e.t.Fatal(err)
+		t.Fatal(err)
 	}
 	return out
+}
+
+// logKubectl logs what `kubectl ARGS` shows in the config cluster (under
+// -v: docs/kubernetes.md shows it).
+func (e *env) logKubectl(t *testing.T, what string, args ...string) {
+	t.Helper()
+	logStep(t.Logf, what, e.config, args...)
+}
+
+// published are the EndpointSlices the controller publishes, of one
+// member cluster or ("") all.
+func (e *env) published(ctx context.Context, cluster string) ([]discoveryv1.EndpointSlice, error) {
+	sel := meridianv1alpha1.LabelManagedBy + "=" + meridianv1alpha1.ManagedByController
+	if cluster != "" {
+		sel += "," + meridianv1alpha1.LabelCluster + "=" + cluster
+	}
+	l, err := e.config.Client.DiscoveryV1().EndpointSlices(ns).List(ctx, metav1.ListOptions{LabelSelector: sel})
+	if err != nil {
+		return nil, err
+	}
+	return l.Items, nil
 }
 
 // logStep logs what `kubectl ARGS` shows, for docs/kubernetes.md.
@@ -193,17 +216,17 @@ func logStep(log func(string, ...any), what string, c *kubetest.Cluster, args ..
 func (e *env) applyMember(m *member) {
 	t := e.t
 	t.Helper()
-	e.kubectl(m.k, "apply", "-f", filepath.Join(manifests, "base", "namespaces.yaml"))
+	e.kubectl(e.t, m.k, "apply", "-f", filepath.Join(manifests, "base", "namespaces.yaml"))
 	// The gateways' certificate, as docs/kubernetes.md creates it (the
 	// test's kubelet gives each gateway one with its pod's IP).
 	leaf := e.ca.Leaf(t)
 	leafDir := filepath.Join(e.dir, "nginx-ssl")
 	leaf.Write(t, leafDir, "tls.crt", "tls.key")
-	e.kubectl(m.k, "create", "secret", "tls", "nginx-ssl", "-n", ns,
+	e.kubectl(e.t, m.k, "create", "secret", "tls", "nginx-ssl", "-n", ns,
 		"--cert="+filepath.Join(leafDir, "tls.crt"), "--key="+filepath.Join(leafDir, "tls.key"))
-	e.kubectl(m.k, "create", "secret", "generic", "meridian-store", "-n", ns,
+	e.kubectl(e.t, m.k, "create", "secret", "generic", "meridian-store", "-n", ns,
 		"--from-literal=url=postgres://meridian:secret@db.example.com:5432/meridian")
-	rendered := e.kubectl(m.k, "kustomize", filepath.Join(manifests, "overlays", m.overlay))
+	rendered := e.kubectl(e.t, m.k, "kustomize", filepath.Join(manifests, "overlays", m.overlay))
 	const shipped = "image: gcr.io/PROJECT_ID/meridian:latest"
 	if !strings.Contains(rendered, shipped) {
 		t.Fatalf("overlay %s: no %q to rename", m.overlay, shipped)
@@ -212,7 +235,7 @@ func (e *env) applyMember(m *member) {
 	if err := os.WriteFile(file, []byte(strings.ReplaceAll(rendered, shipped, "image: "+testImage)), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	e.kubectl(m.k, "apply", "-f", file)
+	e.kubectl(e.t, m.k, "apply", "-f", file)
 }
 
 // addCluster makes member m's kubeconfig from its meridian-controller
@@ -249,7 +272,7 @@ func (e *env) addCluster(m *member) {
 		t.Fatal(err)
 	}
 	file := e.kubeconfig(m.name, m.k.Server, caPEM, string(tok), m.name+".kubeconfig")
-	e.kubectl(e.config, "create", "secret", "generic", m.name+"-kubeconfig", "-n", ns, "--from-file=kubeconfig="+file)
+	e.kubectl(e.t, e.config, "create", "secret", "generic", m.name+"-kubeconfig", "-n", ns, "--from-file=kubeconfig="+file)
 	cluster := fmt.Sprintf(`apiVersion: meridian.dev/v1alpha1
 kind: Cluster
 metadata:
@@ -262,7 +285,7 @@ spec:
 	if err := os.WriteFile(f, []byte(cluster), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	e.kubectl(e.config, "apply", "-f", f)
+	e.kubectl(e.t, e.config, "apply", "-f", f)
 }
 
 // kubeconfig writes a kubeconfig for a token with `kubectl config`, as
@@ -295,7 +318,7 @@ func (e *env) kubeconfig(name, server string, caPEM []byte, token, file string) 
 // RBAC.
 func (e *env) serviceAccountKubeconfig(c *kubetest.Cluster, sa, file string) string {
 	e.t.Helper()
-	token := strings.TrimSpace(e.kubectl(c, "create", "token", sa, "-n", ns, "--duration=2h"))
+	token := strings.TrimSpace(e.kubectl(e.t, c, "create", "token", sa, "-n", ns, "--duration=2h"))
 	return e.kubeconfig(c.Name, c.Server, c.Config.CAData, token, file)
 }
 
@@ -384,18 +407,18 @@ func listed(st edge.Status) map[string]bool {
 
 // waitFor polls cond every 50 ms until it returns nil, failing the test
 // after d with cond's last error.
-func (e *env) waitFor(d time.Duration, what string, cond func(ctx context.Context) error) {
-	e.t.Helper()
+func (e *env) waitFor(t *testing.T, d time.Duration, what string, cond func(ctx context.Context) error) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
 	if err := poll(ctx, d, func() error { return cond(ctx) }); err != nil {
-		e.t.Fatalf("waiting for %s: %v", what, err)
+		t.Fatalf("waiting for %s: %v", what, err)
 	}
 }
 
 // scale sets member m's scheduler Deployment's replicas.
-func (e *env) scale(m *member, n int32) {
-	e.t.Helper()
+func (e *env) scale(t *testing.T, m *member, n int32) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	d := m.k.Client.AppsV1().Deployments(ns)
@@ -408,7 +431,7 @@ func (e *env) scale(m *member, n int32) {
 		_, err = d.UpdateScale(ctx, "session-scheduler", s, metav1.UpdateOptions{})
 		return err
 	}); err != nil {
-		e.t.Fatalf("member %s: scaling to %d: %v", m.name, n, err)
+		t.Fatalf("member %s: scaling to %d: %v", m.name, n, err)
 	}
 }
 

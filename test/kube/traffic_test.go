@@ -5,10 +5,13 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -86,6 +89,10 @@ func (is *issuer) token(t *testing.T, user string) string {
 	return tok
 }
 
+// errNotServing: a gRPC health check through the edge answered, but not
+// SERVING.
+var errNotServing = errors.New("health check answered")
+
 // client calls the edge as users do: native gRPC, and REST/JSON that the
 // gateways transcode.
 type client struct {
@@ -125,7 +132,7 @@ func (c *client) call(ctx context.Context, kind string) error {
 			return err
 		}
 		if r.Status != healthpb.HealthCheckResponse_SERVING {
-			return fmt.Errorf("health %v", r.Status)
+			return fmt.Errorf("%w: %v", errNotServing, r.Status)
 		}
 		return nil
 	case "grpc ListSessions":
@@ -171,6 +178,11 @@ type traffic struct {
 	phase    string
 	calls    map[string]int // by kind
 	failures []string
+	// notServing counts gRPC health checks answered NOT_SERVING: the edge
+	// relays a client's check to one gateway, and one that drains answers
+	// so (its REST /v1/health answers 503, which the edge retries
+	// elsewhere).
+	notServing []string
 }
 
 func startTraffic(t *testing.T, c *client, callers int) *traffic {
@@ -205,6 +217,10 @@ func (tr *traffic) record(kind string, start time.Time, err error) {
 	tr.mu.Lock()
 	defer tr.mu.Unlock()
 	tr.calls[kind]++
+	if errors.Is(err, errNotServing) {
+		tr.notServing = append(tr.notServing, fmt.Sprintf("during %q at %s", tr.phase, start.Format("15:04:05.000")))
+		return
+	}
 	if err != nil && len(tr.failures) < 50 {
 		tr.failures = append(tr.failures, fmt.Sprintf("%s during %q at %s: %v", kind, tr.phase, start.Format("15:04:05.000"), err))
 	}
@@ -222,13 +238,10 @@ func (tr *traffic) stop() {
 	tr.wg.Wait()
 }
 
-// result is the number of calls and the failures so far.
-func (tr *traffic) result() (calls map[string]int, failures []string) {
+// result is the number of calls, the failures and the health checks
+// answered NOT_SERVING so far.
+func (tr *traffic) result() (calls map[string]int, failures, notServing []string) {
 	tr.mu.Lock()
 	defer tr.mu.Unlock()
-	calls = map[string]int{}
-	for k, v := range tr.calls {
-		calls[k] = v
-	}
-	return calls, append([]string(nil), tr.failures...)
+	return maps.Clone(tr.calls), slices.Clone(tr.failures), slices.Clone(tr.notServing)
 }
