@@ -106,7 +106,7 @@ func startEnv(t *testing.T, o envOptions) *env {
 		kubetest.Options{Name: "us", Stages: stage, WaitTimeout: 2 * time.Minute},
 		kubetest.Options{Name: "eu", Stages: stage, WaitTimeout: 2 * time.Minute},
 	)
-	e := &env{t: t, dir: t.TempDir(), config: cs[0], ca: testcert.NewCA(t), gatewayDrain: o.GatewayDrain,
+	e := &env{t: t, dir: logDir(t), config: cs[0], ca: testcert.NewCA(t), gatewayDrain: o.GatewayDrain,
 		us: &member{name: "us-1", region: "us-central1", overlay: "member-us-central1", k: cs[1]},
 		eu: &member{name: "eu-1", region: "europe-west1", overlay: "member-europe-west1", k: cs[2]},
 	}
@@ -161,6 +161,24 @@ func startEnv(t *testing.T, o envOptions) *env {
 	// Step 5: the edge.
 	e.startEdge()
 	return e
+}
+
+// logDir is a directory for the processes' logs and files, removed when
+// the test passes and kept (and named) when it fails.
+func logDir(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "meridian-kube-"+t.Name()+"-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("the processes' logs are kept in %s", dir)
+			return
+		}
+		os.RemoveAll(dir)
+	})
+	return dir
 }
 
 // kubectl runs kubectl against c and fails the test on an error.

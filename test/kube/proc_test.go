@@ -112,7 +112,11 @@ func (p *proc) stop() {
 		return
 	}
 	if p.t.Failed() {
-		_ = p.cmd.Process.Kill()
+		// A goroutine dump into the log, for what it was doing.
+		_ = p.cmd.Process.Signal(syscall.SIGQUIT)
+		if !p.wait(5 * time.Second) {
+			_ = p.cmd.Process.Kill()
+		}
 	} else {
 		p.terminate()
 		if !p.wait(20 * time.Second) {
