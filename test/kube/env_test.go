@@ -41,6 +41,10 @@ var manifests = filepath.Join("..", "..", "deploy", "kubernetes")
 //go:embed testdata/pod-started.yaml
 var podStarted string
 
+// gatewayName is what the gateways' certificate names (the config
+// overlay's edge --upstream_server_name).
+const gatewayName = "session-scheduler.meridian.svc"
+
 // testImage replaces the member overlays' image, so that kwok's default
 // Stage leaves the scheduler pods to podStarted and the test's kubelet.
 const testImage = "kubetest.invalid/meridian:e2e"
@@ -124,9 +128,16 @@ func startEnv(t *testing.T, o envOptions) *env {
 		t.Fatal(err)
 	}
 
-	// Step 1: the config cluster.
+	// Step 1: the config cluster: the CRDs, the namespace, the front
+	// door's certificate and the gateways' CA, then the overlay.
 	e.kubectl(e.t, e.config, "apply", "-k", filepath.Join(manifests, "crds"))
 	e.kubectl(e.t, e.config, "wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
+	e.kubectl(e.t, e.config, "apply", "-f", filepath.Join(manifests, "overlays", "config", "namespace.yaml"))
+	front := filepath.Join(e.dir, "front")
+	e.ca.Leaf(t).Write(t, front, "tls.crt", "tls.key")
+	e.kubectl(e.t, e.config, "create", "secret", "tls", "session-scheduler-tls", "-n", ns,
+		"--cert="+filepath.Join(front, "tls.crt"), "--key="+filepath.Join(front, "tls.key"))
+	e.kubectl(e.t, e.config, "create", "configmap", "meridian-upstream-ca", "-n", ns, "--from-file=ca.crt="+e.ca.File(t))
 	e.kubectl(e.t, e.config, "apply", "-k", filepath.Join(manifests, "overlays", "config"))
 	// The test runs the controller and the edge as processes on this
 	// machine, with their ServiceAccounts' tokens; kwok would only pretend.
@@ -200,6 +211,12 @@ func (e *env) logKubectl(t *testing.T, what string, args ...string) {
 	logStep(t.Logf, what, e.config, args...)
 }
 
+// logMember is logKubectl in a member cluster.
+func (e *env) logMember(t *testing.T, m *member, what string, args ...string) {
+	t.Helper()
+	logStep(t.Logf, what, m.k, args...)
+}
+
 // published are the EndpointSlices the controller publishes, of one
 // member cluster or ("") all.
 func (e *env) published(ctx context.Context, cluster string) ([]discoveryv1.EndpointSlice, error) {
@@ -235,13 +252,13 @@ func (e *env) applyMember(m *member) {
 	t := e.t
 	t.Helper()
 	e.kubectl(e.t, m.k, "apply", "-f", filepath.Join(manifests, "base", "namespaces.yaml"))
-	// The gateways' certificate, as docs/kubernetes.md creates it (the
-	// test's kubelet gives each gateway one with its pod's IP).
-	leaf := e.ca.Leaf(t)
-	leafDir := filepath.Join(e.dir, "nginx-ssl")
-	leaf.Write(t, leafDir, "tls.crt", "tls.key")
-	e.kubectl(e.t, m.k, "create", "secret", "tls", "nginx-ssl", "-n", ns,
-		"--cert="+filepath.Join(leafDir, "tls.crt"), "--key="+filepath.Join(leafDir, "tls.key"))
+	// The gateways' certificate, one for every pod, for the name the
+	// edge verifies (its --upstream_server_name), as docs/kubernetes.md
+	// creates it. The test's kubelet mounts it into each gateway.
+	leafDir := filepath.Join(e.dir, "nginx-ssl-"+m.name)
+	e.ca.Leaf(t, gatewayName).Write(t, leafDir, "server.crt", "server.key")
+	e.kubectl(e.t, m.k, "create", "secret", "generic", "nginx-ssl", "-n", ns,
+		"--from-file="+filepath.Join(leafDir, "server.crt"), "--from-file="+filepath.Join(leafDir, "server.key"))
 	e.kubectl(e.t, m.k, "create", "secret", "generic", "meridian-store", "-n", ns,
 		"--from-literal=url=postgres://meridian:secret@db.example.com:5432/meridian")
 	rendered := e.kubectl(e.t, m.k, "kustomize", filepath.Join(manifests, "overlays", m.overlay))
@@ -340,15 +357,18 @@ func (e *env) serviceAccountKubeconfig(c *kubetest.Cluster, sa, file string) str
 	return e.kubeconfig(c.Name, c.Server, c.Config.CAData, token, file)
 }
 
-// startController starts one more controller replica.
+// startController starts one more controller replica, with the config
+// overlay's arguments, quicker leases and probes (the defaults are the
+// Deployment's), and the addresses of this machine.
 func (e *env) startController() *controllerProc {
-	e.t.Helper()
-	admin := freeAddr(e.t)
-	p := startProc(e.t, e.bin, e.dir, fmt.Sprintf("controller-%d", len(e.controllers)+1), "controller",
-		"--kubeconfig="+e.controllerKubeconfig, "--namespace="+ns, "--leader_elect",
+	t := e.t
+	t.Helper()
+	admin := freeAddr(t)
+	args := append(e.containerArgs(e.config, "meridian-controller", "controller"),
+		"--kubeconfig="+e.controllerKubeconfig, "--admin_listen="+admin,
 		"--lease_duration=4s", "--lease_renew_deadline=3s", "--lease_retry_period=500ms",
-		"--member_probe_interval=250ms", "--member_probe_timeout=1s",
-		"--admin_listen="+admin)
+		"--member_probe_interval=250ms", "--member_probe_timeout=1s")
+	p := startProc(t, e.bin, e.dir, fmt.Sprintf("controller-%d", len(e.controllers)+1), args...)
 	c := &controllerProc{proc: p, admin: admin}
 	e.controllers = append(e.controllers, c)
 	return c
@@ -374,14 +394,61 @@ func (e *env) startEdge() {
 	t := e.t
 	t.Helper()
 	kc := e.serviceAccountKubeconfig(e.config, "meridian-edge", "edge.kubeconfig")
-	front := e.ca.Leaf(t)
-	certDir := filepath.Join(e.dir, "session-scheduler-tls")
-	front.Write(t, certDir, "tls.crt", "tls.key")
+	// The Secret session-scheduler-tls, as the Deployment mounts it.
+	certDir := filepath.Join(e.dir, "front")
 	e.clientTLS = &tls.Config{RootCAs: e.ca.Pool, ServerName: "127.0.0.1", NextProtos: []string{"h2"}}
 	e.edgeAddr, e.edgeAdmin = freeAddr(t), freeAddr(t)
-	e.edge = startProc(t, e.bin, e.dir, "edge", "edge", "--source=kubernetes", "--kubeconfig="+kc,
-		"--region=us-central1", "--listen="+e.edgeAddr, "--admin_listen="+e.edgeAdmin,
+	args := append(e.containerArgs(e.config, "meridian-edge", "edge"),
+		"--kubeconfig="+kc, "--listen="+e.edgeAddr, "--admin_listen="+e.edgeAdmin,
 		"--cert_dir="+certDir, "--upstream_ca="+e.ca.File(t))
+	e.edge = startProc(t, e.bin, e.dir, "edge", args...)
+}
+
+// containerArgs are the args of a container of a Deployment, with its
+// $(VAR)s replaced as the kubelet does: from the container's env, whose
+// values come from literals, ConfigMaps or the Pod's namespace.
+func (e *env) containerArgs(c *kubetest.Cluster, deployment, container string) []string {
+	t := e.t
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	d, err := c.Client.AppsV1().Deployments(ns).Get(ctx, deployment, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ct := range d.Spec.Template.Spec.Containers {
+		if ct.Name != container {
+			continue
+		}
+		env := map[string]string{}
+		for _, v := range ct.Env {
+			switch from := v.ValueFrom; {
+			case from == nil:
+				env[v.Name] = v.Value
+			case from.ConfigMapKeyRef != nil:
+				cm, err := c.Client.CoreV1().ConfigMaps(ns).Get(ctx, from.ConfigMapKeyRef.Name, metav1.GetOptions{})
+				if err != nil {
+					t.Fatalf("Deployment %s: env %s: %v", deployment, v.Name, err)
+				}
+				env[v.Name] = cm.Data[from.ConfigMapKeyRef.Key]
+			case from.FieldRef != nil && from.FieldRef.FieldPath == "metadata.namespace":
+				env[v.Name] = ns
+			}
+		}
+		var args []string
+		for _, a := range ct.Args {
+			for k, v := range env {
+				a = strings.ReplaceAll(a, "$("+k+")", v)
+			}
+			if strings.Contains(a, "$(") {
+				t.Fatalf("Deployment %s: argument %q: a variable the test does not set", deployment, a)
+			}
+			args = append(args, a)
+		}
+		return args
+	}
+	t.Fatalf("Deployment %s has no container %s", deployment, container)
+	return nil
 }
 
 // edgeStatus is the edge's /api/status.
@@ -425,11 +492,16 @@ func listed(st edge.Status) map[string]bool {
 
 // waitFor polls cond every 50 ms until it returns nil, failing the test
 // after d with cond's last error.
+//
+// Each attempt has its own 10 s, so that the last error is what the
+// condition saw, not the deadline cutting its last attempt short.
 func (e *env) waitFor(t *testing.T, d time.Duration, what string, cond func(ctx context.Context) error) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	defer cancel()
-	if err := poll(ctx, d, func() error { return cond(ctx) }); err != nil {
+	if err := poll(context.Background(), d, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		return cond(ctx)
+	}); err != nil {
 		t.Fatalf("waiting for %s: %v", what, err)
 	}
 }

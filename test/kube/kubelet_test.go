@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -162,10 +163,10 @@ func (k *kubelet) espArgs(p *corev1.Pod) ([]string, error) {
 	if !slices.Contains(args, "--backend=grpc://127.0.0.1:8091") {
 		return nil, fmt.Errorf("container esp's args %q lack the seed's --backend=grpc://127.0.0.1:8091", args)
 	}
-	// The Secret nginx-ssl, with the pod's IP: the edge verifies a
-	// gateway's certificate against the address it dials.
-	certDir := filepath.Join(k.e.dir, "nginx-ssl-"+k.m.name+"-"+p.Name)
-	k.e.ca.Leaf(k.t, p.Status.PodIP).Write(k.t, certDir, "server.crt", "server.key")
+	certDir, err := k.mountSecret(p, "nginx-ssl")
+	if err != nil {
+		return nil, err
+	}
 	// Later flags win: these replace the pod's values.
 	return append(args,
 		"--listen_host="+p.Status.PodIP,
@@ -175,6 +176,27 @@ func (k *kubelet) espArgs(p *corev1.Pod) ([]string, error) {
 		"--drain="+k.e.gatewayDrain.String(),
 		"--access_log=off",
 	), nil
+}
+
+// mountSecret writes the pod's volume of Secret name into a directory of
+// its own, a file per key, as the kubelet mounts it.
+func (k *kubelet) mountSecret(p *corev1.Pod, name string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	sec, err := k.m.k.Client.CoreV1().Secrets(ns).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return "", fmt.Errorf("the pod's volume of Secret %s: %w", name, err)
+	}
+	dir := filepath.Join(k.e.dir, name+"-"+k.m.name+"-"+p.Name)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", err
+	}
+	for key, v := range sec.Data {
+		if err := os.WriteFile(filepath.Join(dir, key), v, 0o600); err != nil {
+			return "", err
+		}
+	}
+	return dir, nil
 }
 
 // waitIPFree waits until the last gateway on ip, if any, has exited.

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meridian-gw/meridian/edge"
 	meridianv1alpha1 "github.com/meridian-gw/meridian/kube/api/meridian/v1alpha1"
 	networkingv1beta1 "github.com/meridian-gw/meridian/kube/api/networking/v1beta1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -34,6 +35,12 @@ const (
 func TestMultiCluster(t *testing.T) {
 	e := startEnv(t, envOptions{Log: t.Logf})
 	us, eu := e.us, e.eu
+	t.Cleanup(func() {
+		if t.Failed() {
+			e.logKubectl(t, "the test failed", "get", "mci,mcs,clusters", "-n", ns, "-o", "yaml")
+			e.logKubectl(t, "the test failed", "get", "endpointslices", "-n", ns, "-o", "yaml")
+		}
+	})
 
 	step(t, nil, "derived Services in both members, the edge routing to two gateways in each region")
 	for _, m := range e.members {
@@ -44,6 +51,7 @@ func TestMultiCluster(t *testing.T) {
 	e.logKubectl(t, "all members Ready", "get", "mci,mcs,clusters", "-n", ns)
 	e.logKubectl(t, "all members Ready", "describe", "mci", mciName, "-n", ns)
 	e.logKubectl(t, "all members Ready", "get", "endpointslices", "-n", ns, "-l", meridianv1alpha1.LabelManagedBy+"="+meridianv1alpha1.ManagedByController)
+	e.logMember(t, us, "all members Ready", "get", "deployments,pods,services", "-n", ns, "-o", "wide")
 
 	c := newClient(t, e)
 	for _, kind := range callKinds {
@@ -100,6 +108,7 @@ func TestMultiCluster(t *testing.T) {
 		return e.publishedStale(ctx, us.name, true)
 	})
 	e.logKubectl(t, "member us-1 unreachable", "get", "mci,mcs,clusters", "-n", ns)
+	e.logKubectl(t, "member us-1 unreachable", "get", "clusters", "-o", "wide")
 	e.logKubectl(t, "member us-1 unreachable", "describe", "mci", mciName, "-n", ns)
 	e.logKubectl(t, "member us-1 unreachable", "describe", "cluster", us.name)
 	e.waitRouted(t, time.Minute, map[string]int{us.region: 2, eu.region: 2})
@@ -114,6 +123,7 @@ func TestMultiCluster(t *testing.T) {
 		return e.publishedStale(ctx, us.name, false)
 	})
 	e.waitRouted(t, time.Minute, map[string]int{us.region: 2, eu.region: 2})
+	e.logKubectl(t, "member us-1 back", "get", "clusters")
 
 	step(t, tr, "rolling restart of both controller replicas: the lease moves, nothing is rewritten")
 	e.testRestartWithoutChurn(t)
@@ -179,11 +189,25 @@ func (e *env) waitRouted(t *testing.T, d time.Duration, want map[string]int) {
 			eps := slices.Sorted(slices.Values(got[m.region]))
 			running := m.pods.gateways()
 			if len(eps) != want[m.region] || !slices.Equal(eps, running) {
-				return fmt.Errorf("region %s: the edge routes to %v; gateways running: %v", m.region, eps, running)
+				return fmt.Errorf("region %s: the edge routes to %v; gateways running: %v; the edge's endpoints: %s",
+					m.region, eps, running, describeEndpoints(st))
 			}
 		}
 		return nil
 	})
+}
+
+// describeEndpoints is every endpoint in the edge's status, for messages.
+func describeEndpoints(st edge.Status) string {
+	var b strings.Builder
+	for _, p := range st.Pools {
+		for _, r := range p.Routing {
+			for _, ep := range r.Endpoints {
+				fmt.Fprintf(&b, "[%s %s healthy=%v draining=%v ejected=%v last=%q] ", r.Region, ep.Address, ep.Healthy, ep.Draining, ep.Ejected, ep.LastCheck)
+			}
+		}
+	}
+	return b.String()
 }
 
 // waitServed waits until the edge has served n more requests from region.
@@ -343,10 +367,13 @@ func (e *env) testRestartWithoutChurn(t *testing.T) {
 		if !c.wait(30 * time.Second) {
 			t.Fatalf("controller %d did not exit in 30s of SIGTERM", i+1)
 		}
-		next := e.startController()
+		e.startController()
 		if wasLeader {
 			e.waitFor(t, time.Minute, "another replica to lead", func(ctx context.Context) error {
-				for _, o := range append(old[i+1:], next) {
+				for _, o := range e.controllers {
+					if o == c || o.exited() {
+						continue
+					}
 					if ok, _ := o.leads(ctx); ok {
 						return nil
 					}
