@@ -46,6 +46,10 @@ type Options struct {
 	CertDir string
 	// UpstreamCA verifies the gateways' certificates (PEM). Default: system roots.
 	UpstreamCA string
+	// UpstreamServerName is the name the gateways' certificates are
+	// verified for. Default: the address dialled — on Kubernetes a pod's
+	// IP, which one certificate shared by every pod (a Secret) cannot name.
+	UpstreamServerName string
 	// UpstreamInsecure skips verifying the gateways (tests only).
 	UpstreamInsecure bool
 	// MaxAttempts per request, the first included. Default 3.
@@ -173,7 +177,7 @@ func New(opts Options) (*Edge, error) {
 	ed := &Edge{opts: opts, log: opts.Log.With("component", "edge", "region", opts.Region), conns: map[string]*upstream{},
 		retired: map[*upstream]*time.Timer{}, checks: map[*endpoint]context.CancelFunc{}, events: newEventLog(300), ready: make(chan struct{}), idem: idem, source: opts.Source}
 	ed.metrics = newMetrics(opts.Registry)
-	ed.upstreamTLS = &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: opts.UpstreamInsecure}
+	ed.upstreamTLS = &tls.Config{MinVersion: tls.VersionTLS12, ServerName: opts.UpstreamServerName, InsecureSkipVerify: opts.UpstreamInsecure}
 	if opts.UpstreamCA != "" {
 		pool, err := certs.Pool(opts.UpstreamCA)
 		if err != nil {

@@ -75,7 +75,8 @@ func (s *Server) init() {
 	})
 }
 
-// ServeTLS accepts TLS connections (h2 and http/1.1 by ALPN) until ln closes.
+// ServeTLS accepts TLS connections (h2 and http/1.1 by ALPN) until ln
+// closes. Requests get ctx's values; its end cancels none of them.
 func (s *Server) ServeTLS(ctx context.Context, ln net.Listener) {
 	s.serve(ln, func(c net.Conn) { s.route(ctx, c, true) })
 }
@@ -102,7 +103,13 @@ func (s *Server) serve(ln net.Listener, handle func(net.Conn)) {
 	}
 }
 
+// route hands a connection to the server its first bytes call for. ctx
+// gives requests its values but not its end: the gateway and the edge end
+// it when they begin to drain, and keep serving meanwhile — requests in
+// flight, new ones on open connections, and new connections, until
+// Shutdown ends them gracefully.
 func (s *Server) route(ctx context.Context, c net.Conn, isTLS bool) {
+	ctx = context.WithoutCancel(ctx)
 	raw := c
 	defer s.conns.Delete(raw)
 	if isTLS {

@@ -18,7 +18,7 @@ import (
 )
 
 // The labels and annotations on everything the runtime creates. Cleanup
-// selects by them (docs/kubernetes-runtime.md).
+// selects by them (docs/kubernetes.md).
 const (
 	// LabelSession is the session id, on its Pod, Secret and (per-session)
 	// claim.

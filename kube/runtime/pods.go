@@ -214,7 +214,7 @@ func (r *Pods) Run(ctx context.Context, syncTimeout time.Duration) error {
 	syncCtx, cancel := context.WithTimeoutCause(ctx, syncTimeout, fmt.Errorf("not done after %s", syncTimeout))
 	defer cancel()
 	if !cache.WaitForCacheSync(syncCtx.Done(), synced...) {
-		return fmt.Errorf("kubernetes runtime: listing Pods, claims, Events and nodes in namespace %s: %w (can the scheduler's account list and watch them? see docs/kubernetes-runtime.md for its RBAC)", r.ns, context.Cause(syncCtx))
+		return fmt.Errorf("kubernetes runtime: listing Pods, claims, Events and nodes in namespace %s: %w (can the scheduler's account list and watch them? see docs/kubernetes.md for its RBAC)", r.ns, context.Cause(syncCtx))
 	}
 	return nil
 }

@@ -231,6 +231,11 @@ func (c *Cluster) run(ctx context.Context, serviceIP net.IP) error {
 		"--kubeconfig="+c.Kubeconfig, "--config="+stages,
 		"--manage-all-nodes=false", "--manage-nodes-with-annotation-selector="+kwokNodeAnnotation+"=fake",
 		"--cidr="+c.PodCIDR, "--node-ip="+c.NodeIP,
+		// Node Leases, renewed every 10 s: without them (the flag's default
+		// is 0) the nodes' only heartbeat is the status Stage's, every 10
+		// minutes or more, and the node lifecycle controller marks every
+		// node NotReady — and every pod on it not Ready — 50 s after start.
+		"--node-lease-duration-seconds=40",
 		// Without it kwok serves on all interfaces.
 		"--server-address="+hostPort(ports["kwok"]))
 

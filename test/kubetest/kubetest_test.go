@@ -48,6 +48,23 @@ func TestClusterRunsDeploymentsServicesAndScheduling(t *testing.T) {
 	web := serveDeployment(t, ctx, c, "default", 3)
 	t.Logf("RSS: %s", formatRSS(c.RSS()))
 
+	// Regression: without Leases kwok's nodes went NotReady 50 s after
+	// start, and the node lifecycle controller marked every pod not Ready.
+	t.Run("NodesKeepALease", func(t *testing.T) {
+		c.WaitFor(t, "each node's Lease", func(ctx context.Context) error {
+			for _, n := range []string{"cpu-1", "gpu-1"} {
+				l, err := c.Client.CoordinationV1().Leases("kube-node-lease").Get(ctx, n, metav1.GetOptions{})
+				if err != nil {
+					return err
+				}
+				if l.Spec.RenewTime == nil {
+					return fmt.Errorf("node %s's Lease is not renewed: %+v", n, l.Spec)
+				}
+			}
+			return nil
+		})
+	})
+
 	t.Run("GPUPodLandsOnTheGPUNode", func(t *testing.T) {
 		createPod(t, ctx, c, "default", "gpu-job", corev1.ResourceList{"nvidia.com/gpu": resource.MustParse("1")})
 		pods := c.WaitPodsReady(t, "default", "pod=gpu-job", 1)

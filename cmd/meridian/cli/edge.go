@@ -164,6 +164,7 @@ front certificate is chosen by SNI among the MCI's tls[] secrets).
 	fl.StringVar(&o.AdminListen, "admin_listen", "127.0.0.1:8080", "dashboard, /api/status and /metrics address (empty: off)")
 	fl.StringVar(&o.CertDir, "cert_dir", "", "directory with tls.crt/tls.key for the front (default: the MCI's tls[] secretNames beside the config, chosen by SNI; required with --source=kubernetes: the mounted Secret)")
 	fl.StringVar(&o.UpstreamCA, "upstream_ca", "", "PEM CA that signed the gateways' certificates (default: system roots)")
+	fl.StringVar(&o.UpstreamServerName, "upstream_server_name", "", "name the gateways' certificates are verified for (default: the address dialled, e.g. a pod IP); set it when the gateways share one certificate, as deploy/kubernetes's nginx-ssl Secret")
 	fl.IntVar(&o.MaxAttempts, "max_attempts", 3, "attempts per request, the first included")
 	fl.IntVar(&o.RetryBufferLimit, "retry_buffer_limit", 1<<20, "request bytes kept for a retry")
 	fl.StringSliceVar(&o.Idempotent, "idempotent", edge.DefaultIdempotent, "gRPC methods safe to repeat: /pkg.Service/Method globs; METHOD=N when field N (a request id) is set")

@@ -83,7 +83,7 @@ Without --config the built-in dev pools are used: cpu, gpu-t4x2, gpu-p100
     --config pools.yaml --workload_command 'jupyter lab --no-browser --ip=127.0.0.1 --port={port}'
 
   # Sessions as Pods (pools need their kubernetes settings; in a Pod, its
-  # service account is used: docs/kubernetes-runtime.md has the RBAC)
+  # service account is used: docs/kubernetes.md has the RBAC)
   meridian scheduler --region us-central1 --runtime=kubernetes --namespace meridian-sessions \
     --config pools.yaml --kubeconfig ~/.kube/config`,
 		Args: cobra.NoArgs,

@@ -22,7 +22,7 @@ type kubeFlags struct {
 }
 
 func addKubeFlags(fl *pflag.FlagSet, f *kubeFlags) {
-	fl.StringVar(&f.runtime, "runtime", "local", "where sessions run: local (processes on this machine) or kubernetes (a Pod each; pools need their kubernetes settings, docs/kubernetes-runtime.md)")
+	fl.StringVar(&f.runtime, "runtime", "local", "where sessions run: local (processes on this machine) or kubernetes (a Pod each; pools need their kubernetes settings, docs/kubernetes.md)")
 	fl.StringVar(&f.kubeconfig, "kubeconfig", "", "with --runtime=kubernetes: the cluster's kubeconfig file (default: the Pod's in-cluster service account, else $KUBECONFIG)")
 	fl.StringVar(&f.namespace, "namespace", "meridian-sessions", "with --runtime=kubernetes: the namespace of the sessions' Pods, Secrets and volume claims")
 	fl.Float32Var(&f.qps, "kube_api_qps", 50, "with --runtime=kubernetes: sustained requests per second to the Kubernetes API (three per session start)")
