@@ -156,7 +156,7 @@ func (r *Pods) podStatus(p *corev1.Pod, pr progress) schedrt.Status {
 		}
 	}
 	if cond := condition(p, corev1.PodScheduled); cond != nil && cond.Status == corev1.ConditionFalse && cond.Reason == corev1.PodReasonUnschedulable {
-		if claim, bound := r.claimsBound(p); !bound || strings.Contains(cond.Message, unboundClaims) {
+		if claim, bound := r.claimsBound(p); !bound || volumeCacheLag(cond.Message) {
 			if claim == "" {
 				claim = claimOf(p)
 			}
@@ -208,6 +208,18 @@ func (r *Pods) progressMessage(p *corev1.Pod, pr progress) string {
 // the message only ever delays a failure (to the start timeout, if the
 // text changed), never invents one.
 const unboundClaims = "unbound immediate PersistentVolumeClaims"
+
+// missingVolume is the same plugin saying that a bound claim names a
+// PersistentVolume its cache has not seen yet (the claim and its volume
+// were made together by the provisioner): as transient as unboundClaims.
+const missingVolume = "bound to non-existent persistentvolume"
+
+// volumeCacheLag reports whether an Unschedulable message is one of
+// kube-scheduler's volume cache lagging behind the API, which it retries
+// by itself, rather than a Pod that no node fits.
+func volumeCacheLag(msg string) bool {
+	return strings.Contains(msg, unboundClaims) || strings.Contains(msg, missingVolume)
+}
 
 func claimOf(p *corev1.Pod) string {
 	for _, v := range p.Spec.Volumes {
