@@ -103,7 +103,10 @@ func startEnv(t *testing.T, o envOptions) *env {
 	if o.GatewayDrain == 0 {
 		o.GatewayDrain = time.Second
 	}
-	buildMeridian(t)
+	if testing.Short() {
+		t.Skip("-short: no Kubernetes control planes")
+	}
+	built := startBuild(t)
 	stage := []string{podStarted}
 	cs := kubetest.StartAll(t,
 		kubetest.Options{Name: "config"},
@@ -145,7 +148,7 @@ func startEnv(t *testing.T, o envOptions) *env {
 	logStep(o.Log, "the config cluster, before any member (no controller yet)", e.config, "get", "mci,mcs,backendconfigs,clusters", "-n", ns)
 
 	// Step 2: the members.
-	e.bin = meridianBin(t)
+	e.bin = built()
 	for _, m := range e.members {
 		e.applyMember(m)
 	}

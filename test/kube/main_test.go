@@ -18,42 +18,25 @@ import (
 
 func TestMain(m *testing.M) { kubetest.Main(m) }
 
-// binary is the meridian binary under test, built once (in the
-// background while the control planes start).
-var binary = struct {
-	once sync.Once
-	done chan struct{}
-	path string
-	err  error
-}{done: make(chan struct{})}
-
-// buildMeridian starts building ./cmd/meridian, with -race when this test
-// binary has it so that the processes are checked too.
-func buildMeridian(t *testing.T) {
-	binary.once.Do(func() {
-		dir, err := os.MkdirTemp("", "meridian-kube-")
-		if err != nil {
-			binary.err = err
-			close(binary.done)
-			return
-		}
-		binary.path = filepath.Join(dir, "meridian")
-		go func() {
-			defer close(binary.done)
-			binary.err = goBuild(binary.path)
-		}()
-	})
-}
-
-// meridianBin waits for the build and returns the binary's path.
-func meridianBin(t *testing.T) string {
+// startBuild builds ./cmd/meridian into the test's temporary directory in
+// the background (while the control planes start), with -race when this
+// test binary has it so that the processes are checked too; wait returns
+// the binary's path.
+func startBuild(t *testing.T) (wait func() string) {
 	t.Helper()
-	buildMeridian(t)
-	<-binary.done
-	if binary.err != nil {
-		t.Fatalf("building meridian: %v", binary.err)
+	path := filepath.Join(t.TempDir(), "meridian")
+	done := make(chan error, 1)
+	go func() { done <- goBuild(path) }()
+	var once sync.Once
+	var err error
+	return func() string {
+		t.Helper()
+		once.Do(func() { err = <-done })
+		if err != nil {
+			t.Fatalf("building meridian: %v", err)
+		}
+		return path
 	}
-	return binary.path
 }
 
 func goBuild(out string) error {
