@@ -254,25 +254,33 @@ func TestFailingStopBacksOff(t *testing.T) {
 			time.Sleep(10 * time.Millisecond)
 		}
 	}
-	waitStops(1)
-	for range 20 { // passes while the retry is not due: no Stop
-		if err := h.sched.Reconcile(h.ctx); err != nil {
-			t.Fatal(err)
+	// passes reconciles n times once the failed Stop has released the
+	// session, so every pass could claim it again were the retry due.
+	id := strings.TrimPrefix(s.Name, "sessions/")
+	passes := func(n int) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for h.sched.busy(id) {
+			if time.Now().After(deadline) {
+				t.Fatal("the failed Stop never released the session")
+			}
+			time.Sleep(5 * time.Millisecond) // polling, bounded by the deadline
 		}
-		time.Sleep(5 * time.Millisecond)
+		for range n {
+			if err := h.sched.Reconcile(h.ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
 	}
+	waitStops(1)
+	passes(20) // the retry is not due: no Stop
 	if n := f.stops.Load(); n != 1 {
 		t.Fatalf("runtime Stop called %d times before the retry was due; want 1", n)
 	}
 	h.clk.Advance(time.Second)
 	waitStops(2)
 	h.clk.Advance(time.Second) // the second delay is 2 s: not due yet
-	for range 20 {
-		if err := h.sched.Reconcile(h.ctx); err != nil {
-			t.Fatal(err)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	passes(20)
 	if n := f.stops.Load(); n != 2 {
 		t.Fatalf("runtime Stop called %d times 1 s after the second failure; want 2 (the delay doubles)", n)
 	}
