@@ -68,6 +68,32 @@ func (n *notebookDev) dial(ctx context.Context, network, _ string) (net.Conn, er
 	return d.DialContext(ctx, network, n.info.Edge)
 }
 
+// checkOpenPrints checks that `meridian sessions open` prints nb, the
+// session's notebook URL.
+func (n *notebookDev) checkOpenPrints(t *testing.T, nb string) {
+	t.Helper()
+	if r := meridian(t, 20*time.Second, "sessions", "--endpoint", n.info.Edge, "--cacert", n.info.CA, "--token", n.alice,
+		"open", "--browser=false", n.session.Name); r.code != 0 || strings.TrimSpace(r.stdout) != nb {
+		t.Errorf("sessions open: %s; want the URL %s", r, nb)
+	}
+}
+
+// startKernel waits for Jupyter at nb to answer through the edge
+// (RUNNING means its port answers; Jupyter may take a moment more), then
+// starts a python3 kernel over REST as alice and returns its id.
+func (n *notebookDev) startKernel(t *testing.T, c *http.Client, nb string) (kernel struct{ ID string }) {
+	t.Helper()
+	waitFor(t, 60*time.Second, "Jupyter's /api/status through the edge", func() (bool, string) {
+		code, _, body := do(t, c, "GET", nb+"api/status", n.alice, "")
+		return code == 200 && strings.Contains(body, "last_activity"), body
+	})
+	code, _, body := do(t, c, "POST", nb+"api/kernels", n.alice, `{"name":"python3"}`, "Content-Type", "application/json")
+	if code != http.StatusCreated || json.Unmarshal([]byte(body), &kernel) != nil || kernel.ID == "" {
+		t.Fatalf("POST api/kernels: %d %s; want 201 and a kernel", code, body)
+	}
+	return kernel
+}
+
 func (n *notebookDev) client(h2 bool) *http.Client {
 	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: n.roots}, ForceAttemptHTTP2: h2, DialContext: n.dial}
 	if !h2 {
@@ -107,22 +133,9 @@ func TestJupyterThroughTheEdge(t *testing.T) {
 	if want := "https://" + n.info.Edge + "/notebooks/" + strings.TrimPrefix(n.session.Name, "sessions/") + "/"; nb != want {
 		t.Fatalf("endpoint %q; want the notebook URL on the edge, %s", nb, want)
 	}
-	if r := meridian(t, 20*time.Second, "sessions", "--endpoint", n.info.Edge, "--cacert", n.info.CA, "--token", n.alice,
-		"open", "--browser=false", n.session.Name); r.code != 0 || strings.TrimSpace(r.stdout) != nb {
-		t.Errorf("sessions open: %s; want the URL %s", r, nb)
-	}
+	n.checkOpenPrints(t, nb)
 	h1, h2 := n.client(false), n.client(true)
-	// RUNNING means the port answers; Jupyter may take a moment more.
-	waitFor(t, 60*time.Second, "Jupyter's /api/status through the edge", func() (bool, string) {
-		code, _, body := do(t, h2, "GET", nb+"api/status", n.alice, "")
-		return code == 200 && strings.Contains(body, "last_activity"), body
-	})
-
-	code, _, body := do(t, h2, "POST", nb+"api/kernels", n.alice, `{"name":"python3"}`, "Content-Type", "application/json")
-	var kernel struct{ ID string }
-	if code != http.StatusCreated || json.Unmarshal([]byte(body), &kernel) != nil || kernel.ID == "" {
-		t.Fatalf("POST api/kernels: %d %s; want 201 and a kernel", code, body)
-	}
+	kernel := n.startKernel(t, h2, nb)
 	ws := strings.Replace(nb, "https://", "wss://", 1) + "api/kernels/" + kernel.ID + "/channels"
 	hdr := http.Header{"Authorization": {"Bearer " + n.alice}}
 	for name, dial := range map[string]func(context.Context, string, http.Header, *tls.Config) (*websocket.Conn, *http.Response, error){
@@ -163,7 +176,7 @@ func TestJupyterThroughTheEdge(t *testing.T) {
 	if code != http.StatusSeeOther || h.Get("Location") != strings.TrimPrefix(nb, "https://"+n.info.Edge) {
 		t.Fatalf("login: %d to %q; want 303 to the notebook without the token", code, h.Get("Location"))
 	}
-	code, _, body = do(t, browser, "GET", nb, "", "", "Accept", "text/html")
+	code, _, body := do(t, browser, "GET", nb, "", "", "Accept", "text/html")
 	if code != 200 || !strings.Contains(body, "Jupyter Server") {
 		t.Fatalf("Jupyter's page with the cookie: %d %.300s", code, body)
 	}

@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"crypto/tls"
-	"encoding/json"
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
@@ -34,20 +33,9 @@ func TestJupyterThroughTheEdgeHostForm(t *testing.T) {
 	if want := "https://" + id + suffix + ":" + port + "/"; nb != want {
 		t.Fatalf("endpoint %q; want the notebook's own host on the edge, %s", nb, want)
 	}
-	if r := meridian(t, 20*time.Second, "sessions", "--endpoint", n.info.Edge, "--cacert", n.info.CA, "--token", n.alice,
-		"open", "--browser=false", n.session.Name); r.code != 0 || strings.TrimSpace(r.stdout) != nb {
-		t.Errorf("sessions open: %s; want the URL %s", r, nb)
-	}
+	n.checkOpenPrints(t, nb)
 	h1, h2 := n.client(false), n.client(true)
-	waitFor(t, 60*time.Second, "Jupyter's /api/status on its host", func() (bool, string) {
-		code, _, body := do(t, h2, "GET", nb+"api/status", n.alice, "")
-		return code == 200 && strings.Contains(body, "last_activity"), body
-	})
-	code, _, body := do(t, h1, "POST", nb+"api/kernels", n.alice, `{"name":"python3"}`, "Content-Type", "application/json")
-	var kernel struct{ ID string }
-	if code != http.StatusCreated || json.Unmarshal([]byte(body), &kernel) != nil || kernel.ID == "" {
-		t.Fatalf("POST api/kernels: %d %s; want 201 and a kernel", code, body)
-	}
+	kernel := n.startKernel(t, h1, nb)
 	ws := strings.Replace(nb, "https://", "wss://", 1) + "api/kernels/" + kernel.ID + "/channels"
 	cfg := &tls.Config{RootCAs: n.roots}
 	for name, dial := range map[string]func(context.Context, testws.DialFunc, string, http.Header, *tls.Config) (*websocket.Conn, *http.Response, error){
@@ -81,7 +69,7 @@ func TestJupyterThroughTheEdgeHostForm(t *testing.T) {
 		!strings.Contains(h.Get("Set-Cookie"), "Path=/;") || strings.Contains(strings.ToLower(h.Get("Set-Cookie")), "domain=") {
 		t.Fatalf("login: %d to %q setting %q; want 303 to / and a host-only __Host- cookie", code, h.Get("Location"), h.Get("Set-Cookie"))
 	}
-	code, _, body = do(t, browser, "GET", nb, "", "", "Accept", "text/html")
+	code, _, body := do(t, browser, "GET", nb, "", "", "Accept", "text/html")
 	if code != 200 || !strings.Contains(body, "Jupyter Server") {
 		t.Fatalf("Jupyter's page with the cookie: %d %.300s", code, body)
 	}
