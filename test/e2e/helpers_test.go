@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -16,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/meridian-gw/meridian/internal/proclog"
 
 	schedulerv1 "github.com/meridian-gw/meridian/api/meridian/scheduler/v1"
 	"github.com/meridian-gw/meridian/scheduler"
@@ -156,33 +157,13 @@ func (p *proc) cleanup() {
 	}
 	for _, l := range logs {
 		b, _ := os.ReadFile(l)
-		if bad := badLines(b); bad != "" {
+		if bad := proclog.BadLines(b); bad != "" {
 			p.t.Errorf("%s: %s reports a data race or a crash:\n%s", p.name, l, bad)
 		}
 	}
 	if p.t.Failed() {
 		p.t.Logf("--- %s log (%s), last lines:\n%s", p.name, p.log, tail(p.log, 60))
 	}
-}
-
-// badLines returns the part of a log from its first data race report,
-// panic or fatal runtime error, or "" if there is none.
-func badLines(b []byte) string {
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	var out []string
-	for sc.Scan() {
-		line := sc.Text()
-		if len(out) == 0 && (strings.Contains(line, "WARNING: DATA RACE") ||
-			strings.HasPrefix(line, "panic: ") || strings.HasPrefix(line, "fatal error: ")) {
-			out = append(out, line)
-			continue
-		}
-		if len(out) > 0 && len(out) < 60 {
-			out = append(out, line)
-		}
-	}
-	return strings.Join(out, "\n")
 }
 
 func tail(path string, n int) string {
@@ -234,7 +215,7 @@ func meridian(t testing.TB, timeout time.Duration, args ...string) result {
 	default:
 		t.Fatalf("meridian %s: %v", strings.Join(args, " "), err)
 	}
-	if bad := badLines(stderr.Bytes()); bad != "" {
+	if bad := proclog.BadLines(stderr.Bytes()); bad != "" {
 		t.Errorf("meridian %s reports a data race or a crash:\n%s", strings.Join(args, " "), bad)
 	}
 	return r

@@ -1,8 +1,6 @@
 package kube
 
 import (
-	"bufio"
-	"bytes"
 	"errors"
 	"fmt"
 	"net"
@@ -13,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/meridian-gw/meridian/internal/proclog"
 )
 
 // proc is a meridian process started by a test. When the test ends it is
@@ -132,32 +132,12 @@ func (p *proc) stop() {
 func (p *proc) cleanup() {
 	p.stop()
 	b, _ := os.ReadFile(p.log)
-	if bad := badLines(b); bad != "" {
+	if bad := proclog.BadLines(b); bad != "" {
 		p.t.Errorf("%s: %s reports a data race or a crash:\n%s", p.name, p.log, bad)
 	}
 	if p.t.Failed() {
 		p.t.Logf("--- %s log (%s), last lines:\n%s", p.name, p.log, tail(b, 40))
 	}
-}
-
-// badLines returns the part of a log from its first data race report,
-// panic or fatal runtime error, or "" if there is none.
-func badLines(b []byte) string {
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	var out []string
-	for sc.Scan() {
-		line := sc.Text()
-		if len(out) == 0 && (strings.Contains(line, "WARNING: DATA RACE") ||
-			strings.HasPrefix(line, "panic: ") || strings.HasPrefix(line, "fatal error: ")) {
-			out = append(out, line)
-			continue
-		}
-		if len(out) > 0 && len(out) < 60 {
-			out = append(out, line)
-		}
-	}
-	return strings.Join(out, "\n")
 }
 
 func tail(b []byte, n int) string {
