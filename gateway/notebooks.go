@@ -149,7 +149,7 @@ func newNotebooks(g *Gateway, conn *grpc.ClientConn, reg prometheus.Registerer) 
 	// loopback; Kubernetes: Pod addresses).
 	transport := &http.Transport{DialContext: (&net.Dialer{Timeout: 5 * time.Second}).DialContext, MaxIdleConnsPerHost: 32,
 		IdleConnTimeout: 90 * time.Second, ResponseHeaderTimeout: 5 * time.Minute}
-	n.proxy = &httputil.ReverseProxy{Rewrite: n.rewrite, Transport: transport, FlushInterval: -1, ErrorHandler: n.proxyError,
+	n.proxy = &httputil.ReverseProxy{Rewrite: n.rewrite, Transport: transport, FlushInterval: -1, ErrorHandler: n.proxyError, BufferPool: copyBuffers{},
 		ErrorLog: slog.NewLogLogger(g.log.Handler(), slog.LevelDebug)}
 	n.tunnels = &wstunnel.Proxy{Transport: transport, IdleTimeout: o.TunnelIdleTimeout}
 	reg.MustRegister(
@@ -548,3 +548,23 @@ func (s *statusWriter) Write(p []byte) (int, error) {
 }
 
 func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+// copyBuffers lends the proxy 64 KiB buffers, twice its default: each
+// read from the workload becomes one write to the client, one HTTP/2 DATA
+// frame to the edge, so larger reads mean fewer frames, TLS records
+// and syscalls. A 100 MB download through the edge costs about 15% less
+// CPU than with 32 KiB (docs/benchmarks.md); beyond 64 KiB no gain
+// showed. One is held per response while it streams, as before.
+type copyBuffers struct{}
+
+var copyBufferPool = sync.Pool{New: func() any { return new([copyBufferSize]byte) }}
+
+const copyBufferSize = 64 << 10
+
+func (copyBuffers) Get() []byte { return copyBufferPool.Get().(*[copyBufferSize]byte)[:] }
+
+func (copyBuffers) Put(b []byte) {
+	if len(b) == copyBufferSize {
+		copyBufferPool.Put((*[copyBufferSize]byte)(b))
+	}
+}
