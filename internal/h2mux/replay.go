@@ -43,6 +43,7 @@ type replayConn struct {
 	wmu       sync.Mutex
 	out       frameDropper
 	wbuf      []byte
+	batcher   *recordBatcher // under a *tls.Conn: each Write's records go out in one write; nil: none
 }
 
 // tlsReplayConn lets net/http see the TLS state through the wrapper (a
@@ -64,14 +65,14 @@ func wrapTLS(rc *replayConn) net.Conn {
 
 // grpcConn is c as the GRPC server sees it: from the preface, with one
 // SETTINGS frame holding the client's settings.
-func grpcConn(c net.Conn, h *handoff) net.Conn {
+func grpcConn(c net.Conn, h *handoff, batcher *recordBatcher) net.Conn {
 	var b bytes.Buffer
 	b.WriteString(http2.ClientPreface)
 	w := http2.NewFramer(&b, nil)
 	_ = w.WriteSettings(h.settings...) // to a bytes.Buffer: no error
 	h.writeRest(w, &b)
 	b.Write(h.ahead)
-	rc := &replayConn{Conn: c, replay: b.Bytes()}
+	rc := &replayConn{Conn: c, replay: b.Bytes(), batcher: batcher}
 	rc.out.acks = 1
 	rc.filtering.Store(true)
 	return wrapTLS(rc)
@@ -80,12 +81,12 @@ func grpcConn(c net.Conn, h *handoff) net.Conn {
 // h2Conn is c as x/net's server sees it, with opts.Settings and
 // SawClientPreface set (see replayConn). ourSettings is the SETTINGS frame
 // both the demultiplexer and x/net's server send.
-func h2Conn(c net.Conn, h *handoff, ourSettings []byte) net.Conn {
+func h2Conn(c net.Conn, h *handoff, ourSettings []byte, batcher *recordBatcher) net.Conn {
 	var b bytes.Buffer
 	w := http2.NewFramer(&b, nil)
 	_ = w.WriteSettingsAck()
 	h.writeRest(w, &b)
-	rc := &replayConn{Conn: c, replay: b.Bytes(), ahead: h.ahead}
+	rc := &replayConn{Conn: c, replay: b.Bytes(), ahead: h.ahead, batcher: batcher}
 	if !h.ackSeen {
 		rc.in = &readFilter{}
 	}
@@ -153,8 +154,15 @@ type readerFunc func([]byte) (int, error)
 
 func (f readerFunc) Read(p []byte) (int, error) { return f(p) }
 
+// maxRecordPayload is the most one TLS record carries: writes no larger
+// are one record, and one syscall, already.
+const maxRecordPayload = 16 << 10
+
 func (c *replayConn) Write(p []byte) (int, error) {
 	if !c.filtering.Load() {
+		if c.batcher != nil && len(p) > maxRecordPayload {
+			return c.batcher.batch(func() (int, error) { return c.Conn.Write(p) })
+		}
 		return c.Conn.Write(p)
 	}
 	c.wmu.Lock()

@@ -112,8 +112,10 @@ func (s *Server) route(ctx context.Context, c net.Conn, isTLS bool) {
 	ctx = context.WithoutCancel(ctx)
 	raw := c
 	defer s.conns.Delete(raw)
+	var batcher *recordBatcher // HTTP/2 and gRPC writes only: net/http's HTTP/1 server needs the *tls.Conn itself
 	if isTLS {
-		tc := tls.Server(c, s.TLS)
+		batcher = newRecordBatcher(c)
+		tc := tls.Server(batcher, s.TLS)
 		hctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		err := tc.HandshakeContext(hctx)
 		cancel()
@@ -133,10 +135,10 @@ func (s *Server) route(ctx context.Context, c net.Conn, isTLS bool) {
 		return
 	}
 	if h.isGRPC {
-		s.grpcL.put(grpcConn(c, h))
+		s.grpcL.put(grpcConn(c, h, batcher))
 		return
 	}
-	rc := h2Conn(c, h, s.settings)
+	rc := h2Conn(c, h, s.settings, batcher)
 	s.conns.Store(rc, struct{}{})
 	defer s.conns.Delete(rc)
 	s.H2.ServeConn(rc, &http2.ServeConnOpts{Context: ctx, BaseConfig: s.HTTP, Handler: s.HTTP.Handler, //lint:ignore SA1019 see Server.H2
