@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/meridian-gw/meridian/internal/bulkbuf"
 	"github.com/meridian-gw/meridian/internal/certs"
 	"github.com/meridian-gw/meridian/internal/filestamp"
 	"github.com/meridian-gw/meridian/internal/h2mux"
@@ -57,6 +58,11 @@ type Options struct {
 	// RetryBufferLimit is how much of a request body is kept for a retry.
 	// Default 1 MiB; larger requests are not retried once sent.
 	RetryBufferLimit int
+	// BulkBufferBytes is the memory lent to large responses: once one has
+	// relayed bulkAfter bytes it is copied with a 256 KiB buffer instead
+	// of 32 KiB, while the total lent stays within this (see
+	// internal/bulkbuf). Default DefaultBulkBufferBytes; negative: none.
+	BulkBufferBytes int64
 	// Idempotent lists gRPC methods safe to repeat after they may have
 	// reached a backend: full names or prefixes ending in "*", and
 	// "METHOD=N" for methods safe only when field N is set (a request id).
@@ -80,6 +86,10 @@ type Options struct {
 	Log            *slog.Logger
 }
 
+// DefaultBulkBufferBytes is Options.BulkBufferBytes's default: 256
+// large responses copied with large buffers at once.
+const DefaultBulkBufferBytes = 64 << 20
+
 // DefaultIdempotent: reads, health checks, and CreateSession with a request_id.
 var DefaultIdempotent = []string{
 	"*/Get*", "*/List*", "/grpc.health.v1.Health/*",
@@ -96,6 +106,7 @@ type Edge struct {
 	upstreamTLS *tls.Config
 	grpcRelay   *h2relay.Server
 	transport   *http.Transport
+	bulk        *bulkbuf.Pool // large copy buffers for large responses
 	budget      budget
 	idem        *idempotency
 	tunnels     *wstunnel.Limiter // notebook WebSockets per client address
@@ -142,6 +153,9 @@ func New(opts Options) (*Edge, error) {
 	}
 	if opts.RetryBufferLimit <= 0 {
 		opts.RetryBufferLimit = 1 << 20
+	}
+	if opts.BulkBufferBytes == 0 {
+		opts.BulkBufferBytes = DefaultBulkBufferBytes
 	}
 	if opts.Idempotent == nil {
 		opts.Idempotent = DefaultIdempotent
@@ -192,6 +206,10 @@ func New(opts Options) (*Edge, error) {
 		// worth of CPU on both sides (580 → 460 ms per 100 MB,
 		// docs/benchmarks.md). The framer's buffer is per connection.
 		HTTP2: &http.HTTP2Config{MaxReadFrameSize: 256 << 10}}
+	ed.bulk = bulkbuf.New(bulkBufferSize, opts.BulkBufferBytes)
+	opts.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "meridian_edge_bulk_buffer_bytes",
+		Help: "Memory lent to large responses for 256 KiB copies (--bulk_buffer_bytes bounds it)."},
+		func() float64 { return float64(ed.bulk.Lent() * bulkBufferSize) }))
 	ed.tunnels = &wstunnel.Limiter{Max: opts.Notebooks.MaxTunnelsPerClient}
 	ed.wsProxy = &wstunnel.Proxy{Transport: ed.transport, IdleTimeout: opts.Notebooks.TunnelIdleTimeout}
 	opts.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "meridian_edge_notebook_tunnels",

@@ -292,6 +292,57 @@ func TestNotebookBodiesStreamBothWays(t *testing.T) {
 	}
 }
 
+// Large downloads copy with large buffers while the budget lasts, and
+// with small ones past it: clients that stop reading hold no more than
+// --bulk_buffer_bytes, and every download still arrives whole.
+func TestNotebookDownloadsShareABoundedBulkBudget(t *testing.T) {
+	r := newNotebookRig(t, func(o *Options) { o.BulkBufferBytes = 2 * bulkBufferSize })
+	url := r.url + "/notebooks/" + nbID("europe-west1") + "/download?n=" + strconv.Itoa(64<<20)
+	c := r.clients()["HTTP/1.1"] // a connection per download
+	const downloads = 4
+	bodies := make([]io.ReadCloser, downloads)
+	for i := range bodies {
+		resp, err := c.Get(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		// Past bulkAfter on the edge, then the client stops reading; the
+		// edge's copy waits on it, far from the end (loopback buffers
+		// hold a few MiB).
+		if n, err := io.CopyN(io.Discard, resp.Body, 3<<20); err != nil {
+			t.Fatalf("download %d: %d bytes, %v", i, n, err)
+		}
+		bodies[i] = resp.Body
+	}
+	if lent := r.ed.bulk.Lent(); lent != 2 {
+		t.Fatalf("%d downloads past 1 MiB hold %d bulk buffers; want the budget's 2", downloads, lent)
+	}
+	mfs, _ := r.ed.opts.Registry.Gather()
+	gauge := -1.0
+	for _, mf := range mfs {
+		if mf.GetName() == "meridian_edge_bulk_buffer_bytes" {
+			gauge = mf.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	if gauge != 2*bulkBufferSize {
+		t.Errorf("meridian_edge_bulk_buffer_bytes = %v; want %d", gauge, 2*bulkBufferSize)
+	}
+	for i, b := range bodies {
+		n, err := io.Copy(io.Discard, b)
+		if err != nil || n != 64<<20-3<<20 {
+			t.Errorf("download %d: the rest was %d bytes, %v; want %d", i, n, err, 64<<20-3<<20)
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for r.ed.bulk.Lent() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d bulk buffers still lent after every download ended", r.ed.bulk.Lent())
+		}
+		time.Sleep(10 * time.Millisecond) // polling, bounded by the deadline
+	}
+}
+
 type wsDialer func(context.Context, string, http.Header, *tls.Config) (*websocket.Conn, *http.Response, error)
 
 var wsProtocols = map[string]wsDialer{"HTTP/1.1 Upgrade": testws.Dial, "HTTP/2 extended CONNECT": testws.DialH2}

@@ -35,6 +35,7 @@ current-context: c
 		{[]string{"--source=kubernetes", "--cert_dir", "/tls", "--kubeconfig", "/nonexistent/kubeconfig"}, []string{`--kubeconfig "/nonexistent/kubeconfig"`}},
 		{[]string{"--source=kubernetes", "--cert_dir", "/tls", "--kubeconfig", kubeconfig, "--kube_debounce=-1s"}, []string{"--kube_debounce = -1s: must be >= 0"}},
 		{[]string{"--source=kubernetes", "--cert_dir", "/tls", "--kubeconfig", kubeconfig, "--kube_max_endpoints=-5"}, []string{"--kube_max_endpoints = -5"}},
+		{[]string{"--config", "deploy/edge/", "--bulk_buffer_bytes", "lots"}, []string{`--bulk_buffer_bytes = "lots"`, "0 for none"}},
 	} {
 		var stderr bytes.Buffer
 		code := run(append([]string{"edge", "--region", "us-central1", "--admin_listen", ""}, tc.args...), &bytes.Buffer{}, &stderr)
