@@ -121,7 +121,7 @@ type path struct {
 	header       http.Header
 	tls          *tls.Config
 	cacert       string // for curl, with tls
-	h2           bool // the download over HTTP/2 (as browsers get it from the edge), not HTTP/1.1
+	h2           bool   // the download over HTTP/2 (as browsers get it from the edge), not HTTP/1.1
 	downloadOnly bool
 }
 
