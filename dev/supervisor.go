@@ -20,6 +20,7 @@ import (
 
 	"github.com/meridian-gw/meridian/deploy"
 	"github.com/meridian-gw/meridian/internal/sessionid"
+	"github.com/meridian-gw/meridian/scheduler/runtime"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials/insecure"
@@ -317,8 +318,22 @@ func (s *Supervisor) schedulerProc(region string, i int) *proc {
 		log:     filepath.Join(dir, "logs", "scheduler-"+region+".log"),
 		stopSig: syscall.SIGINT,
 	}
+	if os.Geteuid() == 0 {
+		// An account per workload, from a range of this scheduler's own:
+		// schedulers on one host must not hand out the same uid.
+		p.args = append(p.args, "--workload_uids", s.workloadUIDs(i))
+	}
 	p.args = append(p.args, s.workloadArgs...)
 	return p
+}
+
+// workloadUIDs is region i's scheduler's --workload_uids: 1024 uids,
+// apart from other regions' and from other topologies' (another
+// --port_base) on this host.
+func (s *Supervisor) workloadUIDs(i int) string {
+	slot := (s.opts.PortBase*len(Regions) + i) % (1 << 20)
+	first := runtime.DefaultUIDs.First + slot*1024
+	return fmt.Sprintf("%d-%d", first, first+1023)
 }
 
 // notebookURLBase is the schedulers' --notebook_url_base: the edge, in

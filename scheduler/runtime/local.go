@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math/rand/v2"
 	"log/slog"
 	"net"
 	"net/http"
@@ -52,6 +53,15 @@ type Local struct {
 	// scheduler's own account. Another account than the scheduler's takes
 	// root.
 	User string
+	// UIDs, when set, gives every workload an account of its own instead
+	// of User: a uid of this range (and the gid of the same number, no
+	// supplementary groups) that no process of this host runs as and the
+	// user database does not name. Workloads then can read neither each
+	// other's files nor environments (their tokens), nor signal each
+	// other, and whatever a workload leaves running is killed when it
+	// ends. Takes root. Schedulers sharing a host need ranges of their
+	// own.
+	UIDs UIDRange
 	// WorkDir holds each session's working directory and HOME,
 	// WorkDir/<session>: mode 0700, owned by User, removed when the
 	// workload ends. Default: $TMPDIR/meridian-workloads-<scheduler's uid>.
@@ -76,6 +86,7 @@ type Local struct {
 	prepareOnce sync.Once
 	prepareErr  error
 	cred        *syscall.Credential // nil: run as the scheduler's account
+	nextUID     int                 // UIDs: where the search for a free uid starts, as an offset
 	workDir     string
 	boot        string // the kernel's boot id
 
@@ -101,6 +112,7 @@ var passEnv = []string{"PATH", "LANG", "LC_ALL", "TZ"}
 
 type proc struct {
 	pid      int    // its process group's too
+	acct     account
 	addr     string // host:port it is to serve on
 	endpoint string
 	record   string
@@ -172,6 +184,17 @@ func (l *Local) prepare() error {
 	}
 	if l.boot, err = bootID(); err != nil {
 		return err
+	}
+	if l.UIDs.set() {
+		if err := l.UIDs.check(); err != nil {
+			return err
+		}
+		if os.Geteuid() != 0 {
+			return fmt.Errorf("local runtime: workload uids %s: an account per workload takes root, and this scheduler runs as uid %d", l.UIDs, os.Geteuid())
+		}
+		l.nextUID = rand.IntN(l.UIDs.size()) // a restarted scheduler does not begin again with the uids it just gave out
+		first := uint32(l.UIDs.First)
+		return reachable(l.workDir, "uid "+strconv.Itoa(l.UIDs.First), &syscall.Credential{Uid: first, Gid: first})
 	}
 	if cred != nil {
 		return reachable(l.workDir, l.User, cred)
@@ -269,11 +292,15 @@ func (l *Local) Start(ctx context.Context, spec Spec) error {
 	if err != nil {
 		return fmt.Errorf("local runtime: finding a free port: %w", err)
 	}
-	home, err := l.makeHome(spec.SessionID)
+	acct, err := l.account()
 	if err != nil {
 		return err
 	}
-	cmd, exe, out, err := l.command(spec, home, port)
+	home, err := l.makeHome(spec.SessionID, acct)
+	if err != nil {
+		return err
+	}
+	cmd, exe, out, err := l.command(spec, home, port, acct)
 	if err != nil {
 		os.RemoveAll(home)
 		return err
@@ -287,8 +314,8 @@ func (l *Local) Start(ctx context.Context, spec Spec) error {
 			out.Close()
 		}
 		os.RemoveAll(home)
-		if l.cred != nil && errors.Is(err, fs.ErrPermission) {
-			return fmt.Errorf("local runtime: starting %q as user %s: %w; make it, and every directory above it, executable by that user", cmd.Args[0], l.User, err)
+		if acct.cred != nil && errors.Is(err, fs.ErrPermission) {
+			return fmt.Errorf("local runtime: starting %q as user %s: %w; make it, and every directory above it, executable by that user", cmd.Args[0], acct.name, err)
 		}
 		return fmt.Errorf("local runtime: starting %q: %w", cmd.Args[0], err)
 	}
@@ -302,10 +329,10 @@ func (l *Local) Start(ctx context.Context, spec Spec) error {
 		os.RemoveAll(home)
 		return fmt.Errorf("local runtime: reading the start time of process %d: %w", pid, err)
 	}
-	rec := record{PID: pid, Start: stat.start, Boot: l.boot, UID: l.uid(), Port: port, Dir: home,
+	rec := record{PID: pid, Start: stat.start, Boot: l.boot, UID: acct.uid(), Port: port, Dir: home,
 		Endpoint: "http://" + net.JoinHostPort(l.host(), strconv.Itoa(port))}
 	p := l.track(spec.SessionID, rec)
-	l.log().Info("workload started", "session", spec.SessionID, "pid", pid, "port", port, "user", l.userName(), "dir", home)
+	l.log().Info("workload started", "session", spec.SessionID, "pid", pid, "port", port, "user", acct.name, "dir", home)
 	go l.wait(spec.SessionID, cmd, p, home, out)
 	return nil
 }
@@ -315,6 +342,7 @@ func (l *Local) Start(ctx context.Context, spec Spec) error {
 func (l *Local) track(id string, rec record) *proc {
 	p := &proc{
 		pid:      rec.PID,
+		acct:     l.accountOf(rec.UID),
 		addr:     net.JoinHostPort(l.host(), strconv.Itoa(rec.Port)),
 		endpoint: rec.Endpoint,
 		record:   rec.String(),
@@ -330,18 +358,12 @@ func (l *Local) track(id string, rec record) *proc {
 	return p
 }
 
-func (l *Local) uid() int {
-	if l.cred == nil {
-		return os.Geteuid()
-	}
-	return int(l.cred.Uid)
-}
 
 // command builds the workload's process: its argv from the template, its
 // account, directory and environment, and where its output goes. exe and
 // out are the parent's copies of the files the child gets: exe to close
 // once it has started, out once it has exited.
-func (l *Local) command(spec Spec, home string, port int) (cmd *exec.Cmd, exe, out *os.File, err error) {
+func (l *Local) command(spec Spec, home string, port int, acct account) (cmd *exec.Cmd, exe, out *os.File, err error) {
 	base := spec.BaseURL
 	if base == "" {
 		base = "/"
@@ -354,11 +376,11 @@ func (l *Local) command(spec Spec, home string, port int) (cmd *exec.Cmd, exe, o
 	}
 	cmd = exec.Command(argv[0], argv[1:]...)
 	cmd.Dir = home
-	cmd.Env = l.env(spec, home, port)
+	cmd.Env = l.env(spec, home, port, acct)
 	// Its own session, hence its own process group (Stop signals the
 	// group, reaching its children too) and no controlling terminal: it
 	// outlives the scheduler, whose restart adopts it (Adopt).
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Credential: l.cred}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Credential: acct.cred}
 	if l.ExecByDescriptor {
 		if exe, err = os.Open(argv[0]); err != nil {
 			return nil, nil, nil, fmt.Errorf("local runtime: opening %s: %w", argv[0], err)
@@ -368,7 +390,7 @@ func (l *Local) command(spec Spec, home string, port int) (cmd *exec.Cmd, exe, o
 	}
 	// A file, never a pipe to us: a pipe would break (SIGPIPE) when the
 	// scheduler restarts. 0600: Jupyter logs its URL, token included.
-	if out, err = l.openOutput(spec.SessionID, home); err != nil {
+	if out, err = l.openOutput(spec.SessionID, home, acct); err != nil {
 		if exe != nil {
 			exe.Close()
 		}
@@ -380,7 +402,7 @@ func (l *Local) command(spec Spec, home string, port int) (cmd *exec.Cmd, exe, o
 
 // openOutput opens the file a workload's output goes to: LogDir's, or one
 // in its own directory, given to its user, which it may read.
-func (l *Local) openOutput(id, home string) (*os.File, error) {
+func (l *Local) openOutput(id, home string, acct account) (*os.File, error) {
 	if l.LogDir != "" {
 		f, err := os.OpenFile(filepath.Join(l.LogDir, id+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 		if err != nil {
@@ -394,10 +416,10 @@ func (l *Local) openOutput(id, home string) (*os.File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("local runtime: creating %s: %w", path, err)
 	}
-	if l.cred != nil {
-		if err := f.Chown(int(l.cred.Uid), int(l.cred.Gid)); err != nil {
+	if acct.cred != nil {
+		if err := f.Chown(int(acct.cred.Uid), int(acct.cred.Gid)); err != nil {
 			f.Close()
-			return nil, fmt.Errorf("local runtime: giving %s to user %s: %w", path, l.User, err)
+			return nil, fmt.Errorf("local runtime: giving %s to user %s: %w", path, acct.name, err)
 		}
 	}
 	return f, nil
@@ -423,6 +445,13 @@ func (l *Local) waitAdopted(id string, w *exitWatch, p *proc, home string) {
 // outlived it) and its directory.
 func (l *Local) exited(id string, p *proc, home, how string) {
 	_ = syscall.Kill(-p.pid, syscall.SIGKILL)
+	if p.acct.own {
+		// Its own account: whatever runs as it is the workload's,
+		// whichever process group or session it made for itself.
+		if err := killUID(p.acct.uid()); err != nil {
+			l.log().Warn("killing what a workload left running failed", "session", id, "uid", p.acct.uid(), "err", err)
+		}
+	}
 	if err := os.RemoveAll(home); err != nil {
 		l.log().Warn("removing a workload's directory failed", "session", id, "dir", home, "err", err)
 	}
@@ -431,16 +460,10 @@ func (l *Local) exited(id string, p *proc, home, how string) {
 	l.changed(id)
 }
 
-func (l *Local) userName() string {
-	if l.cred == nil {
-		return strconv.Itoa(os.Geteuid())
-	}
-	return l.User
-}
 
 // makeHome creates the session's private directory, owned by its user. A
 // directory left by a crashed scheduler is replaced.
-func (l *Local) makeHome(id string) (string, error) {
+func (l *Local) makeHome(id string, acct account) (string, error) {
 	home := filepath.Join(l.workDir, id)
 	if err := os.RemoveAll(home); err != nil {
 		return "", fmt.Errorf("local runtime: clearing %s: %w", home, err)
@@ -448,12 +471,12 @@ func (l *Local) makeHome(id string) (string, error) {
 	if err := os.Mkdir(home, 0o700); err != nil {
 		return "", fmt.Errorf("local runtime: creating the session's directory: %w", err)
 	}
-	if l.cred != nil {
+	if acct.cred != nil {
 		// WorkDir is writable by us alone, so home is still the directory
 		// just made (no link swapped in).
-		if err := os.Lchown(home, int(l.cred.Uid), int(l.cred.Gid)); err != nil {
+		if err := os.Lchown(home, int(acct.cred.Uid), int(acct.cred.Gid)); err != nil {
 			os.RemoveAll(home)
-			return "", fmt.Errorf("local runtime: giving %s to user %s: %w", home, l.User, err)
+			return "", fmt.Errorf("local runtime: giving %s to user %s: %w", home, acct.name, err)
 		}
 	}
 	return home, nil
@@ -461,7 +484,7 @@ func (l *Local) makeHome(id string) (string, error) {
 
 // env is the workload's whole environment: a few harmless variables of
 // ours, where it is, who it is, and its token.
-func (l *Local) env(spec Spec, home string, port int) []string {
+func (l *Local) env(spec Spec, home string, port int, acct account) []string {
 	var env []string
 	for _, k := range passEnv {
 		if v, ok := os.LookupEnv(k); ok {
@@ -471,8 +494,7 @@ func (l *Local) env(spec Spec, home string, port int) []string {
 	if _, ok := os.LookupEnv("PATH"); !ok {
 		env = append(env, "PATH=/usr/local/bin:/usr/bin:/bin")
 	}
-	user := l.userName()
-	env = append(env, "HOME="+home, "USER="+user, "LOGNAME="+user,
+	env = append(env, "HOME="+home, "USER="+acct.name, "LOGNAME="+acct.name,
 		"PORT="+strconv.Itoa(port), "MERIDIAN_SESSION="+spec.SessionID, "MERIDIAN_POOL="+spec.Pool)
 	if spec.BaseURL != "" {
 		env = append(env, "MERIDIAN_BASE_URL="+spec.BaseURL)

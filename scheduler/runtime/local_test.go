@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"os/user"
 	"path/filepath"
 	"strconv"
@@ -42,6 +43,9 @@ type report struct {
 	Cmdline  string
 	// ReadErr is the error reading the file named on its command line.
 	ReadErr string
+	// Escaped is the PID of the child it started in a session of its own
+	// (probe "escape"), out of reach of its process group's signals.
+	Escaped int
 }
 
 func helperWorkload(port, probe string) int {
@@ -55,6 +59,14 @@ func helperWorkload(port, probe string) int {
 	}
 	if strings.HasPrefix(probe, "exit") {
 		return 3
+	}
+	if probe == "escape" {
+		c := exec.Command("sleep", "600")
+		c.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+		if err := c.Start(); err != nil {
+			return 4
+		}
+		r.Escaped = c.Process.Pid
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:"+port)
 	if err != nil {

@@ -15,14 +15,19 @@ import (
 	"time"
 
 	schedulerv1 "github.com/meridian-gw/meridian/api/meridian/scheduler/v1"
+	"github.com/meridian-gw/meridian/scheduler/runtime"
 	"google.golang.org/protobuf/encoding/protojson"
 )
 
 // attackScript runs as a session's workload — users' own code, as a
 // notebook would run it — and tries to act as alice: through the
 // scheduler's TCP port, through its unix socket, and by reading the store.
-// It writes what happened to $RESULTS/<session>/ and then serves, so that
-// the session becomes RUNNING and the test can read the results.
+// It also looks for another session's token in every process's
+// environment. It writes what happened to $RESULTS/<session>/, leaves a
+// process behind (as a notebook's subprocess would: with the token in its
+// environment, and readable by its account, unlike the built-in
+// workload), and then serves, so that the session becomes RUNNING and the
+// test can read the results.
 const attackScript = `#!/bin/sh
 out="$RESULTS/$MERIDIAN_SESSION"
 mkdir -p "$out"
@@ -35,6 +40,10 @@ echo $? >"$out/unix.code"
 for f in "$STORE" "$STORE-wal" "$STORE-shm"; do
   if cat "$f" >/dev/null 2>>"$out/store.err"; then echo "read $f" >>"$out/store.read"; fi
 done
+for f in /proc/[0-9]*/environ; do
+  if tr '\0' '\n' <"$f" 2>/dev/null | grep '^MERIDIAN_WORKLOAD_TOKEN=' | grep -qv "=$MERIDIAN_WORKLOAD_TOKEN\$"; then echo "$f" >>"$out/tokens.read"; fi
+done
+sleep 600 &
 exec "$BIN" workload --port="$1" --session="$MERIDIAN_SESSION"
 `
 
@@ -83,10 +92,10 @@ func installBinary(t *testing.T, dir string) string {
 // local runtime, set up as `meridian dev` sets up its schedulers (the
 // gateway's unix socket, no trusted TCP peers), and has it attack: asking
 // the scheduler's TCP port for alice's sessions is UNAUTHENTICATED; as
-// root (workloads then run as nobody), the unix socket is out of its
-// reach and so is the store; and the session token is on no workload's
-// command line, only in its environment, which holds nothing of the
-// scheduler's.
+// root (each workload then runs as a uid of its own), the unix socket is
+// out of its reach and so are the store and alice's token; and the
+// session token is on no workload's command line, only in its
+// environment, which holds nothing of the scheduler's.
 func TestWorkloadCannotActAsAnotherUser(t *testing.T) {
 	open := openTempDir(t)
 	bin := installBinary(t, open)
@@ -129,6 +138,10 @@ func TestWorkloadCannotActAsAnotherUser(t *testing.T) {
 	if r.code != 0 {
 		t.Fatalf("alice's session over the unix socket: %s", r)
 	}
+	var alices schedulerv1.Session
+	if err := protojson.Unmarshal([]byte(r.stdout), &alices); err != nil {
+		t.Fatalf("alice's session: %v in %s", err, r.stdout)
+	}
 	// Mallory's notebook attacks.
 	r = meridian(t, 30*time.Second, "sessions", "--endpoint", "unix://"+sock, "--user", "mallory", "-o", "json",
 		"create", "--pool", "cpu", "--wait", "--timeout", "20s")
@@ -139,14 +152,14 @@ func TestWorkloadCannotActAsAnotherUser(t *testing.T) {
 	if err := protojson.Unmarshal([]byte(r.stdout), &sess); err != nil {
 		t.Fatalf("mallory's session: %v in %s", err, r.stdout)
 	}
-	out := filepath.Join(results, sessionID(sess.Name))
-	read := func(name string) string {
-		b, err := os.ReadFile(filepath.Join(out, name))
+	readOf := func(session, name string) string {
+		b, err := os.ReadFile(filepath.Join(results, sessionID(session), name))
 		if err != nil && !errors.Is(err, os.ErrNotExist) {
 			t.Fatal(err)
 		}
 		return strings.TrimSpace(string(b))
 	}
+	read := func(name string) string { return readOf(sess.Name, name) }
 
 	t.Logf("the attack, from the workload:\n tcp: exit %s: %s\n unix: exit %s: %s\n store: %s", read("tcp.code"), read("tcp.out"),
 		read("unix.code"), read("unix.out"), read("store.err"))
@@ -157,12 +170,15 @@ func TestWorkloadCannotActAsAnotherUser(t *testing.T) {
 	}
 	root := os.Geteuid() == 0
 	if root {
-		nobody, err := user.Lookup("nobody")
-		if err != nil {
-			t.Fatal(err)
+		// An account each, from --workload_uids's default range.
+		uid, _ := strconv.Atoi(read("uid"))
+		aliceUID, _ := strconv.Atoi(readOf(alices.Name, "uid"))
+		if uid < runtime.DefaultUIDs.First || uid > runtime.DefaultUIDs.Last || uid == aliceUID {
+			t.Errorf("the workloads ran as uids %d (alice's) and %d (mallory's); want two of %s", aliceUID, uid, runtime.DefaultUIDs)
 		}
-		if uid := read("uid"); uid != nobody.Uid {
-			t.Errorf("the workload ran as uid %s; want nobody (%s)", uid, nobody.Uid)
+		// (e) Alice's token, in the environment of a process her notebook left.
+		if got := read("tokens.read"); got != "" {
+			t.Errorf("mallory's workload read another session's token from %s", got)
 		}
 		// (b) The unix socket is in a directory only the scheduler's user may enter.
 		if code := read("unix.code"); code == "0" || !strings.Contains(read("unix.out"), "permission denied") {

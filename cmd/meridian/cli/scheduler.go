@@ -25,7 +25,8 @@ type schedulerFlags struct {
 	trustedPeers                                                              []string
 	workloadCmd, workloadUser, workloadDir                                    string
 	workloadEnv                                                               []string
-	workloadUserSet                                                           bool
+	workloadUserSet, workloadUIDsSet                                          bool
+	workloadUIDs                                                              string
 	workloadHost, workloadLogDir                                              string
 	workloadGrace, drain, reconcile                                           time.Duration
 	logLevel                                                                  string
@@ -51,11 +52,12 @@ socket and set --trusted_peers '' so that a notebook on loopback cannot act
 as another user.
 
 Workloads (the local runtime) run users' code: as root, the scheduler runs
-each as --workload_user (nobody) in a private directory under
---workload_dir, with a minimal environment; the session token is in
-$JUPYTER_TOKEN and $MERIDIAN_WORKLOAD_TOKEN, never on the command line. Not
-as root, workloads run as this account and can read what it can: it says so
-at start.
+each as a uid of its own (--workload_uids; or all as one --workload_user)
+in a private directory under --workload_dir, with a minimal environment;
+the session token is in $JUPYTER_TOKEN and $MERIDIAN_WORKLOAD_TOKEN, never
+on the command line. No workload can read another's files or token, and
+whatever one leaves running is killed when it ends. Not as root, workloads
+run as this account and can read what it can: it says so at start.
 
 Workloads outlive the scheduler: on SIGTERM (a restart, a deploy) or a crash
 they keep running, and the next scheduler of this --instance adopts them
@@ -89,6 +91,7 @@ Without --config the built-in dev pools are used: cpu, gpu-t4x2, gpu-p100
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			f.workloadUserSet = cmd.Flags().Changed("workload_user")
+			f.workloadUIDsSet = cmd.Flags().Changed("workload_uids")
 			return runScheduler(cmd.Context(), f)
 		},
 	}
@@ -103,7 +106,8 @@ Without --config the built-in dev pools are used: cpu, gpu-t4x2, gpu-p100
 	fl.StringVar(&f.configPath, "config", "", "pools and quotas YAML (default: built-in dev pools)")
 	fl.StringSliceVar(&f.trustedPeers, "trusted_peers", scheduler.DefaultTrustedPeers, "CIDRs whose TCP peers may assert caller identity (the gateway's address); '' trusts none (use --listen_unix)")
 	fl.StringVar(&f.workloadCmd, "workload_command", "", "session command template; {port} {session} {pool} {owner} {host} {base_url} are replaced, the token is in $JUPYTER_TOKEN and $MERIDIAN_WORKLOAD_TOKEN (default: the built-in placeholder, meridian workload)")
-	fl.StringVar(&f.workloadUser, "workload_user", "nobody", "account workloads run as, name or uid (takes root; not as root, workloads run as this account)")
+	fl.StringVar(&f.workloadUser, "workload_user", "nobody", "one account every workload runs as, name or uid, instead of --workload_uids (takes root; not as root, workloads run as this account)")
+	fl.StringVar(&f.workloadUIDs, "workload_uids", runtime.DefaultUIDs.String(), "as root, each workload runs as a uid of its own from this range, FIRST-LAST, so that none can read another's files or token; no account of this host may be in it, and schedulers sharing a host need ranges of their own (--workload_user instead: one account for all)")
 	fl.StringVar(&f.workloadDir, "workload_dir", "", "where each session's private working directory and HOME is made, and removed when it ends (default $TMPDIR/meridian-workloads-UID)")
 	fl.StringArrayVar(&f.workloadEnv, "workload_env", nil, "KEY=VALUE added to every workload's environment, which is otherwise minimal (repeatable)")
 	fl.StringVar(&f.workloadHost, "workload_host", "127.0.0.1", "address workloads listen on and endpoints name")
@@ -241,6 +245,22 @@ func listenAddr(lns []net.Listener, network string) string {
 func localRuntime(f schedulerFlags, log *slog.Logger) (*runtime.Local, error) {
 	rt := &runtime.Local{User: f.workloadUser, WorkDir: f.workloadDir, Env: f.workloadEnv,
 		Host: f.workloadHost, Grace: f.workloadGrace, LogDir: f.workloadLogDir, Log: log}
+	switch {
+	case f.workloadUserSet && f.workloadUIDsSet:
+		return nil, fmt.Errorf("--workload_user %s and --workload_uids %s: choose one (an account shared by every workload, or one each)", f.workloadUser, f.workloadUIDs)
+	case f.workloadUserSet:
+	case f.workloadUIDsSet || os.Geteuid() == 0:
+		// As root, by default, an account each: a shared one lets any
+		// notebook read the others' tokens.
+		uids, err := runtime.ParseUIDRange(f.workloadUIDs)
+		if err == nil && uids == (runtime.UIDRange{}) {
+			err = errors.New("empty; want FIRST-LAST (or --workload_user, one account for every workload)") // never root's own
+		}
+		if err != nil {
+			return nil, fmt.Errorf("--workload_uids: %w", err)
+		}
+		rt.UIDs, rt.User = uids, ""
+	}
 	if f.workloadCmd != "" {
 		rt.Command = strings.Fields(f.workloadCmd)
 	} else {
@@ -262,13 +282,13 @@ func localRuntime(f schedulerFlags, log *slog.Logger) (*runtime.Local, error) {
 		rt.User = ""
 		log.Warn("not running as root: workloads run as this scheduler's own account, so users' notebooks can read "+
 			"what it can (the store, its keys, other sessions' tokens and files) and reach --listen_unix",
-			"uid", os.Geteuid(), "fix", "run the scheduler as root (workloads then run as --workload_user, default nobody), or one scheduler per user; see docs/scheduler.md")
+			"uid", os.Geteuid(), "fix", "run the scheduler as root (each workload then runs as a uid of its own, --workload_uids), or one scheduler per user; see docs/scheduler.md")
 	}
 	if err := rt.Prepare(); err != nil {
 		if errors.Is(err, runtime.ErrTokenInCommand) {
 			return nil, fmt.Errorf("--workload_command %q: %w", f.workloadCmd, err)
 		}
-		return nil, fmt.Errorf("--workload_command/--workload_user/--workload_dir: %w", err)
+		return nil, fmt.Errorf("--workload_command/--workload_user/--workload_uids/--workload_dir: %w", err)
 	}
 	return rt, nil
 }
