@@ -203,7 +203,7 @@ func (s *Supervisor) run(ctx context.Context) error {
 	fmt.Fprintf(s.opts.Out, "Starting Meridian dev topology in %s (store %s)\n", dir, storeURL)
 	if os.Geteuid() != 0 {
 		fmt.Fprintln(s.opts.Out, "WARNING: not running as root, so session workloads (users' code) run as you and can read this\n"+
-			"  state directory and reach the schedulers' sockets; run as root to have them run as nobody\n"+
+			"  state directory and reach the schedulers' sockets; run as root to have each run as a uid of its own\n"+
 			"  (docs/scheduler.md, \"Workloads and isolation\").")
 	}
 	for i, r := range Regions {

@@ -6,8 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"math/rand/v2"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -111,7 +111,7 @@ var TokenEnv = []string{"JUPYTER_TOKEN", "MERIDIAN_WORKLOAD_TOKEN"}
 var passEnv = []string{"PATH", "LANG", "LC_ALL", "TZ"}
 
 type proc struct {
-	pid      int    // its process group's too
+	pid      int // its process group's too
 	acct     account
 	addr     string // host:port it is to serve on
 	endpoint string
@@ -358,7 +358,6 @@ func (l *Local) track(id string, rec record) *proc {
 	return p
 }
 
-
 // command builds the workload's process: its argv from the template, its
 // account, directory and environment, and where its output goes. exe and
 // out are the parent's copies of the files the child gets: exe to close
@@ -459,7 +458,6 @@ func (l *Local) exited(id string, p *proc, home, how string) {
 	close(p.done)
 	l.changed(id)
 }
-
 
 // makeHome creates the session's private directory, owned by its user. A
 // directory left by a crashed scheduler is replaced.

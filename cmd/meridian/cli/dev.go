@@ -31,7 +31,7 @@ Each gateway reaches its scheduler over a unix socket,
 STATE/REGION/scheduler.sock, the only place a scheduler trusts an asserted
 identity: its TCP port serves health and reflection, and answers any other
 call UNAUTHENTICATED, so that a notebook cannot act as another user. The
-state directory is 0700; run as root, workloads run as nobody (see
+state directory is 0700; run as root, each workload runs as a uid of its own (see
 docs/scheduler.md). stop-region, start-region and restart-scheduler
 authenticate with the control token in dev.json. Sessions' workloads outlive
 a scheduler's restart or crash and are adopted by the next one; Ctrl-C stops
