@@ -331,7 +331,7 @@ func (s *Supervisor) schedulerProc(region string, i int) *proc {
 // apart from other regions' and from other topologies' (another
 // --port_base) on this host.
 func (s *Supervisor) workloadUIDs(i int) string {
-	slot := (s.opts.PortBase*len(Regions) + i) % (1 << 20)
+	slot := (s.opts.PortBase*len(Regions) + i) % (1 << 14) // all within 16 Mi uids of the default's start
 	first := runtime.DefaultUIDs.First + slot*1024
 	return fmt.Sprintf("%d-%d", first, first+1023)
 }

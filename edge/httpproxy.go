@@ -204,8 +204,13 @@ func (ed *Edge) relay(w http.ResponseWriter, resp *http.Response) {
 	buf := make([]byte, 32<<10)
 	var relayed int
 	var bulk []byte
+	failed := false
 	defer func() {
-		if bulk != nil {
+		switch {
+		case bulk == nil:
+		case failed:
+			ed.bulk.Drop(bulk) // the server may still be copying from it (see bulkbuf.Pool.Drop)
+		default:
 			ed.bulk.Put(bulk)
 		}
 	}()
@@ -213,6 +218,7 @@ func (ed *Edge) relay(w http.ResponseWriter, resp *http.Response) {
 		n, err := resp.Body.Read(buf)
 		if n > 0 {
 			if _, werr := w.Write(buf[:n]); werr != nil {
+				failed = true
 				return
 			}
 			_ = rc.Flush()

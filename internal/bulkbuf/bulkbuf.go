@@ -48,6 +48,11 @@ func (p *Pool) Put(b []byte) {
 	<-p.slots
 }
 
+// Drop gives back the room of a buffer that Get lent without the buffer,
+// which is not lent again: its last write failed, and the writer (x/net's
+// HTTP/2 server, after a stream reset) may still read from it.
+func (p *Pool) Drop([]byte) { <-p.slots }
+
 // Lent is the number of buffers out.
 func (p *Pool) Lent() int {
 	if p == nil {

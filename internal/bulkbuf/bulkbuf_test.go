@@ -71,3 +71,24 @@ func TestPoolBoundsConcurrentBorrowers(t *testing.T) {
 		t.Fatalf("at most %d buffers were out at once, want 1 to 3", top)
 	}
 }
+
+// A dropped buffer frees its room but is never lent again.
+func TestDroppedBufferIsNotLentAgain(t *testing.T) {
+	p := New(4<<10, 4<<10) // one buffer
+	b := p.Get()
+	b[0] = 'x'
+	p.Drop(b)
+	if p.Lent() != 0 {
+		t.Fatalf("Lent = %d after Drop; want the room back", p.Lent())
+	}
+	for range 100 { // sync.Pool may hold on to what it is given; a dropped buffer is never given
+		c := p.Get()
+		if c == nil {
+			t.Fatal("no buffer after the dropped one's room came back")
+		}
+		if &c[0] == &b[0] {
+			t.Fatal("the dropped buffer was lent again")
+		}
+		p.Put(c)
+	}
+}

@@ -3,6 +3,7 @@ package h2mux
 import (
 	"net"
 	"sync"
+	"sync/atomic"
 )
 
 // recordBatcher sits under a *tls.Conn and sends the records of one
@@ -22,6 +23,8 @@ type recordBatcher struct {
 	buf   *[]byte // from batchBuffers while open > 0
 	err   error   // a flush failed
 	limit int     // flush when a record would take buf past it
+
+	flushing atomic.Bool // a flush is writing to the socket (see abort)
 }
 
 // batchLimit bounds the bytes held back: what one connection's batch
@@ -88,10 +91,23 @@ func (b *recordBatcher) flushLocked() error {
 	if len(*b.buf) == 0 {
 		return nil
 	}
+	b.flushing.Store(true)
 	_, err := b.Conn.Write(*b.buf)
+	b.flushing.Store(false)
 	*b.buf = (*b.buf)[:0]
 	if err != nil {
 		b.err = err
 	}
 	return err
+}
+
+// abort closes the socket if a flush is blocked on it (a peer that does
+// not read). crypto/tls's Close closes the socket at once when a Write is
+// in progress, but a flush runs after its Write has returned: Close would
+// instead queue its close_notify behind the flush, for as long as its 5 s
+// deadline.
+func (b *recordBatcher) abort() {
+	if b.flushing.Load() {
+		_ = b.Conn.Close()
+	}
 }

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/meridian-gw/meridian/internal/testcert"
 )
@@ -165,5 +166,39 @@ func TestRecordBatcherFailedFlushBreaksTheConnection(t *testing.T) {
 	_, err := b.Write([]byte("after"))
 	if err == nil || !errors.Is(err, net.ErrClosed) {
 		t.Fatalf("a write after a failed flush: %v, want the flush's error (nothing may follow a gap)", err)
+	}
+}
+
+// Closing a connection whose batched write is stuck on a peer that does
+// not read is immediate, as crypto/tls makes it for a Write in progress.
+func TestClosingAStuckBatchIsImmediate(t *testing.T) {
+	server, b, counted, client := tlsPair(t) // the client never reads
+	// Small socket buffers: the batch (under its limit, so flushed after
+	// crypto/tls's Write has returned) cannot all fit.
+	_ = counted.Conn.(*net.TCPConn).SetWriteBuffer(4 << 10)
+	_ = client.NetConn().(*net.TCPConn).SetReadBuffer(4 << 10)
+	rc := &replayConn{Conn: server, batcher: b}
+	done := make(chan error, 1)
+	go func() {
+		var err error
+		for err == nil { // until a flush is stuck, and then fails
+			_, err = rc.Write(make([]byte, 200<<10))
+		}
+		done <- err
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for !b.flushing.Load() {
+		if time.Now().After(deadline) {
+			t.Fatal("the batched write never began to flush")
+		}
+		time.Sleep(time.Millisecond) // polling, bounded by the deadline
+	}
+	start := time.Now()
+	_ = rc.Close()
+	if err := <-done; err == nil {
+		t.Error("the stuck write reported success after Close")
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("Close with a stuck flush took %v; want it immediate (crypto/tls's close_notify waits up to 5 s)", d)
 	}
 }

@@ -95,6 +95,15 @@ func h2Conn(c net.Conn, h *handoff, ourSettings []byte, batcher *recordBatcher) 
 	return wrapTLS(rc)
 }
 
+// Close closes the connection, at once if a batched write is stuck on a
+// peer that does not read (see recordBatcher.abort).
+func (c *replayConn) Close() error {
+	if c.batcher != nil {
+		c.batcher.abort()
+	}
+	return c.Conn.Close()
+}
+
 func (c *replayConn) Read(p []byte) (int, error) {
 	if len(c.replay) > 0 {
 		n := copy(p, c.replay)

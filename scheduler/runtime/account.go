@@ -29,16 +29,18 @@ func (a account) uid() int {
 }
 
 // DefaultUIDs is the range `meridian scheduler` gives workloads uids
-// from, as root: far above any account's (which start at 1000 and, for
-// containers' subordinate ranges, at 100000) and below 2^31, which some
-// tools still treat as signed.
-var DefaultUIDs = UIDRange{First: 2000000000, Last: 2000065535}
+// from, as root: above local accounts (from 1000), containers'
+// subordinate ranges (from 100000), systemd's container range (to
+// 1879048191) and SSSD's default id mapping (to 2000200000), and below
+// systemd's foreign range (from 2147352576) and 2^31, which some tools
+// still treat as signed.
+var DefaultUIDs = UIDRange{First: 2100000000, Last: 2100065535}
 
 // UIDRange is a range of uids, First to Last inclusive. The zero value is
 // no range.
 type UIDRange struct{ First, Last int }
 
-// ParseUIDRange parses "FIRST-LAST" (e.g. 2000000000-2000065535); "" is
+// ParseUIDRange parses "FIRST-LAST" (e.g. 2100000000-2100065535); "" is
 // no range.
 func ParseUIDRange(s string) (UIDRange, error) {
 	if s == "" {
@@ -48,7 +50,7 @@ func ParseUIDRange(s string) (UIDRange, error) {
 	first, err1 := strconv.Atoi(a)
 	last, err2 := strconv.Atoi(b)
 	if !ok || err1 != nil || err2 != nil {
-		return UIDRange{}, fmt.Errorf("workload uids %q: want FIRST-LAST, e.g. 2000000000-2000065535", s)
+		return UIDRange{}, fmt.Errorf("workload uids %q: want FIRST-LAST, e.g. 2100000000-2100065535", s)
 	}
 	r := UIDRange{first, last}
 	return r, r.check()
@@ -94,8 +96,8 @@ func (l *Local) account() (account, error) {
 		if taken[uid] || running[uid] {
 			continue
 		}
-		if _, err := user.LookupId(strconv.Itoa(uid)); err == nil {
-			continue // an account of this host's: someone's files, someone's processes
+		if known(uid) {
+			continue // an account or group of this host's: someone's files, someone's processes
 		}
 		l.nextUID = (l.nextUID + i + 1) % n // the next search starts after it: a uid comes back as late as it can
 		id := uint32(uid)
@@ -107,7 +109,7 @@ func (l *Local) account() (account, error) {
 // accountOf is the account of a workload running as uid (one adopted).
 func (l *Local) accountOf(uid int) account {
 	if l.UIDs.contains(uid) {
-		if _, err := user.LookupId(strconv.Itoa(uid)); err != nil {
+		if !known(uid) {
 			id := uint32(uid)
 			return account{cred: &syscall.Credential{Uid: id, Gid: id, Groups: []uint32{}}, name: strconv.Itoa(uid), own: true}
 		}
@@ -117,6 +119,17 @@ func (l *Local) accountOf(uid int) account {
 		a = account{cred: &syscall.Credential{Uid: uint32(uid)}, name: strconv.Itoa(uid)}
 	}
 	return a
+}
+
+// known reports whether the user database names uid as an account or a
+// group. A static binary (CGO_ENABLED=0) reads /etc/passwd and
+// /etc/group only: a range must also stay clear of directory (LDAP, SSSD)
+// ids, which it cannot see.
+func known(uid int) bool {
+	id := strconv.Itoa(uid)
+	_, uerr := user.LookupId(id)
+	_, gerr := user.LookupGroupId(id)
+	return uerr == nil || gerr == nil
 }
 
 func (l *Local) sharedAccount() account {
@@ -174,7 +187,7 @@ func killUID(uid int) error {
 		}
 		live := 0
 		for pid := range pids {
-			if st, err := readStat(pid); err != nil || st.state == 'Z' || st.state == 'X' {
+			if !running(pid) {
 				continue
 			}
 			live++
@@ -190,4 +203,18 @@ func killUID(uid int) error {
 		}
 	}
 	return fmt.Errorf("processes of uid %d still ran after a second of SIGKILLs", uid)
+}
+
+// running reports whether a process still runs anything: not a zombie,
+// or a zombie leader (its main thread exited) whose other threads run on.
+func running(pid int) bool {
+	st, err := readStat(pid)
+	switch {
+	case err != nil || st.state == 'X':
+		return false
+	case st.state != 'Z':
+		return true
+	}
+	tasks, _ := os.ReadDir("/proc/" + strconv.Itoa(pid) + "/task")
+	return len(tasks) > 1
 }

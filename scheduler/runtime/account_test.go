@@ -47,7 +47,7 @@ func TestWorkloadsOfTheirOwnAccountsCannotReadEachOther(t *testing.T) {
 				}
 				l = newLocal(t, "/nonexistent")
 			} else {
-				l = uidLocal(t, 2000100000, 100, "/nonexistent")
+				l = uidLocal(t, 2100100000, 100, "/nonexistent")
 			}
 			const victim, token = "sess-victim", "tok-victim-5c1e"
 			if err := l.Start(t.Context(), Spec{SessionID: victim, Token: token}); err != nil {
@@ -91,7 +91,7 @@ func TestWorkloadsOfTheirOwnAccountsCannotReadEachOther(t *testing.T) {
 // even a process that left its process group (setsid), which a shared
 // account's could.
 func TestWorkloadOfItsOwnAccountLeavesNothingRunning(t *testing.T) {
-	l := uidLocal(t, 2000200000, 10, "escape")
+	l := uidLocal(t, 2100200000, 10, "escape")
 	const id = "sess-escape"
 	if err := l.Start(t.Context(), Spec{SessionID: id, Token: "t"}); err != nil {
 		t.Fatal(err)
@@ -123,7 +123,7 @@ func TestWorkloadOfItsOwnAccountLeavesNothingRunning(t *testing.T) {
 // Each uid goes to one workload at a time; when none is free, Start says
 // so and how to fix it. One that ended comes back.
 func TestWorkloadUIDsAreNotShared(t *testing.T) {
-	l := uidLocal(t, 2000300000, 2, "/nonexistent")
+	l := uidLocal(t, 2100300000, 2, "/nonexistent")
 	uids := map[int]string{}
 	for _, id := range []string{"sess-u1", "sess-u2"} {
 		if err := l.Start(t.Context(), Spec{SessionID: id, Token: "t"}); err != nil {
@@ -136,7 +136,7 @@ func TestWorkloadUIDsAreNotShared(t *testing.T) {
 		uids[uid] = id
 	}
 	err := l.Start(t.Context(), Spec{SessionID: "sess-u3", Token: "t"})
-	if err == nil || !strings.Contains(err.Error(), "wider range") || !strings.Contains(err.Error(), "2000300000-2000300001") {
+	if err == nil || !strings.Contains(err.Error(), "wider range") || !strings.Contains(err.Error(), "2100300000-2100300001") {
 		t.Fatalf("a third workload with two uids: %v; want an error naming the range and the fix", err)
 	}
 	if err := l.Stop(t.Context(), "sess-u1"); err != nil {

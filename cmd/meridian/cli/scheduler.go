@@ -248,6 +248,8 @@ func localRuntime(f schedulerFlags, log *slog.Logger) (*runtime.Local, error) {
 	switch {
 	case f.workloadUserSet && f.workloadUIDsSet:
 		return nil, fmt.Errorf("--workload_user %s and --workload_uids %s: choose one (an account shared by every workload, or one each)", f.workloadUser, f.workloadUIDs)
+	case f.workloadUserSet && strings.TrimSpace(f.workloadUser) == "" && os.Geteuid() == 0:
+		return nil, errors.New("--workload_user: empty, which as root would run users' code as root; name an unprivileged account, or leave it out for a uid per workload (--workload_uids)")
 	case f.workloadUserSet:
 	case f.workloadUIDsSet || os.Geteuid() == 0:
 		// As root, by default, an account each: a shared one lets any

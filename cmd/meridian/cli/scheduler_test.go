@@ -34,6 +34,14 @@ func TestSchedulerWorkloadAccountFlags(t *testing.T) {
 			}
 		}
 	}
+	if os.Geteuid() == 0 {
+		var stderr bytes.Buffer
+		run([]string{"scheduler", "--region", "us-central1", "--listen", "", "--listen_unix", filepath.Join(t.TempDir(), "s.sock"),
+			"--metrics_listen", "", "--store", store, "--workload_user", ""}, &bytes.Buffer{}, &stderr)
+		if !strings.Contains(stderr.String(), "--workload_user: empty, which as root would run users' code as root") {
+			t.Errorf("--workload_user '' as root: %q; want it refused", stderr.String())
+		}
+	}
 	if os.Geteuid() != 0 {
 		var stderr bytes.Buffer
 		run([]string{"scheduler", "--region", "us-central1", "--listen", "", "--listen_unix", filepath.Join(t.TempDir(), "s.sock"),
