@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	goruntime "runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -163,5 +164,58 @@ func TestUIDRangeIsChecked(t *testing.T) {
 	}
 	if r, err := ParseUIDRange("2000000000-2000065535"); err != nil || r.size() != 65536 {
 		t.Errorf("ParseUIDRange(2000000000-2000065535): %v, %v", r, err)
+	}
+}
+
+// zombieLeader forks a child that leaves the workload's session, starts a
+// thread, then ends its main thread alone (SYS_exit): a zombie leader in
+// /proc whose other thread runs on. The parent waits.
+const zombieLeader = `
+import ctypes, os, threading, time
+if os.fork() == 0:
+    os.setsid()
+    threading.Thread(target=lambda: time.sleep(600)).start()
+    ctypes.CDLL(None).syscall(60, 0)  # SYS_exit on amd64: this thread alone
+else:
+    time.sleep(600)
+`
+
+// killUID kills a process whose main thread has exited while another
+// runs, though /proc shows it a zombie.
+func TestWorkloadLeavesNoZombieLeaderRunning(t *testing.T) {
+	if goruntime.GOARCH != "amd64" {
+		t.Skip("the workload calls SYS_exit by its amd64 number")
+	}
+	const python = "/usr/bin/python3" // not a shim in a home directory the workload cannot enter
+	if _, err := os.Stat(python); err != nil {
+		t.Skip("/usr/bin/python3 (Debian: python3) runs the workload")
+	}
+	l := uidLocal(t, 2100400000, 10, "unused")
+	l.Command, l.ExecByDescriptor = []string{python, "-c", zombieLeader}, false
+	const id = "sess-zombie"
+	if err := l.Start(t.Context(), Spec{SessionID: id, Token: "t"}); err != nil {
+		t.Fatal(err)
+	}
+	uid := recordOf(t, waitStatus(t, l, id, "started", func(st Status) bool { return st.Record != "" })).UID
+	var leader int
+	deadline := time.Now().Add(30 * time.Second)
+	for leader == 0 {
+		pids, _ := pidsOf(func(u int) bool { return u == uid })
+		for pid := range pids {
+			if st, err := readStat(pid); err == nil && st.state == 'Z' && running(pid) {
+				leader = pid
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the workload made no zombie leader with a live thread")
+		}
+		time.Sleep(20 * time.Millisecond) // polling, bounded by the deadline
+	}
+	if err := l.Stop(t.Context(), id); err != nil {
+		t.Fatal(err)
+	}
+	if running(leader) {
+		_ = syscall.Kill(leader, syscall.SIGKILL)
+		t.Fatalf("process %d (a zombie leader whose thread runs) still runs after Stop", leader)
 	}
 }
