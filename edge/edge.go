@@ -58,10 +58,12 @@ type Options struct {
 	// RetryBufferLimit is how much of a request body is kept for a retry.
 	// Default 1 MiB; larger requests are not retried once sent.
 	RetryBufferLimit int
-	// BulkBufferBytes is the memory lent to large responses: once one has
-	// relayed bulkAfter bytes it is copied with a 256 KiB buffer instead
-	// of 32 KiB, while the total lent stays within this (see
-	// internal/bulkbuf). Default DefaultBulkBufferBytes; negative: none.
+	// BulkBufferBytes is the memory lent to bulk transfers, in 256 KiB
+	// buffers: a response that has relayed bulkAfter bytes is copied with
+	// one instead of 32 KiB, and a large HTTP/2 or gRPC write gathers its
+	// TLS records in one to send them with a single syscall; the total
+	// lent stays within this (see internal/bulkbuf). Default
+	// DefaultBulkBufferBytes; negative: none.
 	BulkBufferBytes int64
 	// Idempotent lists gRPC methods safe to repeat after they may have
 	// reached a backend: full names or prefixes ending in "*", and
@@ -87,8 +89,8 @@ type Options struct {
 }
 
 // DefaultBulkBufferBytes is Options.BulkBufferBytes's default: 256
-// large responses copied with large buffers at once.
-const DefaultBulkBufferBytes = 64 << 20
+// buffers.
+const DefaultBulkBufferBytes = bulkbuf.DefaultBudget
 
 // DefaultIdempotent: reads, health checks, and CreateSession with a request_id.
 var DefaultIdempotent = []string{
@@ -208,8 +210,8 @@ func New(opts Options) (*Edge, error) {
 		HTTP2: &http.HTTP2Config{MaxReadFrameSize: 256 << 10}}
 	ed.bulk = bulkbuf.New(bulkBufferSize, opts.BulkBufferBytes)
 	opts.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "meridian_edge_bulk_buffer_bytes",
-		Help: "Memory lent to large responses for 256 KiB copies (--bulk_buffer_bytes bounds it)."},
-		func() float64 { return float64(ed.bulk.Lent() * bulkBufferSize) }))
+		Help: "Memory lent to bulk transfers: 256 KiB copies and TLS record batches (--bulk_buffer_bytes bounds it)."},
+		ed.bulk.LentBytes))
 	ed.tunnels = &wstunnel.Limiter{Max: opts.Notebooks.MaxTunnelsPerClient}
 	ed.wsProxy = &wstunnel.Proxy{Transport: ed.transport, IdleTimeout: opts.Notebooks.TunnelIdleTimeout}
 	opts.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "meridian_edge_notebook_tunnels",
@@ -563,7 +565,7 @@ func (ed *Edge) Run(ctx context.Context) error {
 	ed.syncCheckers()
 	httpSrv := &http.Server{Handler: http.HandlerFunc(ed.serveHTTP), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 5 * time.Minute,
 		MaxHeaderBytes: ed.opts.MaxHeaderBytes, ErrorLog: slog.NewLogLogger(ed.log.Handler(), slog.LevelDebug)}
-	mux := &h2mux.Server{GRPC: ed.grpcRelay, HTTP: httpSrv, PreludeLimits: ed.opts.H2Prelude, TLS: &tls.Config{MinVersion: tls.VersionTLS12, NextProtos: []string{"h2", "http/1.1"},
+	mux := &h2mux.Server{GRPC: ed.grpcRelay, HTTP: httpSrv, PreludeLimits: ed.opts.H2Prelude, BatchBuffers: ed.bulk, TLS: &tls.Config{MinVersion: tls.VersionTLS12, NextProtos: []string{"h2", "http/1.1"},
 		GetCertificate: ed.certFor}}
 	var wg sync.WaitGroup
 	wg.Go(func() { mux.ServeTLS(ctx, ln) })

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/meridian-gw/meridian/internal/bulkbuf"
 	"github.com/meridian-gw/meridian/internal/forwarded"
 	"github.com/meridian-gw/meridian/internal/grpcframe"
 	"github.com/meridian-gw/meridian/internal/sessionid"
@@ -183,7 +184,7 @@ func dialFailed(err error) bool {
 // updates to the gateway (docs/benchmarks.md).
 const (
 	bulkAfter      = 1 << 20
-	bulkBufferSize = 256 << 10
+	bulkBufferSize = bulkbuf.BufferSize
 )
 
 // relay streams the response, flushing as it goes (server streams,

@@ -22,6 +22,7 @@ import (
 
 	"github.com/meridian-gw/meridian/gateway/auth"
 	"github.com/meridian-gw/meridian/gateway/transcode"
+	"github.com/meridian-gw/meridian/internal/bulkbuf"
 	"github.com/meridian-gw/meridian/internal/certs"
 	"github.com/meridian-gw/meridian/internal/filestamp"
 	"github.com/meridian-gw/meridian/internal/h2mux"
@@ -111,6 +112,11 @@ type Options struct {
 	// MaxHeaderBytes bounds a request's header (HTTP/1.1 and HTTP/2, not
 	// native gRPC, which --h2_max_header_list_size bounds). Default 1 MiB.
 	MaxHeaderBytes int
+	// BulkBufferBytes is the memory lent, in 256 KiB buffers, to large
+	// HTTP/2 and gRPC writes on TLS connections, which gather their TLS
+	// records in one to send them with a single syscall (see
+	// internal/bulkbuf). Default bulkbuf.DefaultBudget; negative: none.
+	BulkBufferBytes int64
 	// JWKSClient fetches keys. Default: a 10 s client with system roots.
 	JWKSClient *http.Client
 	// Registry receives metrics. Default: a private registry.
@@ -132,6 +138,7 @@ type Gateway struct {
 	grpc      *grpc.Server // native gRPC that net/http got (see handleGRPC)
 	local     *local       // what the gateway answers itself (reflection); nil: none
 	nb        *notebooks
+	bulk      *bulkbuf.Pool // TLS record batches
 
 	state    atomic.Pointer[state]
 	cert     atomic.Pointer[tls.Certificate]
@@ -155,6 +162,9 @@ func New(opts Options) (*Gateway, error) {
 	g := &Gateway{opts: opts, log: opts.Log.With("component", "gateway"),
 		listeners: map[string]net.Listener{}, ready: make(chan struct{})}
 	g.metrics = newMetrics(opts.Registry)
+	g.bulk = bulkbuf.New(bulkbuf.BufferSize, opts.BulkBufferBytes)
+	opts.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "meridian_gateway_bulk_buffer_bytes",
+		Help: "Memory lent to TLS record batches of large writes (--bulk_buffer_bytes bounds it)."}, g.bulk.LentBytes))
 	if opts.AccessLog != nil {
 		g.accessLog = newAsyncLog(opts.AccessLog)
 		g.access = slog.New(slog.NewJSONHandler(g.accessLog, nil)).With("log", "access")
@@ -245,6 +255,9 @@ func (o *Options) defaults() error {
 		return fmt.Errorf("--max_header_bytes = %d: must be >= 0 (0: the default, 1m)", o.MaxHeaderBytes)
 	case o.MaxHeaderBytes == 0:
 		o.MaxHeaderBytes = 1 << 20
+	}
+	if o.BulkBufferBytes == 0 {
+		o.BulkBufferBytes = bulkbuf.DefaultBudget
 	}
 	if o.Registry == nil {
 		o.Registry = prometheus.NewRegistry()
@@ -544,7 +557,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 
 	httpSrv := &http.Server{Handler: g, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 5 * time.Minute, MaxHeaderBytes: g.opts.MaxHeaderBytes,
 		ErrorLog: slog.NewLogLogger(g.log.Handler(), slog.LevelDebug)}
-	mux := &h2mux.Server{GRPC: g.relay, HTTP: httpSrv, TLS: g.tlsConfig(), PreludeLimits: g.opts.H2Prelude}
+	mux := &h2mux.Server{GRPC: g.relay, HTTP: httpSrv, TLS: g.tlsConfig(), PreludeLimits: g.opts.H2Prelude, BatchBuffers: g.bulk}
 	var wg sync.WaitGroup
 	for kind, ln := range g.listeners {
 		switch kind {

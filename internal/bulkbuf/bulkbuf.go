@@ -12,6 +12,13 @@ package bulkbuf
 
 import "sync"
 
+// BufferSize and DefaultBudget are what the edge and the gateway use: 256
+// KiB copies (and batches of TLS records), 256 of them at once.
+const (
+	BufferSize    = 256 << 10
+	DefaultBudget = 64 << 20
+)
+
 // Pool lends buffers of one size, at most budget bytes of them at once.
 type Pool struct {
 	size  int
@@ -59,4 +66,12 @@ func (p *Pool) Lent() int {
 		return 0
 	}
 	return len(p.slots)
+}
+
+// LentBytes is the memory lent out, for a gauge.
+func (p *Pool) LentBytes() float64 {
+	if p == nil {
+		return 0
+	}
+	return float64(len(p.slots) * p.size)
 }

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meridian-gw/meridian/internal/bulkbuf"
 	"github.com/meridian-gw/meridian/internal/testcert"
 )
 
@@ -27,7 +28,7 @@ func (c *countingConn) Write(p []byte) (int, error) {
 
 // tlsPair is a TLS connection on loopback whose server side writes
 // through a recordBatcher over a countingConn, and the client reading it.
-func tlsPair(t *testing.T) (server *tls.Conn, b *recordBatcher, counted *countingConn, client *tls.Conn) {
+func tlsPair(t *testing.T, buffers ...*bulkbuf.Pool) (server *tls.Conn, b *recordBatcher, counted *countingConn, client *tls.Conn) {
 	t.Helper()
 	cert, pool := testcert.Server(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -45,7 +46,11 @@ func tlsPair(t *testing.T) (server *tls.Conn, b *recordBatcher, counted *countin
 		t.Fatal(err)
 	}
 	counted = &countingConn{Conn: <-accepted}
-	b = newRecordBatcher(counted)
+	p := bulkbuf.New(bulkbuf.BufferSize, 4*bulkbuf.BufferSize)
+	if len(buffers) > 0 {
+		p = buffers[0]
+	}
+	b = newRecordBatcher(counted, p)
 	server = tls.Server(b, &tls.Config{Certificates: []tls.Certificate{cert}})
 	client = tls.Client(raw, &tls.Config{RootCAs: pool, ServerName: "localhost"})
 	errc := make(chan error, 1)
@@ -200,5 +205,56 @@ func TestClosingAStuckBatchIsImmediate(t *testing.T) {
 	}
 	if d := time.Since(start); d > 2*time.Second {
 		t.Errorf("Close with a stuck flush took %v; want it immediate (crypto/tls's close_notify waits up to 5 s)", d)
+	}
+}
+
+// Connections whose peers stop reading hold batch buffers only within
+// the budget: past it, writes go out a record at a time, and still whole.
+func TestRecordBatchersStayWithinTheirBudget(t *testing.T) {
+	pool := bulkbuf.New(bulkbuf.BufferSize, bulkbuf.BufferSize) // one buffer
+	stalled, sb, scounted, sclient := tlsPair(t, pool)
+	_ = scounted.Conn.(*net.TCPConn).SetWriteBuffer(4 << 10)
+	_ = sclient.NetConn().(*net.TCPConn).SetReadBuffer(4 << 10)
+	rc := &replayConn{Conn: stalled, batcher: sb}
+	done := make(chan error, 1)
+	go func() {
+		var err error
+		for err == nil {
+			_, err = rc.Write(make([]byte, 200<<10))
+		}
+		done <- err
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for !sb.flushing.Load() {
+		if time.Now().After(deadline) {
+			t.Fatal("the write to a peer that does not read never stalled in a flush")
+		}
+		time.Sleep(time.Millisecond) // polling, bounded by the deadline
+	}
+	if pool.Lent() != 1 {
+		t.Fatalf("a stalled flush holds %d buffers; want the budget's 1", pool.Lent())
+	}
+
+	server, b, counted, client := tlsPair(t, pool)
+	data := bytes.Repeat([]byte("0123456789abcdef"), 200<<10/16)
+	got := readAll(client, len(data))
+	before := counted.writes.Load()
+	if _, err := b.batch(func() (int, error) { return server.Write(data) }); err != nil {
+		t.Fatal(err)
+	}
+	if g := <-got; !bytes.Equal(g, data) {
+		t.Fatalf("with the budget spent, the client read %d bytes, not the %d written", len(g), len(data))
+	}
+	if w := counted.writes.Load() - before; w < 13 {
+		t.Errorf("with the budget spent, 200 KiB took %d socket writes; want a record at a time (13 or more)", w)
+	}
+	if pool.Lent() != 1 {
+		t.Errorf("%d buffers lent; want still the stalled one's alone", pool.Lent())
+	}
+
+	_ = rc.Close()
+	<-done
+	if pool.Lent() != 0 {
+		t.Errorf("%d buffers lent after the stalled connection closed; want 0", pool.Lent())
 	}
 }

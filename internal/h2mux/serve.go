@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/meridian-gw/meridian/internal/bulkbuf"
 	"golang.org/x/net/http2"
 )
 
@@ -40,6 +41,11 @@ type Server struct {
 	H2 *http2.Server //lint:ignore SA1019 see above
 	// TLS, when set, is used on listeners served with ServeTLS.
 	TLS *tls.Config
+	// BatchBuffers lends the buffers in which a large HTTP/2 or gRPC write
+	// on a TLS connection gathers its records, to send them with one
+	// syscall instead of one each (see recordBatcher). Nil, or its budget
+	// spent: a syscall per record.
+	BatchBuffers *bulkbuf.Pool
 	// PreludeLimits bound an HTTP/2 connection before its first request.
 	PreludeLimits
 
@@ -114,7 +120,7 @@ func (s *Server) route(ctx context.Context, c net.Conn, isTLS bool) {
 	defer s.conns.Delete(raw)
 	var batcher *recordBatcher // HTTP/2 and gRPC writes only: net/http's HTTP/1 server needs the *tls.Conn itself
 	if isTLS {
-		batcher = newRecordBatcher(c)
+		batcher = newRecordBatcher(c, s.BatchBuffers)
 		tc := tls.Server(batcher, s.TLS)
 		hctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		err := tc.HandshakeContext(hctx)

@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"os"
 	"runtime/debug"
-	"strings"
 
 	"github.com/meridian-gw/meridian/edge"
 	"github.com/meridian-gw/meridian/internal/logging"
@@ -136,11 +135,8 @@ front certificate is chosen by SNI among the MCI's tls[] secrets).
 				return fmt.Errorf("--max_header_bytes = %q: %w", maxHeader, err)
 			}
 			o.MaxHeaderBytes = int(mh)
-			o.BulkBufferBytes = -1 // "0": none (0 is the library's default)
-			if strings.TrimSpace(bulkBuffer) != "0" {
-				if o.BulkBufferBytes, err = parseSize(bulkBuffer); err != nil {
-					return fmt.Errorf("--bulk_buffer_bytes = %q: %w (or 0 for none)", bulkBuffer, err)
-				}
+			if o.BulkBufferBytes, err = parseBulkBuffer(bulkBuffer); err != nil {
+				return err
 			}
 			if err := src.validate(&o); err != nil {
 				return err
@@ -174,7 +170,7 @@ front certificate is chosen by SNI among the MCI's tls[] secrets).
 	fl.StringVar(&o.UpstreamServerName, "upstream_server_name", "", "name the gateways' certificates are verified for (default: the address dialled, e.g. a pod IP); set it when the gateways share one certificate, as deploy/kubernetes's nginx-ssl Secret")
 	fl.IntVar(&o.MaxAttempts, "max_attempts", 3, "attempts per request, the first included")
 	fl.IntVar(&o.RetryBufferLimit, "retry_buffer_limit", 1<<20, "request bytes kept for a retry")
-	fl.StringVar(&bulkBuffer, "bulk_buffer_bytes", "64m", "memory lent to responses past 1 MiB (notebook downloads) to copy 256 KiB at a time, with fewer writes and flow-control updates per byte; past the budget they copy 32 KiB at a time (0: never)")
+	fl.StringVar(&bulkBuffer, "bulk_buffer_bytes", "64m", "memory lent to bulk transfers, in 256 KiB buffers: responses past 1 MiB (notebook downloads) copy 256 KiB at a time, and large HTTP/2 and gRPC writes send their TLS records with one syscall; past the budget, 32 KiB copies and a syscall per record (0: never)")
 	fl.StringSliceVar(&o.Idempotent, "idempotent", edge.DefaultIdempotent, "gRPC methods safe to repeat: /pkg.Service/Method globs; METHOD=N when field N (a request id) is set")
 	h2 = addH2LimitFlags(cmd, &o.H2, &o.H2Prelude)
 	fl.StringVar(&maxHeader, "max_header_bytes", "1m", "largest request header, HTTP/1.1 and HTTP/2 (431 beyond it; native gRPC: --h2_max_header_list_size)")

@@ -23,7 +23,7 @@ import (
 func newGatewayCmd() *cobra.Command {
 	var o gateway.Options
 	var sslPort, httpPort, http2Port, statusPort int
-	var listenHost, accessLog, logLevel, maxBody, serviceJSON, maxHeader string
+	var listenHost, accessLog, logLevel, maxBody, serviceJSON, maxHeader, bulkBuffer string
 	var jwksCache, jwtCache, gcPercent int
 	var h2 *h2LimitFlags
 	cmd := &cobra.Command{
@@ -83,6 +83,9 @@ swaps changes in with no failed request; a bad change keeps the old config.`,
 				return fmt.Errorf("--max_header_bytes = %q: %w", maxHeader, err)
 			}
 			o.MaxHeaderBytes = int(mh)
+			if o.BulkBufferBytes, err = parseBulkBuffer(bulkBuffer); err != nil {
+				return err
+			}
 			o.JWKSCacheDuration = time.Duration(jwksCache) * time.Second
 			if o.JWTCacheSize = jwtCache; jwtCache == 0 {
 				o.JWTCacheSize = -1 // ESPv2's 0: no cache
@@ -142,6 +145,7 @@ swaps changes in with no failed request; a bad change keeps the old config.`,
 	fl.BoolVar(&o.CORS.AllowCredentials, "cors_allow_credentials", false, "Access-Control-Allow-Credentials: true")
 	fl.IntVar(&o.CORS.MaxAge, "cors_max_age", 1728000, "Access-Control-Max-Age, seconds")
 	fl.StringVar(&maxBody, "client_max_body_size", "32m", "largest request body of API calls (k, m, g suffixes); notebook uploads stream and are not bounded")
+	fl.StringVar(&bulkBuffer, "bulk_buffer_bytes", "64m", "memory lent, in 256 KiB buffers, to large HTTP/2 and gRPC writes on TLS connections to send their TLS records with one syscall; past the budget, a syscall per record (0: never)")
 	fl.StringVar(&maxHeader, "max_header_bytes", "1m", "largest request header, HTTP/1.1 and HTTP/2 (431 beyond it; native gRPC: --h2_max_header_list_size)")
 	fl.IntVar(&o.Notebooks.CacheSize, "notebook_cache_size", gateway.DefaultNotebookCacheSize, "notebook resolutions remembered (owner and session), least recently used out")
 	fl.DurationVar(&o.Notebooks.CacheTTL, "notebook_cache_ttl", gateway.DefaultNotebookCacheTTL, "how long a notebook's resolution (its workload, its state) is used before the scheduler is asked again")
@@ -226,6 +230,19 @@ func (f *h2LimitFlags) parse() error {
 }
 
 // parseSize reads "32m", "512k", "1g" or a byte count.
+// parseBulkBuffer parses --bulk_buffer_bytes: a size, or 0 for none (the
+// libraries' -1; their 0 is the default).
+func parseBulkBuffer(s string) (int64, error) {
+	if strings.TrimSpace(s) == "0" {
+		return -1, nil
+	}
+	n, err := parseSize(s)
+	if err != nil {
+		return 0, fmt.Errorf("--bulk_buffer_bytes = %q: %w (or 0 for none)", s, err)
+	}
+	return n, nil
+}
+
 func parseSize(s string) (int64, error) {
 	s = strings.ToLower(strings.TrimSpace(s))
 	mult := int64(1)
