@@ -100,25 +100,28 @@ func (l *Local) account() (account, error) {
 			continue // an account or group of this host's: someone's files, someone's processes
 		}
 		l.nextUID = (l.nextUID + i + 1) % n // the next search starts after it: a uid comes back as late as it can
-		id := uint32(uid)
-		return account{cred: &syscall.Credential{Uid: id, Gid: id, Groups: []uint32{}}, name: strconv.Itoa(uid), own: true}, nil
+		return ownAccount(uid), nil
 	}
 	return account{}, fmt.Errorf("local runtime: every uid of the workload uids %s runs a process or names an account of this host; give the scheduler a wider range", l.UIDs)
 }
 
 // accountOf is the account of a workload running as uid (one adopted).
 func (l *Local) accountOf(uid int) account {
-	if l.UIDs.contains(uid) {
-		if !known(uid) {
-			id := uint32(uid)
-			return account{cred: &syscall.Credential{Uid: id, Gid: id, Groups: []uint32{}}, name: strconv.Itoa(uid), own: true}
-		}
+	if l.UIDs.contains(uid) && !known(uid) {
+		return ownAccount(uid)
 	}
 	a := l.sharedAccount()
 	if a.uid() != uid { // started under another configuration: only named
 		a = account{cred: &syscall.Credential{Uid: uint32(uid)}, name: strconv.Itoa(uid)}
 	}
 	return a
+}
+
+// ownAccount is a workload's own: uid, the gid of the same number, no
+// supplementary groups.
+func ownAccount(uid int) account {
+	id := uint32(uid)
+	return account{cred: &syscall.Credential{Uid: id, Gid: id, Groups: []uint32{}}, name: strconv.Itoa(uid), own: true}
 }
 
 // known reports whether the user database names uid as an account or a
